@@ -1,0 +1,79 @@
+"""Attention activations: scores -> weights, with masked positions exactly 0.
+
+Each function takes raw scores ``QKᵀ/√d_h`` of shape ``(..., tgt_len, src_len)`` and a boolean mask
+(``True`` = may not be attended) broadcastable to it, or ``None``.  ReLA's weights are the
+one-liner :func:`rela`; the normalisation that makes them trainable lives in
+:mod:`fairseq_rela.normalization`.
+"""
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+# Finite stand-in for -inf in sparsemax/entmax: exact zeros need z_j < max(z) - 2, and a finite
+# value keeps fully-masked rows from producing NaN inside the sort-based solvers.
+_SPARSE_FILL = -1e4
+
+
+def softmax(scores: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """``softmax(s)`` in fp32 (as fairseq does); masked scores are -inf."""
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores)
+
+
+def rela(scores: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """ReLA (Zhang et al. 2021, eq. 4): ``α = ReLU(s)``; masks are multiplicative (exact 0).
+
+    Rows with no positive score are all zero ("null attention"); nothing here can give NaN.
+    """
+    if mask is not None:
+        scores = scores.masked_fill(mask, 0.0)
+    return torch.relu(scores)
+
+
+def _entmax_family(solver: Callable[..., Tensor]) -> Callable[[Tensor, Optional[Tensor]], Tensor]:
+    def weights(scores: Tensor, mask: Optional[Tensor]) -> Tensor:
+        z = scores.float()
+        if mask is not None:
+            z = z.masked_fill(mask, _SPARSE_FILL)
+        p = solver(z, dim=-1)
+        if mask is not None:  # a fully masked row is uniform over -1e4: zero it
+            p = p.masked_fill(mask, 0.0)
+        return p.type_as(scores)
+
+    return weights
+
+
+def _sparsemax(z: Tensor, dim: int) -> Tensor:
+    from entmax import sparsemax as solver
+
+    return solver(z, dim=dim)
+
+
+def _entmax15(z: Tensor, dim: int) -> Tensor:
+    from entmax import entmax15 as solver
+
+    return solver(z, dim=dim)
+
+
+sparsemax = _entmax_family(_sparsemax)
+sparsemax.__doc__ = "sparsemax (Martins & Astudillo 2016), from the ``entmax`` package."
+entmax15 = _entmax_family(_entmax15)
+entmax15.__doc__ = "1.5-entmax (Peters et al. 2019), from the ``entmax`` package."
+
+ACTIVATIONS: Dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {
+    "softmax": softmax,
+    "rela": rela,
+    "sparsemax": sparsemax,
+    "entmax15": entmax15,
+}
+
+
+def get_activation(name: str) -> Callable[[Tensor, Optional[Tensor]], Tensor]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"--attention-activation: unknown value {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None

@@ -1,0 +1,167 @@
+"""Multi-head attention with a pluggable activation and ReLA's head-output normaliser.
+
+A subclass of fairseq's :class:`~fairseq.modules.MultiheadAttention`: same parameters, same
+incremental-state layout (``prev_key``/``prev_value`` of shape ``(batch, heads, len, head_dim)``),
+so beam search, checkpoints and ``reorder_incremental_state`` work unchanged.  It never takes
+fairseq's ``F.multi_head_attention_forward`` fast path (which would skip the activation and the
+normaliser); softmax uses PyTorch's fused ``scaled_dot_product_attention`` only when nobody needs
+the weights, where the two are the same computation.
+
+    y = W_O · N(concat_h Σ_j α^h_ij v^h_j) + b_O,   α^h = act(q^h k^hᵀ / √d_h)
+"""
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq.modules import MultiheadAttention
+from torch import Tensor
+
+from fairseq_rela.activations import get_activation
+from fairseq_rela.normalization import HeadNorm
+
+IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+# recorder(module, weights (B,H,T,S), values (B,H,S,d), head_outputs (T,B,E), output (T,B,E), key_padding_mask)
+Recorder = Callable[..., None]
+
+
+class ReLAMultiheadAttention(MultiheadAttention):
+    """fairseq attention whose weights come from ``activation`` (softmax, rela, sparsemax, entmax15)."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        activation: str = "softmax",
+        head_norm: Optional[HeadNorm] = None,
+        kind: str = "",
+        **kwargs,
+    ):
+        unsupported = [k for k in ("add_bias_kv", "add_zero_attn", "xformers_att_config") if kwargs.get(k)]
+        if unsupported:
+            raise ValueError(f"ReLAMultiheadAttention does not support {', '.join(unsupported)}")
+        super().__init__(embed_dim, num_heads, **kwargs)
+        self.activation = activation
+        self.weights_fn = get_activation(activation)
+        self.head_norm = head_norm if head_norm is not None else HeadNorm()
+        self.kind = kind  # "encoder_self" | "decoder_self" | "cross", for analysis
+        self.recorder: Optional[Recorder] = None  # None: recording off and free
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, activation={self.activation!r}"
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: IncrementalState = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Time x Batch x Channel in and out, as fairseq's; weights ``(B,T,S)`` or ``(H,B,T,S)``."""
+        if before_softmax:
+            raise NotImplementedError("ReLAMultiheadAttention: before_softmax is not supported")
+        need_weights = need_weights or need_head_weights
+        tgt_len, bsz, embed_dim = query.shape
+        q, k, v, key_padding_mask = self._project(query, key, value, key_padding_mask, incremental_state, static_kv)
+        heads, head_dim, src_len = self.num_heads, self.head_dim, k.size(2)
+        kv_bsz = k.size(0)
+        group = bsz // kv_bsz  # beam size when encoder states are shared across the beam
+        if group > 1:  # fold the beam into the query axis: no copy of the keys
+            q = q.view(kv_bsz, group, heads, tgt_len, head_dim).transpose(1, 2)
+            q = q.reshape(kv_bsz, heads, group * tgt_len, head_dim)
+        mask = self._mask(key_padding_mask, attn_mask, group)
+
+        weights: Optional[Tensor] = None
+        if self.activation == "softmax" and not need_weights and self.recorder is None:
+            p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=p, scale=1.0
+            )
+        else:
+            weights = self.weights_fn(q @ k.transpose(-1, -2), mask)
+            ctx = self.dropout_module(weights) @ v
+        if group > 1:
+            ctx = ctx.view(kv_bsz, heads, group, tgt_len, head_dim).transpose(1, 2)
+            if weights is not None:
+                weights = weights.view(kv_bsz, heads, group, tgt_len, src_len).transpose(1, 2)
+                weights = weights.reshape(bsz, heads, tgt_len, src_len)
+        z = ctx.reshape(bsz, heads, tgt_len, head_dim).permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+        out = self.out_proj(self.head_norm(z))
+        if self.recorder is not None:
+            self.recorder(self, weights, v, z, out, key_padding_mask)
+        if not need_weights or weights is None:
+            return out, None
+        weights = weights.float().transpose(0, 1)  # (H, B, T, S), fairseq's layout
+        return out, (weights if need_head_weights else weights.mean(dim=0))
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """(len, batch, embed) -> (batch, heads, len, head_dim)."""
+        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+
+    def _project(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor],
+        incremental_state: IncrementalState,
+        static_kv: bool,
+    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """Scaled queries, keys and values (cached ones included), and the matching padding mask."""
+        saved = self._get_input_buffer(incremental_state) if incremental_state is not None else None
+        if saved is not None and static_kv and "prev_key" in saved:
+            key = value = None  # encoder keys/values are cached after the first step
+        elif self.self_attention:
+            key = value = query
+        elif self.encoder_decoder_attention and key is not None:
+            value = key
+            if self.beam_size > 1 and key.size(1) == query.size(1):  # share them across the beam
+                key = value = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
+                if key_padding_mask is not None:
+                    key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
+        q = self._heads(self.q_proj(query) * self.scaling)
+        k = v = None
+        if key is not None:
+            k, v = self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
+        if saved is not None:
+            if "prev_key" in saved:
+                prev_k, prev_v = saved["prev_key"], saved["prev_value"]
+                if static_kv:
+                    k, v = prev_k, prev_v
+                else:
+                    k, v = torch.cat([prev_k, k], dim=2), torch.cat([prev_v, v], dim=2)
+            key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
+                key_padding_mask=key_padding_mask,
+                prev_key_padding_mask=saved.get("prev_key_padding_mask"),
+                batch_size=k.size(0),
+                src_len=k.size(2),
+                static_kv=static_kv,
+            )
+            saved["prev_key"], saved["prev_value"], saved["prev_key_padding_mask"] = k, v, key_padding_mask
+            self._set_input_buffer(incremental_state, saved)
+        if key_padding_mask is not None and key_padding_mask.dim() == 0:
+            key_padding_mask = None
+        return q, k, v, key_padding_mask
+
+    @staticmethod
+    def _mask(key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], group: int) -> Optional[Tensor]:
+        """One boolean mask ``(B|1, 1, T, S)``, True = may not be attended; never ``(B,H,T,S)``.
+
+        fairseq's float masks are additive with ``-inf`` at blocked positions: those become True.
+        """
+        mask = None
+        if key_padding_mask is not None:
+            mask = key_padding_mask.bool()[:, None, None, :]
+        if attn_mask is not None:
+            blocked = attn_mask.isneginf() if attn_mask.is_floating_point() else attn_mask.bool()
+            if group > 1:
+                blocked = blocked.repeat(group, 1)
+            blocked = blocked[None, None]
+            mask = blocked if mask is None else mask | blocked
+        return mask

@@ -1,0 +1,66 @@
+"""Transformer layers and stacks whose attentions are :class:`ReLAMultiheadAttention`.
+
+Subclassed at fairseq's seams (``build_self_attention``, ``build_encoder_attention``,
+``build_encoder_layer``, ``build_decoder_layer``); everything else is stock fairseq.
+"""
+from fairseq.distributed import fsdp_wrap
+from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+from torch import nn
+
+from fairseq_rela.attention import ReLAMultiheadAttention
+from fairseq_rela.config import AttentionOptions
+from fairseq_rela.normalization import build_head_norm
+
+
+def build_attention(cfg: TransformerConfig, kind: str, embed_dim: int, num_heads: int, **kwargs) -> ReLAMultiheadAttention:
+    """The attention of one kind (``encoder_self``, ``decoder_self``, ``cross``) as the options ask."""
+    options = AttentionOptions.from_args(cfg)
+    activation = options.activation_for(kind)
+    head_norm = build_head_norm(options.rela_norm, options.rela_variant, embed_dim) if activation == "rela" else None
+    return ReLAMultiheadAttention(
+        embed_dim, num_heads, activation=activation, head_norm=head_norm, kind=kind,
+        dropout=cfg.attention_dropout, **kwargs,
+    )
+
+
+def wrap_layer(layer: nn.Module, cfg: TransformerConfig) -> nn.Module:
+    """Activation checkpointing and FSDP wrapping, as fairseq's own stacks do."""
+    if cfg.checkpoint_activations:
+        layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+    return fsdp_wrap(layer, min_num_params=0 if cfg.checkpoint_activations else cfg.min_params_to_wrap)
+
+
+class RelaEncoderLayer(TransformerEncoderLayerBase):
+    def build_self_attention(self, embed_dim, cfg):
+        return build_attention(
+            cfg, "encoder_self", embed_dim, cfg.encoder.attention_heads, self_attention=True,
+            q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size,
+        )
+
+
+class RelaDecoderLayer(TransformerDecoderLayerBase):
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        return build_attention(
+            cfg, "decoder_self", embed_dim, cfg.decoder.attention_heads,
+            add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn, self_attention=not cfg.cross_self_attention,
+            q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size,
+        )
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        return build_attention(
+            cfg, "cross", embed_dim, cfg.decoder.attention_heads,
+            kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim, encoder_decoder_attention=True,
+            q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size,
+        )
+
+
+class RelaTransformerEncoder(TransformerEncoderBase):
+    def build_encoder_layer(self, cfg):
+        return wrap_layer(RelaEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+
+class RelaTransformerDecoder(TransformerDecoderBase):
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        return wrap_layer(RelaDecoderLayer(cfg, no_encoder_attn), cfg)

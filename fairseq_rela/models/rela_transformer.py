@@ -1,0 +1,84 @@
+"""``rela_transformer``: fairseq's Transformer with a choice of attention activation.
+
+Every option of ``--arch transformer`` still applies; ``--attention-activation`` (softmax, rela,
+sparsemax, entmax15), ``--rela-variant``, ``--rela-norm`` and ``--attention-activation-in`` choose
+the attention, so compared models differ in the attention function alone.
+"""
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import TransformerConfig, TransformerModel
+from fairseq.models.transformer.transformer_legacy import base_architecture, transformer_iwslt_de_en
+
+from fairseq_rela.config import AttentionOptions, add_attention_args
+from fairseq_rela.models.layers import RelaTransformerDecoder, RelaTransformerEncoder
+
+
+@register_model("rela_transformer")
+class RelaTransformerModel(TransformerModel):
+    """Transformer (Vaswani et al. 2017) whose attentions are ReLA, softmax, sparsemax or 1.5-entmax."""
+
+    @classmethod
+    def hub_models(cls):
+        return {}
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_attention_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        rela_base_architecture(args)
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return RelaTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        cfg = TransformerConfig.from_namespace(args)
+        return RelaTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
+
+    @property
+    def attention_options(self) -> AttentionOptions:
+        return AttentionOptions.from_args(self.args)
+
+
+def _attention_defaults(args) -> None:
+    """Fill ``--attention-activation`` (default rela) and reject bad combinations in one line."""
+    args.attention_activation = getattr(args, "attention_activation", None) or "rela"
+    try:
+        AttentionOptions.from_args(args)
+    except ValueError as err:  # architecture functions run while fairseq parses the command line
+        raise SystemExit(f"rela_transformer: error: {err}") from None
+
+
+@register_model_architecture("rela_transformer", "rela_transformer")
+def rela_base_architecture(args):
+    """Transformer base (6+6 layers, 512/2048, 8 heads) with ReLA-g attention."""
+    _attention_defaults(args)
+    base_architecture(args)
+
+
+@register_model_architecture("rela_transformer", "rela_transformer_wmt_en_de")
+def rela_transformer_wmt_en_de(args):
+    """The ReLA paper's WMT setup: Transformer base."""
+    rela_base_architecture(args)
+
+
+@register_model_architecture("rela_transformer", "rela_transformer_iwslt_de_en")
+def rela_transformer_iwslt_de_en(args):
+    """Kobayashi et al.'s setup: 6+6 layers, 512/1024, 4 heads."""
+    _attention_defaults(args)
+    transformer_iwslt_de_en(args)
+
+
+@register_model_architecture("rela_transformer", "rela_transformer_tiny")
+def rela_transformer_tiny(args):
+    """2+2 layers, 64/128, 4 heads: for tests and the demo."""
+    for name, value in (
+        ("encoder_embed_dim", 64), ("encoder_ffn_embed_dim", 128), ("encoder_layers", 2),
+        ("encoder_attention_heads", 4), ("decoder_layers", 2), ("decoder_attention_heads", 4),
+    ):
+        setattr(args, name, getattr(args, name, value))
+    rela_base_architecture(args)

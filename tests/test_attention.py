@@ -1,0 +1,139 @@
+import pytest
+import torch
+from fairseq.modules import MultiheadAttention
+
+from fairseq_rela.attention import ReLAMultiheadAttention
+from fairseq_rela.normalization import build_head_norm
+from tests.reference import attention_ref
+
+E, H = 16, 4
+
+
+def _inputs(T=5, S=6, B=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query, key = torch.randn(T, B, E, generator=g), torch.randn(S, B, E, generator=g)
+    pad = torch.zeros(B, S, dtype=torch.bool)
+    pad[1, -2:] = True
+    return query, key, pad
+
+
+def _causal(T):
+    return torch.triu(torch.full((T, T), float("-inf")), 1)
+
+
+def _pair(self_attention: bool, **kw):
+    torch.manual_seed(0)
+    stock = MultiheadAttention(E, H, self_attention=self_attention, encoder_decoder_attention=not self_attention, **kw)
+    ours = ReLAMultiheadAttention(E, H, self_attention=self_attention, encoder_decoder_attention=not self_attention, **kw)
+    ours.load_state_dict(stock.state_dict())
+    return stock, ours
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_softmax_self_attention_equals_stock_fairseq(training):
+    stock, ours = _pair(True)
+    stock.train(training), ours.train(training)  # training: stock takes its fused fast path
+    q, _, _ = _inputs(T=6, S=6)
+    pad = torch.zeros(3, 6, dtype=torch.bool)
+    pad[2, -3:] = True
+    for need in (False, True):
+        a, wa = stock(q, q, q, key_padding_mask=pad, attn_mask=_causal(6), need_weights=need)
+        b, wb = ours(q, q, q, key_padding_mask=pad, attn_mask=_causal(6), need_weights=need)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        if need:
+            torch.testing.assert_close(wb, wa, atol=1e-5, rtol=1e-5)
+
+
+def test_softmax_cross_attention_equals_stock_fairseq_with_head_weights():
+    stock, ours = _pair(False)
+    stock.eval(), ours.eval()
+    q, k, pad = _inputs()
+    a, wa = stock(q, k, k, key_padding_mask=pad, static_kv=True, need_head_weights=True)
+    b, wb = ours(q, k, k, key_padding_mask=pad, static_kv=True, need_head_weights=True)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert wb.shape == (H, 3, 5, 6)
+    torch.testing.assert_close(wb, wa, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm,variant", [("rms", "g"), ("rms", "i"), ("layer", "g"), ("none", "g")])
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_rela_layer_equals_direct_formula(norm, variant, self_attention):
+    torch.manual_seed(1)
+    mha = ReLAMultiheadAttention(
+        E, H, activation="rela", head_norm=build_head_norm(norm, variant, E),
+        self_attention=self_attention, encoder_decoder_attention=not self_attention,
+    ).eval()
+    with torch.no_grad():  # make the gain/gate non-trivial
+        for p in mha.head_norm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    q, k, pad = _inputs()
+    if self_attention:
+        k, pad = q, pad[:, :5]
+        out, w = mha(q, q, q, key_padding_mask=pad, attn_mask=_causal(5), need_head_weights=True)
+    else:
+        out, w = mha(q, k, k, key_padding_mask=pad, need_head_weights=True)
+    ref = attention_ref(mha, q, k, key_padding_mask=pad, causal=self_attention)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    assert (w == 0).any() and (w > 0).any()
+    assert (w[:, 1, :, -2:] == 0).all() if not self_attention else True
+
+
+def test_null_attention_row_gives_zero_vector_not_nan():
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm("rms", "g", E),
+                                     encoder_decoder_attention=True).eval().to(dtype)
+        with torch.no_grad():
+            mha.q_proj.weight.zero_()
+            mha.q_proj.bias.fill_(-1.0)
+            mha.k_proj.weight.zero_()
+            mha.k_proj.bias.fill_(1.0)  # every score is negative: all weights 0
+        q, k, _ = _inputs()
+        out, w = mha(q.to(dtype), k.to(dtype), k.to(dtype), static_kv=True)
+        assert (w == 0).all()
+        # a null row: the head output is 0, so the layer returns the output bias alone
+        torch.testing.assert_close(out.float(), mha.out_proj.bias.float().expand_as(out), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "rela", "sparsemax", "entmax15"])
+def test_gradients_are_finite(activation):
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True, dropout=0.1).train()
+    q, _, _ = _inputs()
+    q.requires_grad_()
+    out, _ = mha(q, q, q, attn_mask=_causal(5))
+    out.pow(2).sum().backward()
+    assert torch.isfinite(q.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in mha.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "rela", "sparsemax", "entmax15"])
+def test_incremental_self_attention_matches_full(activation):
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True).eval()
+    q, _, _ = _inputs(T=6)
+    full, _ = mha(q, q, q, attn_mask=_causal(6))
+    state, steps = {}, []
+    for t in range(6):
+        out, _ = mha(q[t : t + 1], q[t : t + 1], q[t : t + 1], incremental_state=state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps), full, atol=1e-5, rtol=1e-5)
+
+
+def test_beam_shared_encoder_states_match_expanded():
+    """set_beam_size: keys computed once per sentence, queries of all beams folded together."""
+    mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm("rms", "g", E),
+                                 encoder_decoder_attention=True).eval()
+    beam, B = 3, 2
+    q, k, pad = _inputs(T=1, S=6, B=B * beam)
+    k = k[:, :B].reshape(6, B, 1, E).expand(6, B, beam, E).reshape(6, B * beam, E)
+    pad = pad[:B].repeat_interleave(beam, 0)
+    ref, wref = mha(q, k, k, key_padding_mask=pad, static_kv=True, need_head_weights=True)
+    mha.set_beam_size(beam)
+    out, w = mha(q, k, k, key_padding_mask=pad, static_kv=True, incremental_state={}, need_head_weights=True)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(w, wref, atol=1e-6, rtol=1e-6)
+
+
+def test_unsupported_options_are_refused():
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        ReLAMultiheadAttention(E, H, add_bias_kv=True, self_attention=True)

@@ -1,0 +1,86 @@
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.sequence_generator import SequenceGenerator
+
+from fairseq_rela.attention import ReLAMultiheadAttention
+from tests.conftest import USER_DIR
+
+ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
+
+
+def build(toy_data, *extra):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "rela_transformer_tiny", "--cpu", *extra]
+    )
+    task = tasks.setup_task(args)
+    torch.manual_seed(0)
+    model = task.build_model(args).eval()
+    return task, model
+
+
+def _batch(task, n=6):
+    ds = task.load_dataset("valid") or task.dataset("valid")
+    return ds.collater([ds[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_attention_uses_the_activation(toy_data, activation):
+    _, model = build(toy_data, "--attention-activation", activation)
+    mods = [m for m in model.modules() if isinstance(m, ReLAMultiheadAttention)]
+    assert len(mods) == 2 + 2 * 2  # encoder self + decoder self and cross, 2 layers each
+    assert {m.activation for m in mods} == {activation}
+    assert {m.kind for m in mods} == {"encoder_self", "decoder_self", "cross"}
+
+
+def test_activation_in_selects_attention_kinds(toy_data):
+    _, model = build(toy_data, "--attention-activation", "rela", "--attention-activation-in", "cross")
+    acts = {m.kind: m.activation for m in model.modules() if isinstance(m, ReLAMultiheadAttention)}
+    assert acts == {"encoder_self": "softmax", "decoder_self": "softmax", "cross": "rela"}
+
+
+def test_transformer_options_still_apply(toy_data):
+    _, model = build(toy_data, "--encoder-normalize-before", "--decoder-normalize-before",
+                     "--share-decoder-input-output-embed", "--encoder-layers", "3")
+    assert len(model.encoder.layers) == 3 and model.encoder.layers[0].normalize_before
+    assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_incremental_decoding_equals_full_forward(toy_data, activation):
+    task, model = build(toy_data, "--attention-activation", activation)
+    sample = _batch(task)
+    net = sample["net_input"]
+    enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+    full, _ = model.decoder(net["prev_output_tokens"], encoder_out=enc)
+    state, steps = {}, []
+    for t in range(net["prev_output_tokens"].size(1)):
+        out, _ = model.decoder(net["prev_output_tokens"][:, : t + 1], encoder_out=enc, incremental_state=state)
+        steps.append(out)
+    real = net["prev_output_tokens"].ne(task.target_dictionary.pad())  # padded steps are never decoded
+    torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
+    """Beam search (reordered, beam-shared incremental states) scores what a full forward scores."""
+    task, model = build(toy_data, "--attention-activation", activation)
+    sample = _batch(task, 4)
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=12)
+    hypos = gen.generate([model], sample)
+    for i, nbest in enumerate(hypos):
+        for hypo in nbest[:2]:
+            tokens = hypo["tokens"].unsqueeze(0)
+            prev = torch.cat([tokens.new_full((1, 1), task.target_dictionary.eos()), tokens[:, :-1]], 1)
+            src = sample["net_input"]["src_tokens"][i : i + 1]
+            src = src[:, src[0].ne(task.source_dictionary.pad())]
+            out = model(src, torch.tensor([src.size(1)]), prev)
+            lprobs = model.get_normalized_probs(out, log_probs=True)[0]
+            expected = lprobs.gather(1, tokens[0].unsqueeze(1)).squeeze(1)
+            torch.testing.assert_close(hypo["positional_scores"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_combination_is_one_line_error(toy_data):
+    with pytest.raises(SystemExit, match="--rela-variant applies only to --attention-activation rela"):
+        build(toy_data, "--attention-activation", "softmax", "--rela-variant", "i")

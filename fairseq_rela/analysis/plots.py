@@ -1,0 +1,73 @@
+"""Figures: per-layer/head heatmaps of sparsity and null rate; weight-vs-norm attention maps."""
+import os
+from typing import List, Optional
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _plt().close(fig)
+
+
+def plot_head_heatmaps(stats: dict, path: str, title: str = "") -> None:
+    """Rows: attention kinds; columns: sparsity and null rate, each a layer x head heatmap."""
+    plt = _plt()
+    kinds = list(stats["attention"])
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(8, 2.4 * len(kinds)), squeeze=False)
+    for r, kind in enumerate(kinds):
+        layers = stats["attention"][kind]
+        for c, metric in enumerate(("sparsity", "null_rate")):
+            grid = np.array([layers[l][metric] for l in sorted(layers, key=int)])
+            ax = axes[r, c]
+            im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+            ax.set_title(f"{kind}: {metric.replace('_', ' ')}", fontsize=9)
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            ax.set_xticks(range(grid.shape[1]))
+            ax.set_yticks(range(grid.shape[0]))
+            fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_weight_vs_norm(sent, kind: str, path: str, layers: Optional[List[int]] = None) -> None:
+    """For one sentence: per layer, α (mean over heads) beside ‖Σ_h α f(x)‖, same axes."""
+    plt = _plt()
+    keys = sorted(l for k, l in sent.maps if k == kind)
+    keys = [l for l in keys if layers is None or l in layers]
+    queries, key_tokens = sent.tokens(kind)
+    fig, axes = plt.subplots(len(keys), 2, figsize=(2 + 0.45 * len(key_tokens) * 2, 0.4 * len(queries) * len(keys) + 1),
+                             squeeze=False)
+    for r, layer in enumerate(keys):
+        maps = sent.maps[(kind, layer)]
+        for c, (name, mat) in enumerate((("weight α (head mean)", maps["weights"].mean(0)),
+                                         ("norm ‖Σh α f(x)‖", maps.get("summed_norm")))):
+            ax = axes[r, c]
+            if mat is None:
+                ax.axis("off")
+                continue
+            ax.imshow(mat, cmap="Greys", aspect="auto", vmin=0)
+            ax.set_title(f"layer {layer}: {name}", fontsize=8)
+            ax.set_xticks(range(len(key_tokens)))
+            ax.set_xticklabels(key_tokens, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(queries)))
+            ax.set_yticklabels(queries, fontsize=7)
+    fig.suptitle(f"sentence {sent.id}, {kind} attention", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,131 @@
+"""Recording what every attention did: weights α and the norm decomposition of its output.
+
+Kobayashi et al. (2020, eq. 5): ``y_i = Σ_j Σ_h α^h_ij f_h(x_j) + b_O`` with
+``f_h(x) = (x W_V^h + b_V^h) W_O^h``.  With a head-output normaliser (ReLA) the output is
+``y_i = W_O N(z_i) + b_O`` and ``N`` is affine for a fixed query, ``N(z) = s_i ⊙ C(z) + c``
+(``C``: identity or centring), so it folds into ``f`` for that query:
+
+    f^h_i(x_j) = W_O s_i ⊙ C(P_h v^h_j),      y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + (b_O + W_O c)
+
+(``P_h`` puts head h's value into its slice).  The decomposition is exact for every activation
+and normaliser; :func:`decompose` computes it, :class:`AttentionRecorder` collects it.
+"""
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from fairseq_rela.attention import ReLAMultiheadAttention
+from fairseq_rela.config import ATTENTION_KINDS
+
+
+@dataclass
+class AttentionRecord:
+    """One forward call of one attention module; batch-first, heads second."""
+
+    kind: str  # encoder_self | decoder_self | cross
+    layer: int
+    weights: Tensor  # (B, H, T, S) α
+    key_padding_mask: Optional[Tensor] = None  # (B, S), True at padding
+    fx_norm: Optional[Tensor] = None  # (B, H, T|1, S) ‖f_h(x_j)‖ (depends on the query with a normaliser)
+    weighted_norm: Optional[Tensor] = None  # (B, H, T, S) ‖α^h_ij f_h(x_j)‖
+    summed_norm: Optional[Tensor] = None  # (B, T, S) ‖Σ_h α^h_ij f_h(x_j)‖
+    vectors: Optional[Tensor] = None  # (B, T, S, E) Σ_h α^h_ij f_h(x_j), only with keep_vectors
+    bias: Optional[Tensor] = None  # (E,) b_O + W_O c: Σ_j vectors_ij + bias == output_i
+
+
+def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
+    """W_O^h as (H, d, E_out): head h's slice of the output projection."""
+    w = module.out_proj.weight  # (E_out, E_in)
+    return w.t().reshape(module.num_heads, module.head_dim, w.size(0))
+
+
+@torch.no_grad()
+def decompose(
+    module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Tensor]:
+    """Norms of the decomposition ``y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + bias``.
+
+    Args: weights (B,H,T,S); values (B',H,S,d) with B' dividing B (beam-shared keys);
+    head_outputs z (T,B,E), the normaliser's input.
+    Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
+    """
+    B, H, T, S = weights.shape
+    weights = weights.float()
+    v = values.float()
+    if v.size(0) != B:
+        v = v.repeat_interleave(B // v.size(0), dim=0)
+    w_heads = _head_maps(module).float()  # (H, d, E)
+    scale, centre, shift = module.head_norm.linearize(head_outputs)
+    bias = module.out_proj.bias.float() if module.out_proj.bias is not None else w_heads.new_zeros(w_heads.size(-1))
+    if shift is not None:
+        bias = bias + module.out_proj.weight.float() @ shift
+    if scale.numel() == 1 and not centre:  # no normaliser: f is the same for every query
+        f = torch.einsum("bhsd,hde->bhse", v, w_heads).unsqueeze(2)  # (B,H,1,S,E)
+    else:
+        s = scale.expand(T, B, module.embed_dim).transpose(0, 1).reshape(B, T, H, module.head_dim)
+        f = torch.einsum("bhsd,bthd,hde->bhtse", v, s, w_heads)  # (B,H,T,S,E)
+        if centre:  # W_O s ⊙ (P_h v - mean(P_h v)): subtract (Σv/E) W_O s
+            ws = torch.einsum("bte,oe->bto", s.reshape(B, T, -1), module.out_proj.weight.float())
+            f = f - (v.sum(-1) / module.embed_dim)[:, :, None, :, None] * ws[:, None, :, None, :]
+    fx_norm = f.norm(dim=-1)  # (B,H,T|1,S)
+    weighted_norm = weights.abs() * fx_norm
+    vectors = torch.einsum("bhts,bhtse->btse", weights, f.expand(B, H, T, S, f.size(-1)))
+    return fx_norm, weighted_norm, vectors.norm(dim=-1), (vectors if keep_vectors else None), bias
+
+
+_LAYER = re.compile(r"layers\.(\d+)\.")
+
+
+class AttentionRecorder:
+    """Context manager recording every :class:`ReLAMultiheadAttention` of ``model`` while active.
+
+    ``records[(kind, layer)]`` is a list with one :class:`AttentionRecord` per forward call.
+    With ``norms=False`` only weights are kept (cheap: for training-time statistics).
+    Outside the context nothing is recorded and the attention does no extra work.
+    """
+
+    def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
+                 keep_vectors: bool = False, layers: Optional[Iterable[int]] = None):
+        self.kinds = tuple(kinds)
+        self.norms, self.keep_vectors = norms, keep_vectors
+        self.layers = None if layers is None else set(layers)
+        self.records: Dict[Tuple[str, int], List[AttentionRecord]] = {}
+        self.modules: List[Tuple[ReLAMultiheadAttention, int]] = []
+        for name, module in model.named_modules():
+            if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
+                match = _LAYER.search(name + ".")
+                layer = int(match.group(1)) if match else 0
+                if self.layers is None or layer in self.layers:
+                    self.modules.append((module, layer))
+        if not self.modules:
+            raise ValueError("AttentionRecorder: the model has no ReLAMultiheadAttention to record "
+                             "(is it a rela_transformer?)")
+
+    def __enter__(self) -> "AttentionRecorder":
+        for module, layer in self.modules:
+            module.recorder = self._recorder_for(layer)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, _ in self.modules:
+            module.recorder = None
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def _recorder_for(self, layer: int):
+        def record(module, weights, values, head_outputs, output, key_padding_mask):
+            rec = AttentionRecord(module.kind, layer, weights.detach().float(),
+                                  None if key_padding_mask is None else key_padding_mask.detach().bool())
+            if rec.key_padding_mask is not None and rec.key_padding_mask.size(0) != weights.size(0):
+                rec.key_padding_mask = rec.key_padding_mask.repeat_interleave(
+                    weights.size(0) // rec.key_padding_mask.size(0), dim=0)
+            if self.norms:
+                rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
+                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors)
+            self.records.setdefault((module.kind, layer), []).append(rec)
+
+        return record

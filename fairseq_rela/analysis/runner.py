@@ -1,0 +1,132 @@
+"""Run a trained checkpoint teacher-forced over a binarised split (or given sentences) and yield,
+sentence by sentence, what every attention did (weights and norms, every layer and head).
+
+    from fairseq_rela.analysis.runner import load_checkpoint, iter_sentences
+    model, task = load_checkpoint("checkpoints/checkpoint_best.pt", data="data-bin")
+    for sent in iter_sentences(model, task, subset="test", max_tokens=4000):
+        sent.maps[("cross", 1)]["weighted_norm"]   # (heads, tgt_len, src_len) numpy array
+
+Batched; memory grows with the batch, not with the data set.  Runs on the model's device.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from fairseq import checkpoint_utils, utils
+from fairseq.data import LanguagePairDataset
+
+import fairseq_rela  # noqa: F401  (checkpoint allow-list, model registration)
+from fairseq_rela.analysis.records import AttentionRecorder
+from fairseq_rela.config import ATTENTION_KINDS
+
+Key = Tuple[str, int]  # (kind, layer)
+
+
+@dataclass
+class SentenceAttention:
+    """One sentence pair's attention maps, padding removed.
+
+    ``src``: source tokens (ending in ``</s>``); ``tgt_in``: decoder input tokens (``</s> y1 .. yn``);
+    ``tgt_out``: the tokens each decoder position predicts (``y1 .. yn </s>``).
+    ``maps[(kind, layer)]``: ``weights``, ``weighted_norm`` (H,T,S), ``fx_norm`` (H,T|1,S),
+    ``summed_norm`` (T,S); queries T and keys S are positions of ``src`` (encoder) or ``tgt_in``.
+    """
+
+    id: int
+    src: List[str]
+    tgt_in: List[str]
+    tgt_out: List[str]
+    maps: Dict[Key, Dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def tokens(self, kind: str) -> Tuple[List[str], List[str]]:
+        """(query tokens, key tokens) of an attention kind."""
+        return {"encoder_self": (self.src, self.src), "decoder_self": (self.tgt_in, self.tgt_in),
+                "cross": (self.tgt_in, self.src)}[kind]
+
+
+def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str] = None,
+                    fp16: bool = False, **overrides):
+    """Load a ``rela_transformer`` checkpoint (and its task) for analysis, in eval mode."""
+    arg_overrides = dict(overrides)
+    if data is not None:
+        arg_overrides["data"] = data
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
+    model = models[0].eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if fp16:
+        model.half()
+    return model, task
+
+
+def sentence_dataset(task, pairs: Sequence[Tuple[str, str]]) -> LanguagePairDataset:
+    """A dataset of given (source, target) strings, tokenised on spaces with the task's dictionaries
+    (apply BPE/sentencepiece first, as for training)."""
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    src = [src_dict.encode_line(s, add_if_not_exist=False, append_eos=True).long() for s, _ in pairs]
+    tgt = [tgt_dict.encode_line(t, add_if_not_exist=False, append_eos=True).long() for _, t in pairs]
+    return LanguagePairDataset(src, torch.tensor([len(s) for s in src]), src_dict,
+                               tgt, torch.tensor([len(t) for t in tgt]), tgt_dict,
+                               left_pad_source=True, left_pad_target=False, shuffle=False)
+
+
+def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Optional[int] = None,
+                 max_positions=None) -> Iterator[dict]:
+    """Every sentence of ``dataset`` in batches: required_batch_size_multiple is 1, nothing is dropped."""
+    itr = task.get_batch_iterator(
+        dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size, max_positions=max_positions,
+        ignore_invalid_inputs=False, required_batch_size_multiple=1, num_workers=0,
+    ).next_epoch_itr(shuffle=False)
+    yield from itr
+
+
+def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, kinds: Iterable[str] = ATTENTION_KINDS,
+                   layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
+                   batch_size: Optional[int] = None) -> Iterator[SentenceAttention]:
+    """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair."""
+    if dataset is None:
+        if subset not in task.datasets:
+            task.load_dataset(subset)
+        dataset = task.dataset(subset)
+    device = next(model.parameters()).device
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    recorder = AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers)
+    for sample in iter_batches(task, dataset, max_tokens, batch_size, utils.resolve_max_positions(
+            task.max_positions(), model.max_positions())):
+        sample = utils.move_to_cuda(sample, device=device) if device.type == "cuda" else sample
+        recorder.clear()
+        with torch.no_grad(), recorder:
+            model(**sample["net_input"])
+        yield from _split(sample, recorder, src_dict, tgt_dict)
+
+
+def _split(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
+    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
+    target = sample["target"]
+    for b in range(src_tokens.size(0)):
+        src_keep = src_tokens[b].ne(src_dict.pad())
+        tgt_keep = target[b].ne(tgt_dict.pad())
+        sent = SentenceAttention(
+            id=int(sample["id"][b]),
+            src=[src_dict[t] for t in src_tokens[b][src_keep].tolist()],
+            tgt_in=[tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
+            tgt_out=[tgt_dict[t] for t in target[b][tgt_keep].tolist()],
+        )
+        for (kind, layer), records in recorder.records.items():
+            (rec,) = records
+            q_keep, k_keep = {"encoder_self": (src_keep, src_keep), "decoder_self": (tgt_keep, tgt_keep),
+                              "cross": (tgt_keep, src_keep)}[kind]
+            maps = {}
+            for name in ("weights", "weighted_norm", "fx_norm", "summed_norm"):
+                value = getattr(rec, name)
+                if value is None:
+                    continue
+                value = value[b]
+                if name == "summed_norm":
+                    value = value[q_keep][:, k_keep]
+                else:
+                    value = value[:, q_keep if value.size(1) > 1 else slice(None)][:, :, k_keep]
+                maps[name] = value.cpu().numpy()
+            sent.maps[(kind, layer)] = maps
+        yield sent

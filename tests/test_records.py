@@ -1,0 +1,82 @@
+"""The norm decomposition against the layers' real outputs (Σ_j Σ_h α f + b == y)."""
+import pytest
+import torch
+
+from fairseq_rela.analysis.records import AttentionRecorder
+from fairseq_rela.attention import ReLAMultiheadAttention
+from fairseq_rela.normalization import build_head_norm
+from tests.test_model import build
+
+E, H = 16, 4
+ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
+
+
+@pytest.mark.parametrize("norm", ["rms-g", "rms-i", "layer-g", "none-g"])
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_module_decomposition_is_exact(norm, self_attention):
+    torch.manual_seed(3)
+    n, variant = norm.split("-")
+    mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm(n, variant, E),
+                                 self_attention=self_attention, encoder_decoder_attention=not self_attention,
+                                 kind="encoder_self" if self_attention else "cross").eval()
+    with torch.no_grad():
+        for p in mha.head_norm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    q, k = torch.randn(5, 2, E), torch.randn(7, 2, E)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[0, :2] = True
+    with AttentionRecorder(mha, keep_vectors=True) as rec:
+        if self_attention:
+            out, _ = mha(q, q, q)
+        else:
+            out, _ = mha(q, k, k, key_padding_mask=pad)
+    (r,) = rec.records[(mha.kind, 0)]
+    torch.testing.assert_close(r.vectors.sum(2) + r.bias, out.transpose(0, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.summed_norm, r.vectors.norm(dim=-1))
+    if not self_attention:
+        assert (r.weighted_norm[0, :, :, :2] == 0).all()  # padding carries nothing
+    assert mha.recorder is None  # switched off after the context
+
+
+def test_softmax_fx_norm_equals_direct_formula():
+    """‖f_h(x_j)‖ = ‖(x_j W_V^h + b_V^h) W_O^h‖, computed head by head from the raw keys."""
+    torch.manual_seed(4)
+    mha = ReLAMultiheadAttention(E, H, encoder_decoder_attention=True, kind="cross").eval()
+    q, k = torch.randn(3, 2, E), torch.randn(6, 2, E)
+    with AttentionRecorder(mha) as rec:
+        mha(q, k, k)
+    r = rec.records[("cross", 0)][0]
+    d = E // H
+    for b in range(2):
+        for h in range(H):
+            for j in range(6):
+                v = (k[j, b] @ mha.v_proj.weight.T + mha.v_proj.bias)[h * d:(h + 1) * d]
+                f = v @ mha.out_proj.weight[:, h * d:(h + 1) * d].T
+                torch.testing.assert_close(r.fx_norm[b, h, 0, j], f.norm(), atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(r.weighted_norm[b, h, :, j], r.weights[b, h, :, j] * f.norm(),
+                                           atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_model_decomposition_is_exact_for_every_attention(toy_data, activation):
+    task, model = build(toy_data, "--attention-activation", activation)
+    ds = task.dataset("valid") if "valid" in task.datasets else (task.load_dataset("valid") or task.dataset("valid"))
+    sample = ds.collater([ds[i] for i in range(5)])
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, out[0]))
+             for name, m in model.named_modules() if isinstance(m, ReLAMultiheadAttention)]
+    with AttentionRecorder(model, keep_vectors=True) as rec:
+        model(**sample["net_input"])
+    for h in hooks:
+        h.remove()
+    assert len(rec.records) == 6
+    for name, out in outputs.items():
+        kind = {"self_attn": "encoder_self" if name.startswith("encoder") else "decoder_self",
+                "encoder_attn": "cross"}[name.split(".")[-1]]
+        (r,) = rec.records[(kind, int(name.split(".")[2]))]
+        torch.testing.assert_close(r.vectors.sum(2) + r.bias, out.transpose(0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_recorder_refuses_a_model_without_our_attention():
+    with pytest.raises(ValueError, match="no ReLAMultiheadAttention"):
+        AttentionRecorder(torch.nn.Linear(2, 2))

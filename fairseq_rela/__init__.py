@@ -9,3 +9,4 @@ from fairseq_rela.checkpoint import allow_fairseq_checkpoints
 allow_fairseq_checkpoints()
 
 from fairseq_rela import models  # noqa: E402,F401  (registers rela_transformer)
+from fairseq_rela import tasks  # noqa: E402,F401  (registers translation_rela, translation_alignment)

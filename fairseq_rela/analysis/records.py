@@ -44,12 +44,14 @@ def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
 
 @torch.no_grad()
 def decompose(
-    module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False
+    module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False,
+    heads: Optional[List[int]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Tensor]:
     """Norms of the decomposition ``y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + bias``.
 
     Args: weights (B,H,T,S); values (B',H,S,d) with B' dividing B (beam-shared keys);
-    head_outputs z (T,B,E), the normaliser's input.
+    head_outputs z (T,B,E), the normaliser's input.  ``heads`` restricts the summed vector
+    ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.
     Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
     """
     B, H, T, S = weights.shape
@@ -72,7 +74,10 @@ def decompose(
             f = f - (v.sum(-1) / module.embed_dim)[:, :, None, :, None] * ws[:, None, :, None, :]
     fx_norm = f.norm(dim=-1)  # (B,H,T|1,S)
     weighted_norm = weights.abs() * fx_norm
-    vectors = torch.einsum("bhts,bhtse->btse", weights, f.expand(B, H, T, S, f.size(-1)))
+    f = f.expand(B, H, T, S, f.size(-1))
+    if heads is not None:
+        weights, f = weights[:, heads], f[:, heads]
+    vectors = torch.einsum("bhts,bhtse->btse", weights, f)
     return fx_norm, weighted_norm, vectors.norm(dim=-1), (vectors if keep_vectors else None), bias
 
 
@@ -88,8 +93,10 @@ class AttentionRecorder:
     """
 
     def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
-                 keep_vectors: bool = False, layers: Optional[Iterable[int]] = None):
+                 keep_vectors: bool = False, layers: Optional[Iterable[int]] = None,
+                 heads: Optional[List[int]] = None):
         self.kinds = tuple(kinds)
+        self.heads = heads
         self.norms, self.keep_vectors = norms, keep_vectors
         self.layers = None if layers is None else set(layers)
         self.records: Dict[Tuple[str, int], List[AttentionRecord]] = {}
@@ -125,7 +132,7 @@ class AttentionRecorder:
                     weights.size(0) // rec.key_padding_mask.size(0), dim=0)
             if self.norms:
                 rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
-                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors)
+                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors, self.heads)
             self.records.setdefault((module.kind, layer), []).append(rec)
 
         return record

@@ -98,10 +98,11 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
         recorder.clear()
         with torch.no_grad(), recorder:
             model(**sample["net_input"])
-        yield from _split(sample, recorder, src_dict, tgt_dict)
+        yield from split_sentences(sample, recorder, src_dict, tgt_dict)
 
 
-def _split(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
+def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
+    """Cut a batch's records into per-sentence maps without padding."""
     src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
     target = sample["target"]
     for b in range(src_tokens.size(0)):

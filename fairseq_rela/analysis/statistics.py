@@ -71,9 +71,11 @@ def head_jsd_rows(weights: np.ndarray, valid: np.ndarray) -> np.ndarray:
 class AttentionStatistics:
     """Accumulates statistics sentence by sentence; :meth:`result` gives a JSON-ready dict."""
 
-    def __init__(self, src_frequent: Set[str], tgt_frequent: Set[str], correlation_cap: int = 200_000):
+    def __init__(self, src_frequent: Set[str], tgt_frequent: Set[str], correlation_cap: int = 200_000,
+                 weights_only: bool = False):
         self.frequent = {"src": src_frequent, "tgt": tgt_frequent}
         self.cap = correlation_cap
+        self.weights_only = weights_only  # sparsity and null rate only (cheap, for validation logging)
         self.acc: Dict[tuple, Dict[str, object]] = {}
         self.sentences = 0
 
@@ -99,6 +101,8 @@ class AttentionStatistics:
             a["valid"] += valid.sum()
             a["null_rows"] += ((w * valid) == 0).all(-1).sum(-1)
             a["rows"] += T
+            if self.weights_only:
+                continue
             jsd = head_jsd_rows(w, valid)
             a["jsd_sum"] += float(np.nansum(jsd))
             a["jsd_rows"] += int((~np.isnan(jsd)).sum())
@@ -118,6 +122,13 @@ class AttentionStatistics:
                     a["corr_f"].append(fx[sel])
                     a["corr_n"] += int(sel.sum())
             a["share_rows"] += T
+
+    def counts_by_kind(self):
+        """``(kind, zeros, valid, null_rows, rows)`` summed over layers and heads."""
+        for kind in sorted({k for k, _ in self.acc}):
+            slots = [a for (k, _), a in self.acc.items() if k == kind]
+            yield (kind, float(sum(a["zeros"].sum() for a in slots)), float(sum(a["valid"].sum() for a in slots)),
+                   float(sum(a["null_rows"].sum() for a in slots)), float(sum(a["rows"] * len(a["zeros"]) for a in slots)))
 
     def result(self) -> dict:
         from scipy.stats import spearmanr

@@ -30,8 +30,12 @@ def get_parser():
     group.add_argument("--gold-alignment", default=None,
                        help="talp gold alignment of --gen-subset: also run the AER sweep over layers/heads")
     group.add_argument("--gold-base", type=int, default=1, help="index base of --gold-alignment (default 1)")
+    group.add_argument("--eflomal-train", default=None, metavar="PREFIX",
+                       help="word-level training text PREFIX.{src,tgt} for an eflomal baseline in the sweep")
+    group.add_argument("--eflomal-test", default=None, metavar="PREFIX",
+                       help="word-level text of --gen-subset, PREFIX.{src,tgt} (with --eflomal-train)")
     group.add_argument("--merge-subwords", choices=["auto", "none", "sentencepiece", "subword_nmt"], default="auto",
-                       help="score alignments at word level (auto: from --post-process)")
+                       help="merge subwords into words before scoring (auto: detected from the dictionaries)")
     return parser
 
 
@@ -52,6 +56,9 @@ def main(args) -> dict:
     if bad:
         raise SystemExit(f"fairseq-rela-analyze: error: --plot-kinds: unknown value {bad[0]!r}; "
                          f"choose from {','.join(ATTENTION_KINDS)}")
+    if bool(args.eflomal_train) != bool(args.eflomal_test) or (args.eflomal_train and not args.gold_alignment):
+        raise SystemExit("fairseq-rela-analyze: error: --eflomal-train and --eflomal-test go together, "
+                         "with --gold-alignment")
     plot_ids = {int(i) for i in _csv(args.plot_sentences)} if not args.no_plots else set()
     os.makedirs(args.output_dir, exist_ok=True)
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"

@@ -3,6 +3,8 @@
 Subclassed at fairseq's seams (``build_self_attention``, ``build_encoder_attention``,
 ``build_encoder_layer``, ``build_decoder_layer``); everything else is stock fairseq.
 """
+from typing import List, Optional
+
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
@@ -62,5 +64,41 @@ class RelaTransformerEncoder(TransformerEncoderBase):
 
 
 class RelaTransformerDecoder(TransformerDecoderBase):
+    """The decoder; :meth:`set_alignment` chooses what ``extra["attn"]`` reports (weights or norms,
+    any layer, any heads) for alignment extraction at generation time."""
+
+    alignment = None  # (source, layer, heads, recorder) once set_alignment was called
+
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         return wrap_layer(RelaDecoderLayer(cfg, no_encoder_attn), cfg)
+
+    def set_alignment(self, source: str = "weights", layer: int = -1, heads: Optional[List[int]] = None) -> None:
+        """Report cross-attention ``source`` ("weights": α averaged over ``heads``; "norms":
+        ``‖Σ_h α^h f_h(x_j)‖`` over ``heads``) of decoder ``layer`` (negative: from the top)."""
+        from fairseq_rela.analysis.records import AttentionRecorder
+
+        if source not in ("weights", "norms"):
+            raise ValueError(f"--alignment-source: unknown value {source!r}; choose weights or norms")
+        n_layers, n_heads = len(self.layers), self.layers[0].encoder_attn.num_heads
+        if not -n_layers <= layer < n_layers:
+            raise ValueError(f"--alignment-layer {layer}: the decoder has layers 0..{n_layers - 1}")
+        if heads is not None and not all(0 <= h < n_heads for h in heads):
+            raise ValueError(f"--alignment-heads {','.join(map(str, heads))}: heads are 0..{n_heads - 1}")
+        layer %= n_layers
+        recorder = AttentionRecorder(self, kinds=("cross",), layers=[layer], norms=source == "norms", heads=heads)
+        self.alignment = (source, layer, heads, recorder)
+
+    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        if self.alignment is None:
+            return super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
+        source, layer, heads, recorder = self.alignment
+        recorder.clear()
+        with recorder:
+            x, extra = super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
+        (record,) = recorder.records[("cross", layer)]
+        if source == "norms":
+            extra["attn"] = [record.summed_norm.to(x)]
+        else:
+            w = record.weights if heads is None else record.weights[:, heads]
+            extra["attn"] = [w.mean(1).to(x)]
+        return x, extra

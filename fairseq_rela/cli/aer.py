@@ -1,0 +1,72 @@
+"""fairseq-rela-aer: alignment error rate of hypothesis links against gold links.
+
+    fairseq-rela-aer --gold alignment.talp --hyp hyp.align [--gold-base 1] [--hyp-base 0] [--reverse-hyp]
+                     [--src test.de --tgt test.en] [--json]
+
+The hypothesis may be Pharaoh lines or a fairseq-generate output (its ``A-ID`` lines).  Prints AER,
+precision, recall and link counts, and a signature recording the options (as sacrebleu does).
+"""
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from fairseq_rela import __version__
+from fairseq_rela.analysis.aer import (AlignmentFileError, alignment_error_rate, base_warning, check_lengths,
+                                       read_gold, read_hypothesis)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairseq-rela-aer", description="Alignment error rate against gold links.")
+    p.add_argument("--gold", required=True, help="gold links, talp format (i-j sure, ipj possible)")
+    p.add_argument("--hyp", required=True, help="hypothesis links: Pharaoh i-j lines or fairseq-generate output")
+    p.add_argument("--gold-base", type=int, choices=[0, 1], default=1, help="index base of --gold (default 1)")
+    p.add_argument("--hyp-base", type=int, choices=[0, 1], default=0, help="index base of --hyp (default 0)")
+    p.add_argument("--reverse-hyp", action="store_true", help="hypothesis links are target-source")
+    p.add_argument("--src", help="source sentences (words), to check link indices against lengths")
+    p.add_argument("--tgt", help="target sentences (words), to check link indices against lengths")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def signature(args) -> str:
+    return (f"fairseq-rela-aer|gold-base:{args.gold_base}|hyp-base:{args.hyp_base}|"
+            f"reverse:{'yes' if args.reverse_hyp else 'no'}|version:{__version__}")
+
+
+def run(args) -> dict:
+    gold = read_gold(args.gold, args.gold_base)
+    hyp = read_hypothesis(args.hyp, args.hyp_base, args.reverse_hyp)
+    if len(gold) != len(hyp):
+        raise AlignmentFileError(f"{args.hyp}: {len(hyp)} sentences, but {args.gold} has {len(gold)}")
+    if args.src or args.tgt:
+        if not (args.src and args.tgt):
+            raise AlignmentFileError("--src and --tgt go together")
+        src = [len(line.split()) for line in open(args.src, encoding="utf-8").read().split("\n")[: len(gold)]]
+        tgt = [len(line.split()) for line in open(args.tgt, encoding="utf-8").read().split("\n")[: len(gold)]]
+        check_lengths([g.possible for g in gold], args.gold, src, tgt)
+        check_lengths(hyp, args.hyp, src, tgt)
+    warning = base_warning(gold, hyp, args.hyp)
+    if warning:
+        logging.getLogger("fairseq-rela-aer").warning(warning)
+    result = alignment_error_rate(gold, hyp)
+    return {**result.as_dict(), "signature": signature(args), "text": str(result)}
+
+
+def cli_main(argv=None) -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
+    logging.basicConfig(format="fairseq-rela-aer: warning: %(message)s", level=logging.WARNING)
+    args = get_parser().parse_args(argv)
+    try:
+        out = run(args)
+    except (AlignmentFileError, OSError, UnicodeDecodeError) as err:
+        sys.exit(f"fairseq-rela-aer: error: {err}")
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=1))
+    else:
+        print(f"{out['text']}\n{out['signature']}")
+
+
+if __name__ == "__main__":
+    cli_main()

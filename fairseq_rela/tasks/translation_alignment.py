@@ -1,0 +1,135 @@
+"""``translation_alignment``: word alignments from attention weights or norms, printed by the
+stock ``fairseq-generate --print-alignment`` for beam-search hypotheses or, with
+``--score-reference``, teacher-forced on the reference (the mode used for AER).
+
+    fairseq-generate DATA --user-dir fairseq_rela --task translation_alignment --path CKPT \\
+        --print-alignment --alignment-source norms --alignment-layer 1 --alignment-shift \\
+        --score-reference --required-batch-size-multiple 1
+
+``A-`` lines hold word-level ``src-tgt`` links (0-based, Pharaoh) when the data are sentencepiece or
+subword-nmt pieces (``--alignment-merge auto`` detects it from the dictionaries; pass
+``--post-process sentencepiece`` too so that ``H-`` lines are words); ``--print-alignment soft``
+prints per target word the source words' scores.
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from fairseq.sequence_generator import SequenceGenerator
+from fairseq.sequence_scorer import SequenceScorer
+from fairseq.tasks import register_task
+
+from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, detect_style
+from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, TranslationRelaTask
+
+
+@dataclass
+class TranslationAlignmentConfig(TranslationRelaConfig):
+    alignment_source: str = field(default="norms", metadata={"help": "weights (α) or norms (‖Σ_h α f(x)‖)"})
+    alignment_layer: int = field(default=-1, metadata={"help": "0-based decoder layer; negative counts from the top"})
+    alignment_heads: str = field(default="all", metadata={"help": "'all' or comma-separated 0-based heads"})
+    alignment_shift: bool = field(default=False, metadata={
+        "help": "align a target word with the decoder position whose input it is (AWI) instead of the one "
+                "that predicts it (AWO)"})
+    alignment_merge: str = field(default="auto", metadata={
+        "help": "subword-to-word merging: auto (from the dictionaries), none, sentencepiece, subword_nmt"})
+    alignment_merge_rule: str = field(default="sum_mean", metadata={
+        "help": "sum_mean: source subwords summed, target subwords averaged (Kobayashi et al.); "
+                "any: words linked if any of their subwords are"})
+
+
+class WordAligner:
+    """Turns a hypothesis' attention matrix into word links (hard) or word scores (soft)."""
+
+    def __init__(self, cfg: TranslationAlignmentConfig, src_dict, tgt_dict, soft: bool):
+        if cfg.alignment_merge not in ("auto",) + MERGE_STYLES:
+            raise ValueError(f"--alignment-merge: unknown value {cfg.alignment_merge!r}; "
+                             f"choose one of auto, {', '.join(MERGE_STYLES)}")
+        if cfg.alignment_merge_rule not in MERGE_RULES:
+            raise ValueError(f"--alignment-merge-rule: unknown value {cfg.alignment_merge_rule!r}; "
+                             f"choose one of {', '.join(MERGE_RULES)}")
+        auto = cfg.alignment_merge == "auto"
+        self.src_style = detect_style(src_dict) if auto else cfg.alignment_merge
+        self.tgt_style = detect_style(tgt_dict) if auto else cfg.alignment_merge
+        self.cfg, self.src_dict, self.tgt_dict, self.soft = cfg, src_dict, tgt_dict, soft
+
+    def __call__(self, matrix: np.ndarray, src_ids, tgt_ids):
+        """matrix: (decoder positions, source positions) without padding; tgt_ids end with </s>."""
+        src = [self.src_dict[i] for i in src_ids]
+        tgt = [self.tgt_dict[i] for i in tgt_ids]
+        if tgt and tgt[-1] == "</s>":
+            tgt = tgt[:-1]
+        links, words = align(matrix, src, tgt, self.cfg.alignment_shift, self.src_style, self.tgt_style,
+                             self.cfg.alignment_merge_rule)
+        if self.soft:
+            return [[f"{p:.6f}" for p in row] for row in words]
+        return links
+
+
+def _attach(finalized, sample, aligner: WordAligner, pad: int, rows_first: bool) -> None:
+    src_tokens = sample["net_input"]["src_tokens"]
+    for i, nbest in enumerate(finalized):
+        keep = src_tokens[i].ne(pad)
+        src_ids = src_tokens[i][keep].tolist()
+        for hypo in nbest:
+            attn = hypo["attention"]
+            attn = attn if rows_first else attn.t()  # -> (decoder positions, source positions)
+            tgt_ids = hypo["tokens"].tolist()
+            hypo["alignment"] = aligner(attn[: len(tgt_ids), keep].float().cpu().numpy(), src_ids, tgt_ids)
+
+
+class AlignmentSequenceGenerator(SequenceGenerator):
+    """Beam search; each hypothesis gets word alignments from the attention collected while decoding."""
+
+    def __init__(self, models, tgt_dict, aligner: WordAligner = None, **kwargs):
+        super().__init__(models, tgt_dict, **kwargs)
+        self.aligner = aligner
+
+    def generate(self, models, sample, **kwargs):
+        finalized = super().generate(models, sample, **kwargs)
+        _attach(finalized, sample, self.aligner, self.pad, rows_first=False)
+        return finalized
+
+
+class AlignmentSequenceScorer(SequenceScorer):
+    """Teacher-forced scoring of the reference, with word alignments of the reference."""
+
+    def __init__(self, tgt_dict, aligner: WordAligner, **kwargs):
+        super().__init__(tgt_dict, **kwargs)
+        self.aligner = aligner
+
+    def generate(self, models, sample, **kwargs):
+        hypos = super().generate(models, sample, **kwargs)
+        _attach(hypos, sample, self.aligner, self.pad, rows_first=True)
+        return hypos
+
+
+def parse_heads(value: str) -> Optional[List[int]]:
+    if value.strip() == "all":
+        return None
+    try:
+        return [int(h) for h in value.split(",") if h.strip()]
+    except ValueError:
+        raise ValueError(f"--alignment-heads: expected 'all' or comma-separated head numbers, got {value!r}") from None
+
+
+@register_task("translation_alignment", dataclass=TranslationAlignmentConfig)
+class TranslationAlignmentTask(TranslationRelaTask):
+    cfg: TranslationAlignmentConfig
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        mode = getattr(args, "print_alignment", None)
+        if not mode:
+            return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
+        heads = parse_heads(self.cfg.alignment_heads)
+        for model in models:
+            decoder = getattr(model, "decoder", None)
+            if not hasattr(decoder, "set_alignment"):
+                raise ValueError("--task translation_alignment needs rela_transformer models "
+                                 f"(got {type(model).__name__})")
+            decoder.set_alignment(self.cfg.alignment_source, self.cfg.alignment_layer, heads)
+        aligner = WordAligner(self.cfg, self.source_dictionary, self.target_dictionary, soft=mode == "soft")
+        if getattr(args, "score_reference", False):
+            return AlignmentSequenceScorer(self.target_dictionary, aligner)
+        extra = dict(extra_gen_cls_kwargs or {}, aligner=aligner)
+        return super().build_generator(models, args, seq_gen_cls or AlignmentSequenceGenerator, extra, **kwargs)

@@ -56,7 +56,7 @@ def run(args) -> dict:
 
 def cli_main(argv=None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
-    logging.basicConfig(format="fairseq-rela-aer: warning: %(message)s", level=logging.WARNING)
+    logging.basicConfig(format="fairseq-rela-aer: warning: %(message)s", level=logging.WARNING, force=True)
     args = get_parser().parse_args(argv)
     try:
         out = run(args)

@@ -1,7 +1,8 @@
 """Attention activations: scores -> weights, with masked positions exactly 0.
 
 Each function takes raw scores ``QKᵀ/√d_h`` of shape ``(..., tgt_len, src_len)`` and a boolean mask
-(``True`` = may not be attended) broadcastable to it, or ``None``.  ReLA's weights are the
+(``True`` = may not be attended) broadcastable to it, or ``None``.  The scores are a fresh tensor
+the function may overwrite (the attention passes ``q @ kᵀ``, whose backward does not need it).  ReLA's weights are the
 one-liner :func:`rela`; the normalisation that makes them trainable lives in
 :mod:`fairseq_rela.normalization`.
 """
@@ -18,7 +19,7 @@ _SPARSE_FILL = -1e4
 def softmax(scores: Tensor, mask: Optional[Tensor]) -> Tensor:
     """``softmax(s)`` in fp32 (as fairseq does); masked scores are -inf."""
     if mask is not None:
-        scores = scores.masked_fill(mask, float("-inf"))
+        scores = scores.masked_fill_(mask, float("-inf"))
     return torch.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores)
 
 
@@ -28,8 +29,8 @@ def rela(scores: Tensor, mask: Optional[Tensor]) -> Tensor:
     Rows with no positive score are all zero ("null attention"); nothing here can give NaN.
     """
     if mask is not None:
-        scores = scores.masked_fill(mask, 0.0)
-    return torch.relu(scores)
+        scores = scores.masked_fill_(mask, 0.0)  # mask first: relu_ saves its output for backward
+    return torch.relu_(scores)
 
 
 def _entmax_family(solver: Callable[..., Tensor]) -> Callable[[Tensor, Optional[Tensor]], Tensor]:

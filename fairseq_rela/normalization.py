@@ -7,11 +7,13 @@ Zhang et al. (2021, §3) normalise it:
 * ReLA-g: ``g ⊙ RMSNorm(z) ⊙ σ(w ⊙ z)``, ``g = 1`` and ``w = 1`` at init (the authors' default).
 
 Every normaliser is affine in ``z`` *for a fixed query*: ``N(z) = s ⊙ C(z) + c`` with ``C`` the
-identity or (LayerNorm) the centring map.  :meth:`HeadNorm.linearize` returns ``(s, centre, c)``
-so the norm-based analysis can fold it into ``f(x)`` and stay exact.
+identity or (LayerNorm) the centring map, and ``s = r · g ⊙ q``: a per-query scalar ``r``, a fixed
+gain ``g`` and (gate, LayerNorm) a per-query vector ``q``.  :meth:`HeadNorm.linearize` returns these
+parts so the norm-based analysis can fold them into ``f(x)`` exactly, and cheaply when ``q`` is absent.
 """
 import math
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,17 @@ from torch import Tensor, nn
 
 NORMS = ("rms", "layer", "none")
 VARIANTS = ("g", "i")
+
+
+@dataclass
+class Linearization:
+    """``N(z) = r · g ⊙ q ⊙ C(z) + shift`` for the queries of ``z`` (T,B,E); None parts are 1 / 0."""
+
+    row_scale: Optional[Tensor] = None  # r: (T,B,1)
+    gain: Optional[Tensor] = None  # g: (E,)
+    query_vector: Optional[Tensor] = None  # q: (T,B,E), per-query and per-dimension
+    centre: bool = False  # C subtracts the mean over E
+    shift: Optional[Tensor] = None  # (E,)
 
 
 class HeadNorm(nn.Module):
@@ -29,9 +42,9 @@ class HeadNorm(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return z
 
-    def linearize(self, z: Tensor) -> Tuple[Tensor, bool, Optional[Tensor]]:
-        """Per-query ``(s, centre, c)`` with ``N(z) = s ⊙ C(z) + c``; ``s`` broadcasts to ``z``."""
-        return z.new_ones(1), False, None
+    def linearize(self, z: Tensor) -> Linearization:
+        """The per-query affine form of this normaliser at ``z``."""
+        return Linearization()
 
 
 class RMSNorm(HeadNorm):
@@ -50,8 +63,8 @@ class RMSNorm(HeadNorm):
     def forward(self, z: Tensor) -> Tensor:
         return F.rms_norm(z.float(), (z.size(-1),), self.weight.float(), self.eps).type_as(z)
 
-    def linearize(self, z: Tensor) -> Tuple[Tensor, bool, Optional[Tensor]]:
-        return self._inv_rms(z) * self.weight.float(), False, None
+    def linearize(self, z: Tensor) -> Linearization:
+        return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float())
 
 
 class GatedRMSNorm(RMSNorm):
@@ -66,9 +79,9 @@ class GatedRMSNorm(RMSNorm):
         normed = F.rms_norm(zf, (z.size(-1),), self.weight.float(), self.eps)
         return (normed * torch.sigmoid(zf * self.gate.float())).type_as(z)
 
-    def linearize(self, z: Tensor) -> Tuple[Tensor, bool, Optional[Tensor]]:
-        zf = z.float()
-        return self._inv_rms(z) * self.weight.float() * torch.sigmoid(zf * self.gate.float()), False, None
+    def linearize(self, z: Tensor) -> Linearization:
+        return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float(),
+                             query_vector=torch.sigmoid(z.float() * self.gate.float()))
 
 
 class HeadLayerNorm(HeadNorm):
@@ -84,9 +97,10 @@ class HeadLayerNorm(HeadNorm):
     def forward(self, z: Tensor) -> Tensor:
         return F.layer_norm(z.float(), (z.size(-1),), self.weight.float(), self.bias.float(), self.eps).type_as(z)
 
-    def linearize(self, z: Tensor) -> Tuple[Tensor, bool, Optional[Tensor]]:
+    def linearize(self, z: Tensor) -> Linearization:
         var = z.float().var(-1, unbiased=False, keepdim=True)
-        return torch.rsqrt(var + self.eps) * self.weight.float(), True, self.bias.float()
+        return Linearization(row_scale=torch.rsqrt(var + self.eps), gain=self.weight.float(), centre=True,
+                             shift=self.bias.float())
 
 
 def build_head_norm(norm: str, variant: str, dim: int) -> HeadNorm:

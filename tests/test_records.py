@@ -80,3 +80,19 @@ def test_model_decomposition_is_exact_for_every_attention(toy_data, activation):
 def test_recorder_refuses_a_model_without_our_attention():
     with pytest.raises(ValueError, match="no ReLAMultiheadAttention"):
         AttentionRecorder(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("norm", ["rms-g", "rms-i", "layer-g", "none-g"])
+def test_single_head_summed_norm_equals_that_heads_weighted_norm(norm):
+    from fairseq_rela.analysis.records import decompose
+
+    torch.manual_seed(5)
+    n, variant = norm.split("-")
+    mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm(n, variant, E),
+                                 encoder_decoder_attention=True, kind="cross").eval()
+    captured = {}
+    mha.recorder = lambda m, w, v, z, out, kpm: captured.update(w=w, v=v, z=z)
+    mha(torch.randn(4, 2, E), torch.randn(6, 2, E), torch.randn(6, 2, E))
+    for h in range(H):
+        _, weighted, summed, _, _ = decompose(mha, captured["w"], captured["v"], captured["z"], heads=[h])
+        torch.testing.assert_close(summed, weighted[:, h], atol=1e-5, rtol=1e-4)

@@ -6,7 +6,11 @@ import numpy as np
 
 
 def _plt():
+    import logging
+
     import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq leaves the root logger at DEBUG
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -42,6 +42,9 @@ def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
     return w.t().reshape(module.num_heads, module.head_dim, w.size(0))
 
 
+_CHUNK_FLOATS = 1 << 24  # bound on one (B, H, queries, S, E) block in the query-dependent path
+
+
 @torch.no_grad()
 def decompose(
     module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False,
@@ -53,6 +56,10 @@ def decompose(
     head_outputs z (T,B,E), the normaliser's input.  ``heads`` restricts the summed vector
     ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.
     Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
+
+    Without a per-query vector in the normaliser (no normaliser, RMSNorm) ``f_h(x_j)`` is shared by
+    all queries up to a scalar, and the norms follow from the Gram matrix ``f_h(x_j) · f_g(x_j)``:
+    nothing of size ``T x S x E`` is built.  Gated RMSNorm and LayerNorm are done in query chunks.
     """
     B, H, T, S = weights.shape
     weights = weights.float()
@@ -60,25 +67,55 @@ def decompose(
     if v.size(0) != B:
         v = v.repeat_interleave(B // v.size(0), dim=0)
     w_heads = _head_maps(module).float()  # (H, d, E)
-    scale, centre, shift = module.head_norm.linearize(head_outputs)
-    bias = module.out_proj.bias.float() if module.out_proj.bias is not None else w_heads.new_zeros(w_heads.size(-1))
-    if shift is not None:
-        bias = bias + module.out_proj.weight.float() @ shift
-    if scale.numel() == 1 and not centre:  # no normaliser: f is the same for every query
-        f = torch.einsum("bhsd,hde->bhse", v, w_heads).unsqueeze(2)  # (B,H,1,S,E)
+    out_w = module.out_proj.weight.float()
+    lin = module.head_norm.linearize(head_outputs)
+    bias = module.out_proj.bias.float() if module.out_proj.bias is not None else out_w.new_zeros(out_w.size(0))
+    if lin.shift is not None:
+        bias = bias + out_w @ lin.shift
+    r = None if lin.row_scale is None else lin.row_scale[..., 0].t()  # (B, T)
+    sel = weights if heads is None else weights[:, heads]
+    if lin.query_vector is None and not lin.centre:
+        if lin.gain is not None:
+            v = v * lin.gain.view(H, 1, -1)
+        f = torch.einsum("bhsd,hde->bhse", v, w_heads)  # f_h(x_j), up to the query's scalar r
+        gram = torch.einsum("bhse,bgse->bshg", f, f)
+        fx_norm = gram.diagonal(dim1=2, dim2=3).clamp_min(0).sqrt().transpose(1, 2).unsqueeze(2)  # (B,H,1,S)
+        g_sel = gram if heads is None else gram[:, :, heads][:, :, :, heads]
+        summed = torch.einsum("bhts,bgts,bshg->bts", sel, sel, g_sel).clamp_min(0).sqrt()
+        vectors = torch.einsum("bhts,bhse->btse", sel, f if heads is None else f[:, heads]) if keep_vectors else None
+        if r is not None:
+            fx_norm = fx_norm * r[:, None, :, None]
+            summed = summed * r[:, :, None]
+            vectors = None if vectors is None else vectors * r[:, :, None, None]
     else:
-        s = scale.expand(T, B, module.embed_dim).transpose(0, 1).reshape(B, T, H, module.head_dim)
-        f = torch.einsum("bhsd,bthd,hde->bhtse", v, s, w_heads)  # (B,H,T,S,E)
-        if centre:  # W_O s ⊙ (P_h v - mean(P_h v)): subtract (Σv/E) W_O s
-            ws = torch.einsum("bte,oe->bto", s.reshape(B, T, -1), module.out_proj.weight.float())
-            f = f - (v.sum(-1) / module.embed_dim)[:, :, None, :, None] * ws[:, None, :, None, :]
-    fx_norm = f.norm(dim=-1)  # (B,H,T|1,S)
-    weighted_norm = weights.abs() * fx_norm
-    f = f.expand(B, H, T, S, f.size(-1))
-    if heads is not None:
-        weights, f = weights[:, heads], f[:, heads]
-    vectors = torch.einsum("bhts,bhtse->btse", weights, f)
-    return fx_norm, weighted_norm, vectors.norm(dim=-1), (vectors if keep_vectors else None), bias
+        fx_norm, summed, vectors = _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads)
+    return fx_norm, weights.abs() * fx_norm, summed, vectors, bias
+
+
+def _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads):
+    """f^h_i(x_j) = W_O^h (s^h_i ⊙ v^h_j) [- (Σv^h_j / E) W_O s_i], s_i = r_i g ⊙ q_i, in query chunks."""
+    B, H, S, d = v.shape
+    T, E = sel.size(2), module.embed_dim
+    s = lin.query_vector.transpose(0, 1) if lin.query_vector is not None else v.new_ones(B, T, E)
+    if lin.gain is not None:
+        s = s * lin.gain
+    if r is not None:
+        s = s * r[:, :, None]
+    fx_norm, summed = v.new_empty(B, H, T, S), v.new_empty(B, T, S)
+    vectors = v.new_empty(B, T, S, E) if keep_vectors else None
+    chunk = max(1, _CHUNK_FLOATS // max(1, B * H * S * E))
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        sc = s[:, t0:t1]
+        f = torch.einsum("bhsd,bthd,hde->bhtse", v, sc.reshape(B, t1 - t0, H, d), w_heads)
+        if lin.centre:  # C(P_h v) = P_h v - mean(P_h v): subtract (Σv/E) W_O s
+            f = f - (v.sum(-1) / E)[:, :, None, :, None] * (sc @ out_w.t())[:, None, :, None, :]
+        fx_norm[:, :, t0:t1] = f.norm(dim=-1)
+        vec = torch.einsum("bhts,bhtse->btse", sel[:, :, t0:t1], f if heads is None else f[:, heads])
+        summed[:, t0:t1] = vec.norm(dim=-1)
+        if vectors is not None:
+            vectors[:, t0:t1] = vec
+    return fx_norm, summed, vectors
 
 
 _LAYER = re.compile(r"layers\.(\d+)\.")

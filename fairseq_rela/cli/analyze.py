@@ -99,7 +99,6 @@ def main(args) -> dict:
 
 def cli_main() -> None:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     parser = get_parser()
     args = options.parse_args_and_arch(parser)
     if not args.path:

@@ -1,0 +1,312 @@
+#!/usr/bin/env python
+"""Speed and memory of each attention, measured side by side in one run.
+
+For stock fairseq ``transformer`` (softmax) and ``rela_transformer`` with softmax, rela-g, rela-i,
+sparsemax and entmax15 (same sizes, same init seed), rounds interleave the variants so machine
+drift cancels, and the median of the rounds is reported:
+
+* training: target tokens/s of forward + backward + Adam update, at two sentence lengths;
+* decoding: sentences/s of incremental beam search (beam 4, fixed output length);
+* analysis: a teacher-forced forward with norm recording off and on;
+* memory: peak memory of one training step (CUDA: allocator peak; CPU: peak RSS of a fresh process);
+* scaling: forward+backward time per sentence for lengths 64..1024.
+
+Ratios are against stock fairseq softmax.  CPU by default; on a GPU use ``--device cuda --dtype
+fp16|bf16``.  Writes JSON and a text table:
+
+    python scripts/benchmark.py --output-dir examples/benchmark [--quick]
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from fairseq import options
+from fairseq.data import Dictionary
+from fairseq.models import ARCH_MODEL_REGISTRY
+from fairseq.sequence_generator import SequenceGenerator
+
+import fairseq_rela  # noqa: F401
+from fairseq_rela.analysis.records import AttentionRecorder
+
+VARIANTS = {
+    "fairseq-softmax": ["--arch", "transformer"],
+    "softmax": ["--arch", "rela_transformer", "--attention-activation", "softmax"],
+    "rela-g": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "g"],
+    "rela-i": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "i"],
+    "sparsemax": ["--arch", "rela_transformer", "--attention-activation", "sparsemax"],
+    "entmax15": ["--arch", "rela_transformer", "--attention-activation", "entmax15"],
+}
+BASELINE = "fairseq-softmax"
+
+
+def build(variant: str, size: argparse.Namespace, vocab: int, device, dtype):
+    d = Dictionary()
+    for i in range(vocab - d.nspecial):
+        d.add_symbol(f"t{i}")
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        "unused-data", *VARIANTS[variant], "--encoder-layers", str(size.layers), "--decoder-layers", str(size.layers),
+        "--encoder-embed-dim", str(size.dim), "--decoder-embed-dim", str(size.dim),
+        "--encoder-ffn-embed-dim", str(4 * size.dim), "--decoder-ffn-embed-dim", str(4 * size.dim),
+        "--encoder-attention-heads", str(size.heads), "--decoder-attention-heads", str(size.heads),
+        "--share-all-embeddings", "--dropout", "0.1", "--max-source-positions", "2048",
+        "--max-target-positions", "2048"])
+    torch.manual_seed(0)
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task).to(device=device, dtype=dtype)
+    return model, d
+
+
+def batch(d: Dictionary, n: int, length: int, device):
+    g = torch.Generator().manual_seed(length)
+    body = torch.randint(d.nspecial, len(d), (n, length - 1), generator=g)
+    eos = torch.full((n, 1), d.eos())
+    src = torch.cat([body, eos], 1).to(device)
+    tgt = torch.cat([torch.randint(d.nspecial, len(d), (n, length - 1), generator=g), eos], 1).to(device)
+    prev = torch.cat([eos.to(device), tgt[:, :-1]], 1)
+    return src, torch.full((n,), length, device=device), prev, tgt
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, reps: int) -> float:
+    fn()  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / reps
+
+
+def measure_round(models, args, device, results) -> None:
+    """One interleaved round: every variant, every measurement."""
+    for name, (model, d, opt) in models.items():
+        r = results.setdefault(name, {})
+        for length in args.train_lengths:
+            src, lens, prev, tgt = batch(d, max(1, args.train_tokens // length), length, device)
+
+            def step():
+                model.train()
+                out, _ = model(src, lens, prev)
+                loss = F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            sec = timed(step, device, args.reps)
+            r.setdefault(f"train_tok_s@{length}", []).append(tgt.numel() / sec)
+        model.eval()
+        src, lens, prev, tgt = batch(d, args.decode_sentences, args.decode_length, device)
+        gen = SequenceGenerator([model], d, beam_size=4, max_len_a=0, max_len_b=args.decode_length,
+                                min_len=args.decode_length)
+        sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
+        with torch.no_grad():
+            sec = timed(lambda: gen.generate([model], sample), device, 1)
+        r.setdefault("decode_sent_s", []).append(src.size(0) / sec)
+        src, lens, prev, tgt = batch(d, max(1, args.train_tokens // 64), 64, device)
+        if name != BASELINE:
+            recorder = AttentionRecorder(model)
+            with torch.no_grad():
+                off = timed(lambda: model(src, lens, prev), device, args.reps)
+
+                def recorded():
+                    recorder.clear()
+                    with recorder:
+                        model(src, lens, prev)
+
+                on = timed(recorded, device, args.reps)
+            r.setdefault("analysis_recording_on_over_off", []).append(on / off)
+        with torch.no_grad():
+            r.setdefault("forward_tok_s@64", []).append(tgt.numel() / timed(lambda: model(src, lens, prev),
+                                                                              device, args.reps))
+
+
+def scaling(models, args, device) -> dict:
+    out = {}
+    for length in args.scaling_lengths:
+        for name, (model, d, _) in models.items():
+            src, lens, prev, tgt = batch(d, 1, length, device)
+
+            def step():
+                model.train()
+                out_, _ = model(src, lens, prev)
+                F.cross_entropy(out_.float().view(-1, out_.size(-1)), tgt.view(-1)).backward()
+
+            out.setdefault(name, {})[length] = timed(step, device, 1)
+    return out
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def step_peak_mib(variant: str, args) -> float:
+    """Peak memory of one training step: CUDA allocator peak, or on CPU the RSS peak above the
+    RSS before the step, sampled every millisecond by a thread."""
+    import threading
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    model, d = build(variant, args, args.vocab, device, dtype)
+    length = args.train_lengths[-1]
+    src, lens, prev, tgt = batch(d, max(1, args.train_tokens // length), length, device)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mib()
+    peak, done = [base], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if device.type != "cuda":
+        sampler.start()
+    out, _ = model(src, lens, prev)
+    F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1)).backward()
+    sync(device)
+    done.set()
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    sampler.join()
+    return peak[0] - base
+
+
+def peak_memory(variant: str, args) -> float:
+    """Run :func:`step_peak_mib` in a fresh process, so variants do not share allocator state."""
+    argv = [sys.executable, os.path.abspath(__file__), "--probe-memory", variant, "--device", args.device,
+            "--dtype", args.dtype, "--layers", str(args.layers), "--dim", str(args.dim), "--heads", str(args.heads),
+            "--vocab", str(args.vocab), "--train-tokens", str(args.train_tokens),
+            "--train-lengths", ",".join(map(str, args.train_lengths))]
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe for {variant} failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(raw: dict) -> dict:
+    med = {v: {k: statistics.median(xs) for k, xs in m.items()} for v, m in raw.items()}
+    base = med[BASELINE]
+    ratios = {v: {k: (x / base[k] if k in base else x) for k, x in m.items()} for v, m in med.items()}
+    return {"median": med, "ratio_vs_fairseq_softmax": ratios}
+
+
+def format_table(result: dict) -> str:
+    r, m = result["ratio_vs_fairseq_softmax"], result["median"]
+    keys = [k for k in m[BASELINE] if k.startswith(("train", "decode", "forward"))]
+    head = f"{'variant':<16}" + "".join(f"{k:>18}" for k in keys) + f"{'rec on/off':>12}{'step MiB':>10}"
+    lines = [f"ratios vs stock fairseq softmax (medians of {result['config']['rounds']} interleaved rounds); "
+             f"absolute for {BASELINE}", head]
+    for v in r:
+        cells = "".join(f"{m[v][k]:>18.1f}" if v == BASELINE else f"{r[v][k]:>17.3f}x" for k in keys)
+        rec = r[v].get("analysis_recording_on_over_off")
+        mem = result["peak_memory_mib"].get(v)
+        lines.append(f"{v:<16}{cells}{'' if rec is None else f'{rec:.2f}x':>12}{'' if mem is None else f'{mem:.0f}':>10}")
+    lines.append("scaling (forward+backward seconds per sentence):")
+    lengths = list(next(iter(result["scaling_s"].values())))
+    lines.append(f"{'variant':<16}" + "".join(f"{l:>10}" for l in lengths))
+    for v, per in result["scaling_s"].items():
+        lines.append(f"{v:<16}" + "".join(f"{per[l]:>10.3f}" for l in lengths))
+    return "\n".join(lines)
+
+
+def plot_scaling(result: dict, path: str) -> None:
+    from fairseq_rela.analysis.plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for v, per in result["scaling_s"].items():
+        ax.plot([int(l) for l in per], list(per.values()), marker="o", label=v)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sentence length (tokens)")
+    ax.set_ylabel("seconds per fwd+bwd")
+    ax.set_title(f"cost vs length ({result['config']['device']})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="attention speed/memory benchmark (ratios vs stock fairseq softmax)")
+    p.add_argument("--output-dir", default=None, help="write benchmark.json, benchmark.txt, scaling.png here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--train-tokens", type=int, default=2048)
+    p.add_argument("--train-lengths", default="32,128")
+    p.add_argument("--decode-sentences", type=int, default=16)
+    p.add_argument("--decode-length", type=int, default=24)
+    p.add_argument("--scaling-lengths", default="64,128,256,512,1024")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="1 round, short: a smoke run")
+    p.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.train_lengths = [int(x) for x in args.train_lengths.split(",")]
+    args.scaling_lengths = [int(x) for x in args.scaling_lengths.split(",")]
+    if args.probe_memory:
+        print(step_peak_mib(args.probe_memory, args))
+        return
+    if args.quick:
+        args.rounds, args.reps, args.decode_sentences, args.scaling_lengths = 1, 1, 4, [64, 128]
+    names = [v.strip() for v in args.variants.split(",")]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or BASELINE not in names:
+        sys.exit(f"benchmark.py: error: --variants must include {BASELINE} and come from {', '.join(VARIANTS)}")
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    models = {}
+    for v in names:
+        model, d = build(v, args, args.vocab, device, dtype)
+        models[v] = (model, d, torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-4))
+    raw: dict = {}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        measure_round(models, args, device, raw)
+    result = summarise(raw)
+    result["scaling_s"] = scaling(models, args, device)
+    result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names}
+    result["config"] = {
+        "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+        "torch": torch.__version__, "dtype": args.dtype, "rounds": args.rounds, "reps": args.reps,
+        "model": f"{args.layers}+{args.layers} layers, {args.dim}/{4 * args.dim}, {args.heads} heads, vocab {args.vocab}",
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+    }
+    text = format_table(result)
+    print(text)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "benchmark.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.output_dir, "benchmark.txt"), "w") as f:
+            f.write(f"{result['config']}\n{text}\n")
+        plot_scaling(result, os.path.join(args.output_dir, "scaling.png"))
+
+
+if __name__ == "__main__":
+    main()

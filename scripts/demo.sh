@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, then train a tiny ReLA-g model on a synthetic corpus made here, decode it with beam
-# search, score BLEU, and analyse its attention.  About two minutes on 2 CPU cores.
+# Install, then train tiny ReLA-g and softmax models on a synthetic corpus made here, decode them
+# with beam search, score BLEU, analyse their attention (weights and norms) and score word
+# alignments against the corpus' known alignments.  About two minutes on 2 CPU cores.
 #   bash scripts/demo.sh [WORKDIR]      (default: ./demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,14 @@ for act in rela softmax; do
   grep -c '^H-' "$W/gen-$act.txt" | sed 's/^/   hypotheses: /'
   grep '^H-' "$W/gen-$act.txt" | sort -t- -k2 -n | cut -f3 > "$W/hyp-$act.txt"
   sacrebleu "$W/text/test.tgt" -i "$W/hyp-$act.txt" -m bleu -b | sed 's/^/   sacreBLEU: /'
+  echo "== attention statistics and alignment sweep (teacher-forced) -> $W/analysis-$act/"
+  fairseq-rela-analyze "$W/bin" --user-dir "$USER_DIR" --path "$W/ckpt-$act/checkpoint_last.pt" --gen-subset test \
+      --output-dir "$W/analysis-$act" --gold-alignment "$W/text/test.align" --gold-base 0 --plot-sentences 0 \
+      --cpu --no-progress-bar 2>>"$W/log.txt" | sed 's/^/   /'
+  echo "== alignments from stock fairseq-generate (norms, last layer, predicted token), AER:"
+  fairseq-generate "$W/bin" --user-dir "$USER_DIR" --task translation_alignment --path "$W/ckpt-$act/checkpoint_last.pt" \
+      --score-reference --print-alignment --alignment-source norms --gen-subset test --cpu \
+      > "$W/align-$act.txt" 2>>"$W/log.txt"
+  fairseq-rela-aer --gold "$W/text/test.align" --gold-base 0 --hyp "$W/align-$act.txt" | head -1 | sed 's/^/   /'
 done
 echo "done: outputs in $W/"

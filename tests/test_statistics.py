@@ -102,3 +102,30 @@ def test_softmax_model_is_dense_with_no_null_rows(toy_data, trained):
         np.testing.assert_allclose(w.sum(-1), 1, atol=1e-5)
     res = stats.result()["attention"]
     assert all(s["sparsity_mean"] == 0 and s["null_rate_mean"] == 0 for layers in res.values() for s in layers.values())
+
+
+def test_training_logs_attention_statistics_at_validation(toy_data, tmp_path):
+    from tests.conftest import TRAIN_ARGS
+
+    proc = run_cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--task", "translation_rela",
+                   "--log-attention-stats", "--attention-activation", "rela", "--max-epoch", "1", "--save-dir", tmp_path)
+    (valid_line,) = [line for line in (proc.stdout + proc.stderr).splitlines() if "valid on 'valid' subset" in line]
+    for kind in ("encoder_self", "decoder_self", "cross"):
+        for stat in ("sparsity", "null_rate"):
+            value = float(valid_line.split(f"{stat}_{kind} ")[1].split()[0])
+            assert 0 <= value <= 1
+    assert float(valid_line.split("sparsity_cross ")[1].split()[0]) > 0
+
+
+def test_given_sentences_are_analysed_like_the_binarised_split(toy_data, trained):
+    from fairseq_rela.analysis.runner import sentence_dataset
+
+    model, task = load_checkpoint(str(trained("rela")), data=str(toy_data / "bin"), device="cpu")
+    src = (toy_data / "test.src").read_text().split("\n")[:3]
+    tgt = (toy_data / "test.tgt").read_text().split("\n")[:3]
+    given = sorted(iter_sentences(model, task, dataset=sentence_dataset(task, list(zip(src, tgt)))), key=lambda s: s.id)
+    split = {s.id: s for s in iter_sentences(model, task, "test") if s.id < 3}
+    assert [s.src[:-1] for s in given] == [line.split() for line in src]
+    for s in given:
+        np.testing.assert_allclose(s.maps[("cross", 0)]["weighted_norm"], split[s.id].maps[("cross", 0)]["weighted_norm"],
+                                   atol=1e-5)

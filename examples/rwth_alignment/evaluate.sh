@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Score every trained model of the RWTH experiment: BLEU on the 508 RWTH pairs (beam 4), the
+# teacher-forced AER sweep (layer x weights/norms x AWO/AWI, per layer and per head) against the
+# gold links, eflomal trained on the same text as a baseline, then a summary table and plot.
+#   bash examples/rwth_alignment/evaluate.sh WORK DATA      (defaults: work/rwth ../shared/data)
+set -euo pipefail
+W=${1:-work/rwth}; DATA=${2:-../shared/data}
+HERE="$(cd "$(dirname "$0")" && pwd)"; USER_DIR="$HERE/../../fairseq_rela"
+GOLD="$DATA/rwth-deen/alignment.talp"
+first=1
+for ckpt in "$W"/ckpt-*/checkpoint_last.pt; do
+  v=$(basename "$(dirname "$ckpt")"); v=${v#ckpt-}
+  out="$W/analysis-$v"; mkdir -p "$out"
+  echo "== $v"
+  fairseq-generate "$W/bin" --user-dir "$USER_DIR" --path "$ckpt" --gen-subset test --beam 4 --cpu \
+      --required-batch-size-multiple 1 --post-process sentencepiece --max-tokens 4000 > "$out/generate.txt" 2>"$out/generate.log"
+  grep '^D-' "$out/generate.txt" | sort -t- -k2 -n | cut -f3 > "$out/hyp.en"
+  sacrebleu "$W/rwth.tok.en" -i "$out/hyp.en" -m bleu -b --tokenize none > "$out/bleu.txt"
+  echo "   BLEU (tokenised, 508 RWTH pairs): $(cat "$out/bleu.txt")"
+  baseline=()
+  if [ $first = 1 ]; then baseline=(--eflomal-train "$W/train.tok" --eflomal-test "$W/rwth.tok"); first=0; fi
+  fairseq-rela-analyze "$W/bin" --user-dir "$USER_DIR" --path "$ckpt" --gen-subset test --source-lang de \
+      --target-lang en --gold-alignment "$GOLD" "${baseline[@]}" --output-dir "$out" --plot-sentences 0,1 \
+      --max-tokens 4000 --cpu --no-progress-bar 2>"$out/analyze.log" | tail -n 12 | sed 's/^/   /'
+done
+python "$HERE/summarize.py" "$W"

@@ -37,6 +37,7 @@ for act in rela softmax; do
   fairseq-generate "$W/bin" --user-dir "$USER_DIR" --task translation_alignment --path "$W/ckpt-$act/checkpoint_last.pt" \
       --score-reference --print-alignment --alignment-source norms --gen-subset test --cpu \
       > "$W/align-$act.txt" 2>>"$W/log.txt"
-  fairseq-rela-aer --gold "$W/text/test.align" --gold-base 0 --hyp "$W/align-$act.txt" | head -1 | sed 's/^/   /'
+  fairseq-rela-aer --gold "$W/text/test.align" --gold-base 0 --hyp "$W/align-$act.txt" > "$W/aer-$act.txt"
+  sed 's/^/   /' "$W/aer-$act.txt"
 done
 echo "done: outputs in $W/"

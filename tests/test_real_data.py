@@ -1,0 +1,95 @@
+"""Tests on the real data in ../shared/data (or $FAIRSEQ_RELA_DATA): RWTH gold, Europarl, Multi30k."""
+import gzip
+import importlib.util
+import json
+
+import pytest
+
+from fairseq_rela.analysis.aer import alignment_error_rate, read_gold
+from tests.conftest import REPO, SHARED_DATA, USER_DIR, run_cli
+from tests.test_statistics import _independent_sparsity
+
+
+@pytest.fixture(scope="module")
+def data():
+    missing = [d for d in ("rwth-deen", "europarl", "multi30k") if not (SHARED_DATA / d).is_dir()]
+    if missing:
+        raise AssertionError(f"real data missing under {SHARED_DATA}: {', '.join(missing)} "
+                             "(set FAIRSEQ_RELA_DATA to the shared data folder)")
+    return SHARED_DATA
+
+
+def _prepare_module():
+    spec = importlib.util.spec_from_file_location("prepare", REPO / "examples" / "rwth_alignment" / "prepare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _words(path):
+    return [line.split() for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
+
+
+def test_rwth_gold_links_fit_the_sentences(data):
+    gold = read_gold(str(data / "rwth-deen/alignment.talp"), base=1)
+    de, en = _words(data / "rwth-deen/test.de"), _words(data / "rwth-deen/test.en")
+    assert len(gold) == len(de) == len(en) == 508
+    for g, s, t in zip(gold, de, en):
+        assert g.sure <= g.possible
+        assert all(i < len(s) and j < len(t) for i, j in g.possible)
+    assert sum(len(g.sure) for g in gold) > 5000
+
+
+def test_eflomal_baseline_on_europarl_and_rwth(data):
+    from fairseq_rela.analysis.eflomal_baseline import eflomal_alignments
+
+    prep = _prepare_module()
+    de = prep.read_lines(data / "europarl/europarl-v7-head20k.de.gz")[:3000]
+    en = prep.read_lines(data / "europarl/europarl-v7-head20k.en.gz")[:3000]
+    test_de = prep.read_lines(data / "rwth-deen/test.de")
+    test_en = prep.read_lines(data / "rwth-deen/test.en")
+    links = eflomal_alignments([prep.tokenize(x) for x in de], [prep.tokenize(x) for x in en], test_de, test_en)
+    gold = read_gold(str(data / "rwth-deen/alignment.talp"))
+    aer = {name: alignment_error_rate(gold, hyp) for name, hyp in links.items()}
+    assert all(len(hyp) == 508 for hyp in links.values())
+    # a real aligner on 3.5k sentences: far better than chance, and symmetrisation helps
+    assert aer["eflomal-gdfa"].aer < 0.45
+    assert aer["eflomal-gdfa"].aer <= min(aer["eflomal-fwd"].aer, aer["eflomal-rev"].aer) + 0.02
+
+
+@pytest.fixture(scope="module")
+def multi30k(data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("multi30k")
+    for split, name, n in (("train", "train", 3000), ("valid", "val", 200), ("test", "test_2016_flickr", 100)):
+        for lang in ("de", "en"):
+            with gzip.open(data / f"multi30k/{name}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [next(f).rstrip("\n").lower() for _ in range(n)]
+            (d / f"{split}.{lang}").write_text("\n".join(" ".join(l.replace(".", " .").replace(",", " ,").split())
+                                                         for l in lines) + "\n")
+    run_cli("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", d / "train",
+            "--validpref", d / "valid", "--testpref", d / "test", "--destdir", d / "bin", "--workers", "1",
+            "--thresholdsrc", "2", "--thresholdtgt", "2")
+    return d
+
+
+@pytest.mark.parametrize("activation", ["rela", "softmax"])
+def test_analyze_models_trained_on_multi30k(multi30k, activation, tmp_path):
+    from tests.conftest import TRAIN_ARGS
+
+    ckpt_dir = multi30k / f"ckpt-{activation}"
+    run_cli("fairseq-train", multi30k / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--attention-activation",
+            activation, "--max-epoch", "2", "--save-dir", ckpt_dir)
+    out = tmp_path / "analysis"
+    run_cli("fairseq-rela-analyze", multi30k / "bin", "--path", ckpt_dir / "checkpoint_last.pt", "--gen-subset",
+            "test", "--user-dir", USER_DIR, "--output-dir", out, "--cpu", "--plot-sentences", "3")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["sentences"] == 100
+    assert (out / "heads.png").exists() and (out / "sentence-3-cross.png").exists()
+    expected, _ = _independent_sparsity(ckpt_dir / "checkpoint_last.pt", multi30k)
+    assert stats["attention"]["cross"]["0"]["sparsity_mean"] == pytest.approx(expected, abs=1e-9)
+    punct = stats["attention"]["encoder_self"]["0"]["token_share"]["punct"]
+    assert punct["weight"] > 0 and punct["norm"] > 0  # real text has punctuation
+    if activation == "softmax":
+        assert expected == 0
+    else:
+        assert expected > 0

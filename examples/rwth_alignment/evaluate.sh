@@ -2,14 +2,16 @@
 # Score every trained model of the RWTH experiment: BLEU on the 508 RWTH pairs (beam 4), the
 # teacher-forced AER sweep (layer x weights/norms x AWO/AWI, per layer and per head) against the
 # gold links, eflomal trained on the same text as a baseline, then a summary table and plot.
-#   bash examples/rwth_alignment/evaluate.sh WORK DATA      (defaults: work/rwth ../shared/data)
+#   bash examples/rwth_alignment/evaluate.sh WORK DATA [VARIANTS...]   (defaults: work/rwth ../shared/data, all)
+# The eflomal baseline runs with the first variant; EFLOMAL=0 skips it.
 set -euo pipefail
-W=${1:-work/rwth}; DATA=${2:-../shared/data}
+W=${1:-work/rwth}; DATA=${2:-../shared/data}; shift 2 || true
+VARIANTS=${*:-$(for c in "$W"/ckpt-*/checkpoint_last.pt; do v=$(basename "$(dirname "$c")"); echo "${v#ckpt-}"; done)}
 HERE="$(cd "$(dirname "$0")" && pwd)"; USER_DIR="$HERE/../../fairseq_rela"
 GOLD="$DATA/rwth-deen/alignment.talp"
-first=1
-for ckpt in "$W"/ckpt-*/checkpoint_last.pt; do
-  v=$(basename "$(dirname "$ckpt")"); v=${v#ckpt-}
+first=${EFLOMAL:-1}
+for v in $VARIANTS; do
+  ckpt="$W/ckpt-$v/checkpoint_last.pt"
   out="$W/analysis-$v"; mkdir -p "$out"
   echo "== $v"
   fairseq-generate "$W/bin" --user-dir "$USER_DIR" --path "$ckpt" --gen-subset test --beam 4 --cpu \

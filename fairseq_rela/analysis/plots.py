@@ -8,9 +8,8 @@ import numpy as np
 def _plt():
     import logging
 
-    import matplotlib
-
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq leaves the root logger at DEBUG
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -47,17 +47,18 @@ def main() -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, (al, _, _) in runs.items():
-        for cfg, style in (("norms-AWI", "-"), ("weights-AWI", "--")):
+        for cfg, style in (("norms-AWO", "-"), ("weights-AWO", "--"), ("norms-AWI", "-."), ("weights-AWI", ":")):
             per = al["per_layer"][cfg]
             ax.plot([int(l) for l in per], [100 * x for x in per.values()], style, marker="o", label=f"{name} {cfg}")
-    for name, r in baselines.items():
-        ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
-        ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")
+        ax.set_xticks([int(l) for l in al["per_layer"]["norms-AWO"]])
+    if "eflomal-gdfa" in baselines:
+        ax.axhline(100 * baselines["eflomal-gdfa"]["aer"], color="grey", linewidth=0.8, linestyle=":")
+        ax.text(0, 100 * baselines["eflomal-gdfa"]["aer"], "eflomal grow-diag-final-and", fontsize=7, va="bottom")
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("AER (%) on RWTH De-En")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     _save(fig, str(out / "aer_by_layer.png"))
 

@@ -4,7 +4,6 @@
 """
 import argparse
 import json
-import os
 from pathlib import Path
 
 from fairseq_rela.analysis.plots import _plt, _save

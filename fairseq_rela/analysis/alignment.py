@@ -17,7 +17,7 @@ Subwords are merged into words (``sentencepiece``: a piece starting with ``▁``
 ``</s>`` is never aligned: a target word whose best source is ``</s>``, or whose row is all zero
 (ReLA's null attention), is left unaligned.  Links are ``(source_word, target_word)``, 0-based.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 

@@ -15,7 +15,7 @@ per layer:
 import json
 import math
 import string
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, List, Set
 
 import numpy as np
 

@@ -5,8 +5,6 @@ import os
 from collections import defaultdict
 from typing import Dict, List, Optional, Set, Tuple
 
-import numpy as np
-
 from fairseq_rela.analysis.aer import AERResult, alignment_error_rate, read_gold
 from fairseq_rela.analysis.alignment import align, detect_style
 from fairseq_rela.analysis.runner import SentenceAttention

@@ -23,9 +23,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   # PyPI's fairseq 0.12.2 does not import on Python 3.11 (mutable dataclass defaults);
   # fairseq-fixed is upstream main plus that fix, same import name.
   $PIP install --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
-  # Sparse baselines, subword model, plots, tests, statistical aligner baseline, TensorBoard logs.
+  # Sparse baselines, subword model, plots, tests, statistical aligner baseline, TensorBoard logs,
+  # NLTK (its AER is the independent reference the scorer is tested against).
   $PIP install --no-deps "entmax==1.3"
-  $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX
+  $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4"
   echo "$deps_hash" > "$stamp"
 fi
 $PIP install --no-deps --no-build-isolation -e .

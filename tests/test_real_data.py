@@ -40,7 +40,24 @@ def test_rwth_gold_links_fit_the_sentences(data):
     assert sum(len(g.sure) for g in gold) > 5000
 
 
-def test_eflomal_baseline_on_europarl_and_rwth(data):
+def _nltk_corpus_aer(gold_path, hyp_links):
+    """Corpus AER by NLTK's reference implementation, on (sentence, i, j) triples; the gold file is
+    parsed here independently (1-based talp: ``i-j`` sure, ``ipj`` possible)."""
+    from nltk.translate.metrics import alignment_error_rate as nltk_aer
+
+    sure, possible = set(), set()
+    for n, line in enumerate(gold_path.read_text(encoding="utf-8").split("\n")[:508]):
+        for link in line.split():
+            sep = "p" if "p" in link else "-"
+            i, j = (int(x) - 1 for x in link.split(sep))
+            possible.add((n, i, j))
+            if sep == "-":
+                sure.add((n, i, j))
+    hyp = {(n, i, j) for n, links in enumerate(hyp_links) for i, j in links}
+    return nltk_aer(sure, hyp, possible)
+
+
+def test_eflomal_baseline_on_europarl_and_rwth(data, tmp_path):
     from fairseq_rela.analysis.eflomal_baseline import eflomal_alignments
 
     prep = _prepare_module()
@@ -55,6 +72,15 @@ def test_eflomal_baseline_on_europarl_and_rwth(data):
     # a real aligner on 3.5k sentences: far better than chance, and symmetrisation helps
     assert aer["eflomal-gdfa"].aer < 0.45
     assert aer["eflomal-gdfa"].aer <= min(aer["eflomal-fwd"].aer, aer["eflomal-rev"].aer) + 0.02
+    # the scorer CLI on Pharaoh files (0-based, as fast_align/eflomal write them) == NLTK's AER
+    for name, hyp in links.items():
+        path = tmp_path / f"{name}.links"
+        path.write_text("".join(" ".join(f"{i}-{j}" for i, j in sorted(h)) + "\n" for h in hyp))
+        out = json.loads(run_cli("fairseq-rela-aer", "--gold", data / "rwth-deen/alignment.talp", "--hyp", path,
+                                 "--json").stdout)
+        assert out["sentences"] == 508
+        assert out["aer"] == pytest.approx(_nltk_corpus_aer(data / "rwth-deen/alignment.talp", hyp), abs=1e-12)
+        assert out["aer"] == pytest.approx(aer[name].aer, abs=1e-12)
 
 
 @pytest.fixture(scope="module")

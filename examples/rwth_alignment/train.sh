@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the De->En models of the RWTH alignment experiment (one per attention), each for the same
-# number of updates (a rerun resumes from checkpoint_last.pt).
+# number of updates. A rerun with more updates resumes from checkpoint_last.pt; each run leaves a
+# snapshot ckpt-VARIANT/checkpoint_UPDATES.pt so that evaluate.sh can score VARIANT@UPDATES later.
 #   bash examples/rwth_alignment/train.sh WORK UPDATES [VARIANTS...]
 # VARIANTS: softmax rela-g rela-i sparsemax entmax15 (default: softmax rela-g rela-i)
 set -euo pipefail
@@ -23,5 +24,6 @@ for v in $VARIANTS; do
       --max-tokens 4096 --max-update "$UPDATES" --seed 1 --cpu --no-epoch-checkpoints \
       --save-dir "$W/ckpt-$v" --log-interval 100 --no-progress-bar --tensorboard-logdir "$W/tb-$v" \
       >> "$W/train-$v.log" 2>&1
+  cp "$W/ckpt-$v/checkpoint_last.pt" "$W/ckpt-$v/checkpoint_$UPDATES.pt"
   grep "valid on" "$W/train-$v.log" | tail -1
 done

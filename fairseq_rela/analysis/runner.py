@@ -60,6 +60,13 @@ def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str]
     return model, task
 
 
+def trained_updates(path: str) -> Optional[int]:
+    """How many updates the checkpoint at ``path`` was trained for (None if it does not say)."""
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    history = state.get("optimizer_history") or [{}]
+    return history[-1].get("num_updates")
+
+
 def sentence_dataset(task, pairs: Sequence[Tuple[str, str]]) -> LanguagePairDataset:
     """A dataset of given (source, target) strings, tokenised on spaces with the task's dictionaries
     (apply BPE/sentencepiece first, as for training)."""

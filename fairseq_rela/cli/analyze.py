@@ -48,7 +48,7 @@ def main(args) -> dict:
     from tqdm import tqdm
 
     from fairseq_rela.analysis.plots import plot_head_heatmaps, plot_weight_vs_norm
-    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint
+    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint, trained_updates
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens, write_json
 
     kinds = _csv(args.plot_kinds)
@@ -83,6 +83,7 @@ def main(args) -> dict:
                 plot_weight_vs_norm(sent, kind, os.path.join(args.output_dir, f"sentence-{sent.id}-{kind}.png"))
     result = stats.result()
     result["checkpoint"], result["subset"] = os.path.abspath(args.path), args.gen_subset
+    result["num_updates"] = trained_updates(args.path)
     result["attention_activation"] = getattr(model.args, "attention_activation", None)
     write_json(result, os.path.join(args.output_dir, "stats.json"))
     table = format_table(result)

@@ -24,7 +24,7 @@ for m in $MODELS; do
   grep '^D-' "$out/generate.txt" | sort -t- -k2 -n | cut -f3 > "$out/hyp.en"
   n=$(wc -l < "$out/hyp.en"); ref=$(wc -l < "$W/rwth.tok.en")
   [ "$n" = "$ref" ] || { echo "evaluate.sh: error: $out/hyp.en: $n translations for $ref sentences" >&2; exit 1; }
-  sacrebleu "$W/rwth.tok.en" -i "$out/hyp.en" -m bleu -b --tokenize none > "$out/bleu.txt"
+  sacrebleu "$W/rwth.tok.en" -i "$out/hyp.en" -m bleu -b --tokenize none --force > "$out/bleu.txt"
   echo "   BLEU (tokenised, $n RWTH pairs): $(cat "$out/bleu.txt")"
   baseline=()
   if [ $first = 1 ]; then baseline=(--eflomal-train "$W/train.tok" --eflomal-test "$W/rwth.tok"); first=0; fi

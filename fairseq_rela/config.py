@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from fairseq_rela.activations import ACTIVATIONS
-from fairseq_rela.normalization import NORMS, VARIANTS
+from fairseq_rela.normalization import GATE_INITS, NORMS, VARIANTS
 
 ATTENTION_KINDS = ("encoder_self", "decoder_self", "cross")
 
@@ -16,6 +16,7 @@ class AttentionOptions:
     activation: str = "rela"
     rela_variant: str = "g"
     rela_norm: str = "rms"
+    rela_gate_init: str = "uniform"
     apply_to: Tuple[str, ...] = ATTENTION_KINDS
 
     def activation_for(self, kind: str) -> str:
@@ -27,11 +28,13 @@ class AttentionOptions:
         activation = getattr(args, "attention_activation", None) or "softmax"
         variant = getattr(args, "rela_variant", None)
         norm = getattr(args, "rela_norm", None)
+        gate_init = getattr(args, "rela_gate_init", None)
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"--attention-activation: unknown value {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
             )
-        for flag, value, allowed in (("--rela-variant", variant, VARIANTS), ("--rela-norm", norm, NORMS)):
+        for flag, value, allowed in (("--rela-variant", variant, VARIANTS), ("--rela-norm", norm, NORMS),
+                                     ("--rela-gate-init", gate_init, GATE_INITS)):
             if value is not None and value not in allowed:
                 raise ValueError(f"{flag}: unknown value {value!r}; choose one of {', '.join(allowed)}")
             if value is not None and activation != "rela":
@@ -44,7 +47,9 @@ class AttentionOptions:
                 f"--attention-activation-in: unknown value {(','.join(bad) or apply_to)!r}; "
                 f"use a comma-separated subset of {','.join(ATTENTION_KINDS)}"
             )
-        return cls(activation, variant or "g", norm or "rms", kinds)
+        if gate_init is not None and ((variant or "g"), (norm or "rms")) != ("g", "rms"):
+            raise ValueError("--rela-gate-init applies only to ReLA-g (--rela-variant g --rela-norm rms)")
+        return cls(activation, variant or "g", norm or "rms", gate_init or "uniform", kinds)
 
 
 def add_attention_args(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +60,9 @@ def add_attention_args(parser: argparse.ArgumentParser) -> None:
                         help="ReLA normaliser: g = gated RMSNorm (default), i = RMSNorm with uniform gain init")
     parser.add_argument("--rela-norm", choices=list(NORMS), metavar="N",
                         help="normalisation of ReLA's head outputs: rms (default), layer, none (ablations)")
+    parser.add_argument("--rela-gate-init", choices=list(GATE_INITS), metavar="INIT",
+                        help="ReLA-g gate initialisation: uniform = U(-sqrt(3/d), sqrt(3/d)) as the authors' "
+                             "code (default), ones = 1")
     parser.add_argument("--attention-activation-in", metavar="KINDS",
                         help="comma-separated attentions that use the activation; the others use softmax "
                              f"(default: {','.join(ATTENTION_KINDS)})")

@@ -4,7 +4,11 @@ ReLA's weights are unnormalised, so the attention output's scale varies from que
 Zhang et al. (2021, §3) normalise it:
 
 * ReLA-i: ``RMSNorm(z) = g ⊙ z / rms(z)``, gain initialised from ``U(-√(3/d), √(3/d))``;
-* ReLA-g: ``g ⊙ RMSNorm(z) ⊙ σ(w ⊙ z)``, ``g = 1`` and ``w = 1`` at init (the authors' default).
+* ReLA-g: ``g ⊙ RMSNorm(z) ⊙ σ(w ⊙ z)``, ``g = 1`` at init and the gate ``w`` from
+  ``U(-√(3/d), √(3/d))``, so ``σ(w ⊙ z) ≈ 0.5`` at the start: the authors' code
+  (``bzhangGo/zero``, ``modules/rela.py``, ``gated_rms_norm``) leaves ``gate`` to the run's default
+  initialiser, ``uniform_unit_scaling`` (TF1 ``variance_scaling``, fan_avg, uniform, gain 1).
+  ``--rela-gate-init ones`` keeps the earlier ``w = 1``.
 
 Every normaliser is affine in ``z`` *for a fixed query*: ``N(z) = s ⊙ C(z) + c`` with ``C`` the
 identity or (LayerNorm) the centring map, and ``s = r · g ⊙ q``: a per-query scalar ``r``, a fixed
@@ -21,6 +25,13 @@ from torch import Tensor, nn
 
 NORMS = ("rms", "layer", "none")
 VARIANTS = ("g", "i")
+GATE_INITS = ("uniform", "ones")
+
+
+def uniform_unit_scaling_(weight: Tensor) -> Tensor:
+    """``U(-√(3/d), √(3/d))`` for a vector of size d: TF1 ``variance_scaling(1, fan_avg, uniform)``."""
+    bound = math.sqrt(3.0 / weight.numel())
+    return nn.init.uniform_(weight, -bound, bound)
 
 
 @dataclass
@@ -54,8 +65,8 @@ class RMSNorm(HeadNorm):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         if uniform_gain:  # ReLA-i's specialised initialisation
-            bound = math.sqrt(3.0 / dim)
-            nn.init.uniform_(self.weight, -bound, bound)
+            with torch.no_grad():
+                uniform_unit_scaling_(self.weight)
 
     def _inv_rms(self, z: Tensor) -> Tensor:
         return torch.rsqrt(z.float().pow(2).mean(-1, keepdim=True) + self.eps)
@@ -68,11 +79,17 @@ class RMSNorm(HeadNorm):
 
 
 class GatedRMSNorm(RMSNorm):
-    """ReLA-g: ``g ⊙ RMSNorm(z) ⊙ σ(w ⊙ z)``."""
+    """ReLA-g: ``g ⊙ RMSNorm(z) ⊙ σ(w ⊙ z)``; ``w`` starts ``U(-√(3/d), √(3/d))`` (``gate_init="uniform"``,
+    the authors') or 1 (``"ones"``)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, gate_init: str = "uniform"):
         super().__init__(dim)
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"--rela-gate-init: unknown value {gate_init!r}; choose one of {', '.join(GATE_INITS)}")
         self.gate = nn.Parameter(torch.ones(dim))
+        if gate_init == "uniform":
+            with torch.no_grad():
+                uniform_unit_scaling_(self.gate)
 
     def forward(self, z: Tensor) -> Tensor:
         zf = z.float()
@@ -103,7 +120,7 @@ class HeadLayerNorm(HeadNorm):
                              shift=self.bias.float())
 
 
-def build_head_norm(norm: str, variant: str, dim: int) -> HeadNorm:
+def build_head_norm(norm: str, variant: str, dim: int, gate_init: str = "uniform") -> HeadNorm:
     """The normaliser for ``--rela-norm`` / ``--rela-variant``."""
     if norm not in NORMS:
         raise ValueError(f"--rela-norm: unknown value {norm!r}; choose one of {', '.join(NORMS)}")
@@ -113,4 +130,4 @@ def build_head_norm(norm: str, variant: str, dim: int) -> HeadNorm:
         return HeadNorm()
     if norm == "layer":
         return HeadLayerNorm(dim)
-    return GatedRMSNorm(dim) if variant == "g" else RMSNorm(dim, uniform_gain=True)
+    return GatedRMSNorm(dim, gate_init) if variant == "g" else RMSNorm(dim, uniform_gain=True)

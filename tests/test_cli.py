@@ -67,6 +67,8 @@ def test_resume_training_from_checkpoint(toy_data, tmp_path):
     (("--attention-activation", "relu"), "argument --attention-activation: invalid choice: 'relu'"),
     (("--attention-activation", "softmax", "--rela-norm", "layer"),
      "rela_transformer: error: --rela-norm applies only to --attention-activation rela"),
+    (("--rela-variant", "i", "--rela-gate-init", "ones"),
+     "rela_transformer: error: --rela-gate-init applies only to ReLA-g"),
     (("--attention-activation-in", "decoder"), "--attention-activation-in: unknown value 'decoder'; use a comma-separated subset"),
 ])
 def test_bad_options_fail_in_one_line(toy_data, tmp_path, args, message):

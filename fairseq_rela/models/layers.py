@@ -20,7 +20,7 @@ def build_attention(cfg: TransformerConfig, kind: str, embed_dim: int, num_heads
     """The attention of one kind (``encoder_self``, ``decoder_self``, ``cross``) as the options ask."""
     options = AttentionOptions.from_args(cfg)
     activation = options.activation_for(kind)
-    head_norm = build_head_norm(options.rela_norm, options.rela_variant, embed_dim) if activation == "rela" else None
+    head_norm = build_head_norm(options.rela_norm, options.rela_variant, embed_dim, options.rela_gate_init) if activation == "rela" else None
     return ReLAMultiheadAttention(
         embed_dim, num_heads, activation=activation, head_norm=head_norm, kind=kind,
         dropout=cfg.attention_dropout, **kwargs,

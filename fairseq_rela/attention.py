@@ -15,11 +15,15 @@ import torch
 import torch.nn.functional as F
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fairseq_rela.activations import get_activation
 from fairseq_rela.normalization import HeadNorm
 
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+# Fused kernels softmax may use. cuDNN's (PyTorch's first choice on Hopper GPUs) is left out: it plans
+# anew for every (batch, T, S) shape, which MT's varying lengths make slow (scripts/gpu/sdpa_backends.py).
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # recorder(module, weights (B,H,T,S), values (B,H,S,d), head_outputs (T,B,E), output (T,B,E), key_padding_mask)
 Recorder = Callable[..., None]
 
@@ -80,9 +84,10 @@ class ReLAMultiheadAttention(MultiheadAttention):
         weights: Optional[Tensor] = None
         if self.activation == "softmax" and not need_weights and self.recorder is None:
             p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
-            ctx = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=p, scale=1.0
-            )
+            with sdpa_kernel(SDPA_BACKENDS):
+                ctx = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=p, scale=1.0
+                )
         else:
             weights = self.weights_fn(q @ k.transpose(-1, -2), mask)
             ctx = self.dropout_module(weights) @ v

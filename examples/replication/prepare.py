@@ -1,0 +1,141 @@
+"""Prepare the replication corpus: every De-En pair in the shared data usable for training.
+
+Training: Europarl v7 (head 20k, europarl7-dev, europarl7-test; ``<d>`` document markers dropped),
+WMT news test sets except newstest2013/2014, Tatoeba, Multi30k train.  Validation: newstest2013.
+Tests: newstest2014 (BLEU) and the 508 RWTH gold pairs (BLEU and AER).  Pairs that are empty,
+duplicated, or whose German or English side equals an RWTH gold sentence (ignoring case, spacing
+and punctuation) are removed.  Text is tokenised like the gold set (punctuation split off) so that
+merging SentencePiece pieces at ``▁`` gives back the gold words; one joint SentencePiece model
+(10k) and one joined dictionary serve both directions (De→En and En→De read the same binarised
+files: fairseq finds ``train.de-en.*`` for ``--source-lang en --target-lang de`` too).
+
+    python examples/replication/prepare.py --data ../shared/data --out work/replication
+"""
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+def _rwth_prepare():
+    """The RWTH example's ``prepare.py``: its line reader, tokeniser, sentence key and news list."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "rwth_alignment" / "prepare.py"
+    spec = importlib.util.spec_from_file_location("rwth_alignment_prepare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_rwth = _rwth_prepare()
+NEWS_TRAIN, key, read_lines, tokenize = _rwth.NEWS_TRAIN, _rwth.key, _rwth.read_lines, _rwth.tokenize
+
+EUROPARL = ["europarl-v7-head20k", "europarl7-dev", "europarl7-test"]
+NEEDED = ["europarl/europarl-v7-head20k.de.gz", "wmt-news/newstest2013.de.gz", "wmt-news/newstest2014.de.gz",
+          "tatoeba/deu-eng.tsv.gz", "multi30k/train.de.gz", "rwth-deen/test.de", "rwth-deen/alignment.talp"]
+
+
+def tatoeba(path: Path):
+    """(German, English) pairs of the manythings.org export (``English<TAB>German[<TAB>attribution]``)."""
+    with gzip.open(path, "rt", encoding="utf-8", newline="\n") as f:
+        for n, line in enumerate(f, 1):
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 2:
+                sys.exit(f"prepare.py: error: {path}:{n}: expected English<TAB>German")
+            yield cols[1], cols[0]
+
+
+def swap_talp(line: str) -> str:
+    """A talp gold line with each link's two indices swapped (``3-5 2p4`` -> ``5-3 4p2``): the En-De gold."""
+    links = []
+    for link in line.split():
+        sep = "p" if "p" in link else "-"
+        i, j = link.split(sep)
+        links.append(f"{j}{sep}{i}")
+    return " ".join(links)
+
+
+def corpus(data: Path):
+    """Training pairs by source name, raw."""
+    parts = {}
+    for name in EUROPARL:
+        de, en = read_lines(data / f"europarl/{name}.de.gz"), read_lines(data / f"europarl/{name}.en.gz")
+        parts[f"europarl/{name}"] = [(d, e) for d, e in zip(de, en) if not (d == "<d>" and e == "<d>")]
+    for name in NEWS_TRAIN:
+        parts[f"wmt-news/{name}"] = list(zip(read_lines(data / f"wmt-news/{name}.de.gz"),
+                                             read_lines(data / f"wmt-news/{name}.en.gz")))
+    parts["tatoeba"] = list(tatoeba(data / "tatoeba/deu-eng.tsv.gz"))
+    parts["multi30k/train"] = list(zip(read_lines(data / "multi30k/train.de.gz"), read_lines(data / "multi30k/train.en.gz")))
+    for name, pairs in parts.items():
+        if not pairs:
+            sys.exit(f"prepare.py: error: {data / name}: no pairs read")
+    return parts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--out", default="work/replication")
+    p.add_argument("--vocab-size", type=int, default=10000)
+    args = p.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    missing = [f for f in NEEDED if not (data / f).is_file()]
+    if missing:
+        sys.exit(f"prepare.py: error: {data} lacks {', '.join(missing)} (set --data to the shared data folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    gold_de, gold_en = read_lines(data / "rwth-deen/test.de"), read_lines(data / "rwth-deen/test.en")
+    gold_keys = {key(s) for s in gold_de + gold_en}
+
+    seen, kept, report = set(), [], {}
+    for name, pairs in corpus(data).items():
+        n_kept = 0
+        for de, en in pairs:
+            de, en = de.strip(), en.strip()
+            if not de or not en or key(de) in gold_keys or key(en) in gold_keys or (de, en) in seen:
+                continue
+            seen.add((de, en))
+            kept.append((de, en))
+            n_kept += 1
+        report[name] = {"read": len(pairs), "kept": n_kept}
+    report["total"] = {"read": sum(r["read"] for r in report.values()), "kept": len(kept)}
+    print(f"train: {report['total']['read']} pairs read, {len(kept)} kept (empty, duplicate or RWTH gold removed)")
+    (out / "corpus.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    gold = read_lines(data / "rwth-deen/alignment.talp")
+    (out / "alignment.talp").write_text("\n".join(gold) + "\n", encoding="utf-8")
+    (out / "alignment.en-de.talp").write_text("\n".join(map(swap_talp, gold)) + "\n", encoding="utf-8")
+    news = lambda name: list(zip(read_lines(data / f"wmt-news/{name}.de.gz"), read_lines(data / f"wmt-news/{name}.en.gz")))
+    splits = {"train": kept, "valid": news("newstest2013"), "newstest2014": news("newstest2014"),
+              "rwth": list(zip(gold_de, gold_en))}
+    for split, rows in splits.items():
+        for i, lang in enumerate(("de", "en")):
+            text = [r[i] if split == "rwth" else tokenize(r[i]) for r in rows]
+            (out / f"{split}.tok.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
+            if split == "newstest2014":
+                (out / f"{split}.raw.{lang}").write_text("\n".join(r[i] for r in rows) + "\n", encoding="utf-8")
+
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        input=[str(out / "train.tok.de"), str(out / "train.tok.en")], model_prefix=str(out / "spm"),
+        vocab_size=args.vocab_size, character_coverage=1.0, model_type="unigram", input_sentence_size=2_000_000,
+        shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    for split in splits:
+        for lang in ("de", "en"):
+            lines = (out / f"{split}.tok.{lang}").read_text(encoding="utf-8").split("\n")[:-1]
+            pieces = [" ".join(sp.encode(line, out_type=str)) for line in lines]
+            (out / f"{split}.spm.{lang}").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
+                    "--trainpref", str(out / "train.spm"), "--validpref", str(out / "valid.spm"),
+                    "--testpref", f"{out / 'newstest2014.spm'},{out / 'rwth.spm'}", "--destdir", str(out / "bin"),
+                    "--joined-dictionary", "--workers", "2"], check=True)
+    print(f"binarised data in {out / 'bin'}: test = newstest2014 (3,003 pairs), test1 = the 508 RWTH pairs")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,12 +13,22 @@ from tests.conftest import REPO, SHARED_DATA, USER_DIR, run_cli
 
 EXAMPLE = REPO / "examples" / "replication"
 RUN = EXAMPLE / "runs" / "2026-11-23-h100-fp16"
-sys.path.insert(0, str(EXAMPLE))
+sys.path.insert(0, str(EXAMPLE))  # summarize.py
+
+
+def _prepare():
+    """examples/replication/prepare.py, under its own module name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replication_prepare", EXAMPLE / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_corpus_reads_every_source_without_losing_pairs():
-    from prepare import corpus, read_lines  # examples/replication/prepare.py
-
+    prep = _prepare()
+    corpus, read_lines = prep.corpus, prep.read_lines
     parts = corpus(SHARED_DATA)
     assert len(parts["tatoeba"]) == 169_813  # one pair per line of the export
     head = parts["europarl/europarl-v7-head20k"]
@@ -32,7 +42,7 @@ def test_corpus_reads_every_source_without_losing_pairs():
 
 
 def test_en_de_gold_mirrors_the_de_en_gold():
-    from prepare import read_lines, swap_talp
+    read_lines, swap_talp = _prepare().read_lines, _prepare().swap_talp
 
     gold = read_lines(SHARED_DATA / "rwth-deen/alignment.talp")
     assert swap_talp("3-5 2p4 10-1") == "5-3 4p2 1-10"

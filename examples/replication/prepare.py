@@ -14,7 +14,6 @@ files: fairseq finds ``train.de-en.*`` for ``--source-lang en --target-lang de``
 import argparse
 import gzip
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -116,24 +115,7 @@ def main() -> None:
             if split == "newstest2014":
                 (out / f"{split}.raw.{lang}").write_text("\n".join(r[i] for r in rows) + "\n", encoding="utf-8")
 
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        input=[str(out / "train.tok.de"), str(out / "train.tok.en")], model_prefix=str(out / "spm"),
-        vocab_size=args.vocab_size, character_coverage=1.0, model_type="unigram", input_sentence_size=2_000_000,
-        shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
-    for split in splits:
-        for lang in ("de", "en"):
-            lines = (out / f"{split}.tok.{lang}").read_text(encoding="utf-8").split("\n")[:-1]
-            pieces = [" ".join(sp.encode(line, out_type=str)) for line in lines]
-            (out / f"{split}.spm.{lang}").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
-                    "--trainpref", str(out / "train.spm"), "--validpref", str(out / "valid.spm"),
-                    "--testpref", f"{out / 'newstest2014.spm'},{out / 'rwth.spm'}", "--destdir", str(out / "bin"),
-                    "--joined-dictionary", "--workers", "2"], check=True)
+    _rwth.subword_and_binarise(out, list(splits), args.vocab_size, ["newstest2014", "rwth"])
     print(f"binarised data in {out / 'bin'}: test = newstest2014 (3,003 pairs), test1 = the 508 RWTH pairs")
 
 

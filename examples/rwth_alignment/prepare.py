@@ -36,6 +36,29 @@ def key(line: str) -> str:
     return "".join(c for c in line.lower() if unicodedata.category(c)[0] in "LN")
 
 
+def subword_and_binarise(out: Path, splits, vocab_size: int, tests) -> None:
+    """Train a joint SentencePiece model on ``out/train.tok.{de,en}``, apply it to every split's
+    ``{split}.tok.*`` and binarise (joined dictionary) into ``out/bin``: ``tests`` become test, test1, ..."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        input=[str(out / "train.tok.de"), str(out / "train.tok.en")], model_prefix=str(out / "spm"),
+        vocab_size=vocab_size, character_coverage=1.0, model_type="unigram", input_sentence_size=2_000_000,
+        shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    for split in splits:
+        for lang in ("de", "en"):
+            lines = (out / f"{split}.tok.{lang}").read_text(encoding="utf-8").split("\n")[:-1]
+            pieces = [" ".join(sp.encode(line, out_type=str)) for line in lines]
+            (out / f"{split}.spm.{lang}").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
+                    "--trainpref", str(out / "train.spm"), "--validpref", str(out / "valid.spm"),
+                    "--testpref", ",".join(str(out / f"{t}.spm") for t in tests), "--destdir", str(out / "bin"),
+                    "--joined-dictionary", "--workers", "2"], check=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="../shared/data")
@@ -65,24 +88,7 @@ def main() -> None:
             text = [r[i] if split == "rwth" else tokenize(r[i]) for r in rows]
             (out / f"{split}.tok.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
 
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        input=[str(out / "train.tok.de"), str(out / "train.tok.en")], model_prefix=str(out / "spm"),
-        vocab_size=args.vocab_size, character_coverage=1.0, model_type="unigram", input_sentence_size=2_000_000,
-        shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
-    for split in splits:
-        for lang in ("de", "en"):
-            lines = (out / f"{split}.tok.{lang}").read_text(encoding="utf-8").split("\n")[:-1]
-            pieces = [" ".join(sp.encode(line, out_type=str)) for line in lines]
-            (out / f"{split}.spm.{lang}").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
-                    "--trainpref", str(out / "train.spm"), "--validpref", str(out / "valid.spm"),
-                    "--testpref", str(out / "rwth.spm"), "--destdir", str(out / "bin"), "--joined-dictionary",
-                    "--workers", "2"], check=True)
+    subword_and_binarise(out, list(splits), args.vocab_size, ["rwth"])
     print(f"binarised data in {out / 'bin'} (test = the 508 RWTH pairs)")
 
 

@@ -41,7 +41,7 @@ def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -
         m = _LINK.fullmatch(item)
         if not m or (m.group(2) == "p" and not allow_possible):
             form = "i-j or ipj" if allow_possible else "i-j"
-            raise AlignmentFileError(f"{path}:{lineno}: malformed link {_show(item)} (expected {form}, ASCII digits)")
+            raise AlignmentFileError(f"{path}:{lineno}: malformed link {_show(item)} (expected {form})")
         if len(m.group(1)) > MAX_DIGITS or len(m.group(3)) > MAX_DIGITS:
             raise AlignmentFileError(f"{path}:{lineno}: link {_show(item)}: index too large")
         i, j = int(m.group(1)) - base, int(m.group(3)) - base

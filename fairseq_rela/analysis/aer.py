@@ -131,6 +131,11 @@ def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
         raise AlignmentFileError(f"{path}: A- lines repeat for sentence ids {ids(repeated)} and cannot be told "
                                  "apart as --nbest hypotheses (each must follow its sentence's S- line): "
                                  "keep one A- line per sentence, or keep the S- lines")
+    counts = sorted({len(a) for a in a_lines.values()})
+    if len(counts) > 1:
+        odd = sorted(i for i, a in a_lines.items() if len(a) != counts[-1])
+        raise AlignmentFileError(f"{path}: sentences have {' or '.join(map(str, counts))} hypotheses each "
+                                 f"(--nbest gives all the same): sentence ids {ids(odd)} have fewer")
     k = nbest_index or 0
     short = sorted(i for i, a in a_lines.items() if len(a) <= k)
     if short:

@@ -11,12 +11,13 @@ setup(
     python_requires=">=3.9",
     # fairseq itself is installed by scripts/install.sh (fairseq-fixed with --no-deps): declaring it
     # here would make pip pull torchaudio and a CUDA torch.
-    install_requires=["torch>=2.1", "entmax>=1.1", "sacrebleu>=2.0", "numpy"],
-    extras_require={"analysis": ["matplotlib>=3.5"], "align": ["eflomal>=2.0"], "test": ["pytest>=7", "sentencepiece"]},
+    install_requires=["torch>=2.1", "entmax>=1.1", "sacrebleu>=2.0", "numpy", "matplotlib>=3.5"],
+    extras_require={"analysis": [], "align": ["eflomal>=2.0"], "test": ["pytest>=7", "sentencepiece"]},
     entry_points={
         "console_scripts": [
             "fairseq-rela-analyze = fairseq_rela.cli.analyze:cli_main",
             "fairseq-rela-aer = fairseq_rela.cli.aer:cli_main",
+            "fairseq-rela-symmetrize = fairseq_rela.cli.symmetrize:cli_main",
         ]
     },
 )

@@ -9,12 +9,15 @@ Every problem names the file and line.
 """
 import logging
 import re
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 logger = logging.getLogger(__name__)
 Link = Tuple[int, int]
-_LINK = re.compile(r"^(\d+)([-p])(\d+)$")
+_LINK = re.compile(r"([0-9]+)([-p])([0-9]+)", re.ASCII)  # ASCII digits only: no '٥', no full-width '５'
+_ID = re.compile(r"[0-9]+", re.ASCII)
+MAX_DIGITS = 7  # an index or id beyond 9,999,999 is not a sentence position: refuse it in one line
 
 
 class AlignmentFileError(ValueError):
@@ -27,13 +30,20 @@ class Gold:
     possible: Set[Link]  # includes the sure links
 
 
+def _show(item: str, width: int = 40) -> str:
+    """repr of a piece of input, shortened: error messages stay one readable line."""
+    return repr(item if len(item) <= width else item[:width] + "...")
+
+
 def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -> Tuple[Set[Link], Set[Link]]:
     sure, possible = set(), set()
     for item in text.split():
-        m = _LINK.match(item)
+        m = _LINK.fullmatch(item)
         if not m or (m.group(2) == "p" and not allow_possible):
             form = "i-j or ipj" if allow_possible else "i-j"
-            raise AlignmentFileError(f"{path}:{lineno}: malformed link {item!r} (expected {form})")
+            raise AlignmentFileError(f"{path}:{lineno}: malformed link {_show(item)} (expected {form})")
+        if len(m.group(1)) > MAX_DIGITS or len(m.group(3)) > MAX_DIGITS:
+            raise AlignmentFileError(f"{path}:{lineno}: link {_show(item)}: index too large")
         i, j = int(m.group(1)) - base, int(m.group(3)) - base
         if i < 0 or j < 0:
             raise AlignmentFileError(f"{path}:{lineno}: link {item!r} has index 0, impossible in a {base}-based file "
@@ -42,37 +52,120 @@ def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -
     return sure, possible | sure
 
 
-def _lines(path: str) -> List[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n").rstrip("\r") for line in f]
+def read_lines(path: str) -> List[str]:
+    """The lines of a UTF-8 text file (a leading BOM dropped, ``\\r\\n`` accepted); a byte that is not
+    UTF-8 is reported with the file and line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for n, line in enumerate(raw, 1):
+        try:
+            lines.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as err:
+            raise AlignmentFileError(f"{path}:{n}: not UTF-8 text (byte {line[err.start]:#04x} "
+                                     f"at column {err.start + 1})") from None
+    return lines
+
 
 
 def read_gold(path: str, base: int = 1) -> List[Gold]:
+    """Gold links, talp format; a file without a single link is an error (it would score AER 0)."""
     gold = []
-    for n, line in enumerate(_lines(path), 1):
+    for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             logger.warning("%s:%d: empty line (a sentence with no gold links)", path, n)
         gold.append(Gold(*_parse(line, base, path, n, allow_possible=True)))
+    if not any(g.possible for g in gold):
+        raise AlignmentFileError(f"{path}: no gold links at all ({len(gold)} lines): wrong file?")
     return gold
 
 
-def read_hypothesis(path: str, base: int = 0, reverse: bool = False) -> List[Set[Link]]:
-    """Pharaoh lines, or the ``A-ID`` lines of a fairseq-generate output (sorted by ID)."""
-    lines = _lines(path)
+MISSING_HINT = ("sentences are missing from the fairseq-generate output: was the last batch dropped (run with "
+                "--required-batch-size-multiple 1) or were sentences skipped by "
+                "--skip-invalid-size-inputs-valid-test (fairseq-generate logs how many)?")
+
+
+def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
+                     sentences: Optional[int]) -> List[Tuple[int, str]]:
+    """(line number, links text) per sentence id 0..N-1 from the ``S-``/``A-`` lines of a fairseq output.
+
+    Repeated ids: the hypotheses of ``--nbest K`` follow their sentence's single ``S-`` line, best
+    first; hypothesis ``nbest_index`` (default 0, the best) is taken.  Ids repeated any other way (two
+    outputs concatenated, or ``A-`` lines without their ``S-`` lines) are an error naming them.
+    """
+    a_lines: Dict[int, List[Tuple[int, str]]] = defaultdict(list)
+    s_count: Dict[int, int] = defaultdict(int)
+    outside = set()  # ids whose A- line is not in its own S- block
+    current = None
+    for n, line in enumerate(lines, 1):
+        kind = line[:2]
+        if kind not in ("S-", "A-"):
+            continue
+        ident, tab, text = line[2:].partition("\t")
+        if not _ID.fullmatch(ident) or len(ident) > MAX_DIGITS or (kind == "A-" and not tab):
+            raise AlignmentFileError(f"{path}:{n}: malformed fairseq {kind} line {_show(line)} "
+                                     f"(expected {kind}ID<TAB>..., ASCII digits)")
+        ident = int(ident)
+        if kind == "S-":
+            s_count[ident] += 1
+            current = ident
+        else:
+            a_lines[ident].append((n, text))
+            if current != ident:
+                outside.add(ident)
+    repeated = sorted(i for i, a in a_lines.items() if len(a) > 1)
+    doubled = sorted(i for i, c in s_count.items() if c > 1)
+
+    def ids(xs):
+        return ", ".join(map(str, xs[:5])) + (f" ... ({len(xs)} in all)" if len(xs) > 5 else "")
+
+    if doubled:
+        raise AlignmentFileError(f"{path}: sentence ids {ids(doubled)} appear in more than one S- line: "
+                                 "two fairseq-generate outputs concatenated? score one at a time")
+    if repeated and (not s_count or outside):
+        raise AlignmentFileError(f"{path}: A- lines repeat for sentence ids {ids(repeated)} and cannot be told "
+                                 "apart as --nbest hypotheses (each must follow its sentence's S- line): "
+                                 "keep one A- line per sentence, or keep the S- lines")
+    counts = sorted({len(a) for a in a_lines.values()})
+    if len(counts) > 1:
+        odd = sorted(i for i, a in a_lines.items() if len(a) != counts[-1])
+        raise AlignmentFileError(f"{path}: sentences have {' or '.join(map(str, counts))} hypotheses each "
+                                 f"(--nbest gives all the same): sentence ids {ids(odd)} have fewer")
+    k = nbest_index or 0
+    short = sorted(i for i, a in a_lines.items() if len(a) <= k)
+    if short:
+        raise AlignmentFileError(f"{path}: --nbest-index {k}, but sentence {short[0]} has only "
+                                 f"{len(a_lines[short[0]])} hypothesis(es) ({len(short)} such sentences)")
+    n_sent = sentences if sentences is not None else (max(a_lines) + 1 if a_lines else 0)
+    extra = sorted(i for i in a_lines if i >= n_sent)
+    if extra:
+        raise AlignmentFileError(f"{path}: A- line for sentence id {extra[0]}, but there are only {n_sent} "
+                                 "sentences (wrong file?)")
+    missing = [i for i in range(n_sent) if i not in a_lines]
+    if missing:
+        raise AlignmentFileError(f"{path}: no A- line for sentence {missing[0]} ({len(missing)} of {n_sent} "
+                                 f"missing): {MISSING_HINT}")
+    return [a_lines[i][k] for i in range(n_sent)]
+
+
+def read_hypothesis(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,
+                    sentences: Optional[int] = None) -> List[Set[Link]]:
+    """Pharaoh lines, or the ``A-ID`` lines of a fairseq-generate output (sorted by ID; see
+    :func:`_fairseq_entries` for ``--nbest`` outputs).  ``sentences``: the expected count, if known."""
+    lines = read_lines(path)
     if any(line.startswith("A-") for line in lines):
-        by_id = {}
-        for n, line in enumerate(lines, 1):
-            if line.startswith("A-"):
-                ident, _, text = line[2:].partition("\t")
-                if not ident.isdigit():
-                    raise AlignmentFileError(f"{path}:{n}: malformed fairseq alignment line (expected A-ID<TAB>links)")
-                by_id[int(ident)] = (n, text)
-        missing = sorted(set(range(len(by_id))) - set(by_id))
-        if missing:
-            raise AlignmentFileError(f"{path}: no A- line for sentence {missing[0]} ({len(missing)} missing): "
-                                     "was a batch dropped? run fairseq-generate with --required-batch-size-multiple 1")
-        entries = [by_id[i] for i in range(len(by_id))]
+        entries = _fairseq_entries(lines, path, nbest_index, sentences)
     else:
+        if any(line[:2] in ("S-", "H-", "T-") for line in lines):
+            raise AlignmentFileError(f"{path}: a fairseq-generate output without A- lines: "
+                                     "run fairseq-generate with --print-alignment")
+        if nbest_index:
+            raise AlignmentFileError(f"{path}: --nbest-index applies to fairseq-generate outputs, not Pharaoh files")
         entries = list(enumerate(lines, 1))
     hyp = []
     for n, text in entries:
@@ -81,7 +174,13 @@ def read_hypothesis(path: str, base: int = 0, reverse: bool = False) -> List[Set
     return hyp
 
 
+def read_lengths(path: str) -> List[int]:
+    """Words per line of a text file (for checking link indices)."""
+    return [len(line.split()) for line in read_lines(path)]
+
+
 def check_lengths(links: Sequence[Set[Link]], path: str, src_lens: Sequence[int], tgt_lens: Sequence[int]) -> None:
+    """Every link inside its sentence (the counts are checked by the caller)."""
     for n, (ls, s, t) in enumerate(zip(links, src_lens, tgt_lens), 1):
         for i, j in sorted(ls):
             if i >= s or j >= t:

@@ -79,19 +79,23 @@ def sentence_dataset(task, pairs: Sequence[Tuple[str, str]]) -> LanguagePairData
 
 
 def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Optional[int] = None,
-                 max_positions=None) -> Iterator[dict]:
-    """Every sentence of ``dataset`` in batches: required_batch_size_multiple is 1, nothing is dropped."""
+                 max_positions=None, skip_invalid: bool = False) -> Iterator[dict]:
+    """Every sentence of ``dataset`` in batches: required_batch_size_multiple is 1, nothing is dropped
+    (except, with ``skip_invalid``, sentences longer than ``max_positions``; else they are an error)."""
     itr = task.get_batch_iterator(
         dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size, max_positions=max_positions,
-        ignore_invalid_inputs=False, required_batch_size_multiple=1, num_workers=0,
+        ignore_invalid_inputs=skip_invalid, required_batch_size_multiple=1, num_workers=0,
     ).next_epoch_itr(shuffle=False)
     yield from itr
 
 
 def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, kinds: Iterable[str] = ATTENTION_KINDS,
                    layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
-                   batch_size: Optional[int] = None) -> Iterator[SentenceAttention]:
-    """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair."""
+                   batch_size: Optional[int] = None, max_positions=None,
+                   skip_invalid: bool = False) -> Iterator[SentenceAttention]:
+    """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair.
+    ``max_positions`` (source, target) limits lengths further than the task and model do; longer
+    sentences are skipped with ``skip_invalid``, else an error."""
     if dataset is None:
         if subset not in task.datasets:
             task.load_dataset(subset)
@@ -99,8 +103,9 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
     device = next(model.parameters()).device
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     recorder = AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers)
-    for sample in iter_batches(task, dataset, max_tokens, batch_size, utils.resolve_max_positions(
-            task.max_positions(), model.max_positions())):
+    limits = utils.resolve_max_positions(task.max_positions(), model.max_positions(),
+                                         *([max_positions] if max_positions and None not in max_positions else []))
+    for sample in iter_batches(task, dataset, max_tokens, batch_size, limits, skip_invalid):
         sample = utils.move_to_cuda(sample, device=device) if device.type == "cuda" else sample
         recorder.clear()
         with torch.no_grad(), recorder:

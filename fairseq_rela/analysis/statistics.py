@@ -197,6 +197,9 @@ def write_json(obj: dict, path: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, default=float)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as open() would create it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

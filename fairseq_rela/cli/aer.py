@@ -1,9 +1,10 @@
 """fairseq-rela-aer: alignment error rate of hypothesis links against gold links.
 
     fairseq-rela-aer --gold alignment.talp --hyp hyp.align [--gold-base 1] [--hyp-base 0] [--reverse-hyp]
-                     [--src test.de --tgt test.en] [--json]
+                     [--src test.de --tgt test.en] [--nbest-index K] [--json]
 
-The hypothesis may be Pharaoh lines or a fairseq-generate output (its ``A-ID`` lines).  Prints AER,
+The hypothesis may be Pharaoh lines or a fairseq-generate output (its ``A-ID`` lines; of a ``--nbest``
+output the best hypothesis, or the ``--nbest-index``-th; other repeated ids are an error).  Prints AER,
 precision, recall and link counts, and a signature recording the options (as sacrebleu does).
 """
 import argparse
@@ -14,7 +15,13 @@ import sys
 
 from fairseq_rela import __version__
 from fairseq_rela.analysis.aer import (AlignmentFileError, alignment_error_rate, base_warning, check_lengths,
-                                       read_gold, read_hypothesis)
+                                       read_gold, read_hypothesis, read_lengths)
+
+
+def non_negative(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return int(value)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,25 +33,39 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse-hyp", action="store_true", help="hypothesis links are target-source")
     p.add_argument("--src", help="source sentences (words), to check link indices against lengths")
     p.add_argument("--tgt", help="target sentences (words), to check link indices against lengths")
+    p.add_argument("--nbest-index", type=non_negative, default=None, metavar="K",
+                   help="of a fairseq-generate --nbest output, score the K-th hypothesis per sentence "
+                        "(0-based; default 0, the best)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
 def signature(args) -> str:
     return (f"fairseq-rela-aer|gold-base:{args.gold_base}|hyp-base:{args.hyp_base}|"
-            f"reverse:{'yes' if args.reverse_hyp else 'no'}|version:{__version__}")
+            f"reverse:{'yes' if args.reverse_hyp else 'no'}|nbest-index:{args.nbest_index or 0}|version:{__version__}")
+
+
+def check_sentence_lengths(gold_path: str, n: int, src: str, tgt: str):
+    """Words per sentence of --src and --tgt, which must have as many lines as the gold."""
+    if not (src and tgt):
+        raise AlignmentFileError("--src and --tgt go together")
+    lengths = []
+    for path in (src, tgt):
+        lens = read_lengths(path)
+        if len(lens) != n:
+            raise AlignmentFileError(f"{path}: {len(lens)} sentences, but {gold_path} has {n}")
+        lengths.append(lens)
+    return lengths
 
 
 def run(args) -> dict:
     gold = read_gold(args.gold, args.gold_base)
-    hyp = read_hypothesis(args.hyp, args.hyp_base, args.reverse_hyp)
+    lengths = check_sentence_lengths(args.gold, len(gold), args.src, args.tgt) if args.src or args.tgt else None
+    hyp = read_hypothesis(args.hyp, args.hyp_base, args.reverse_hyp, args.nbest_index, sentences=len(gold))
     if len(gold) != len(hyp):
         raise AlignmentFileError(f"{args.hyp}: {len(hyp)} sentences, but {args.gold} has {len(gold)}")
-    if args.src or args.tgt:
-        if not (args.src and args.tgt):
-            raise AlignmentFileError("--src and --tgt go together")
-        src = [len(line.split()) for line in open(args.src, encoding="utf-8").read().split("\n")[: len(gold)]]
-        tgt = [len(line.split()) for line in open(args.tgt, encoding="utf-8").read().split("\n")[: len(gold)]]
+    if lengths:
+        src, tgt = lengths
         check_lengths([g.possible for g in gold], args.gold, src, tgt)
         check_lengths(hyp, args.hyp, src, tgt)
     warning = base_warning(gold, hyp, args.hyp)
@@ -60,7 +81,7 @@ def cli_main(argv=None) -> None:
     args = get_parser().parse_args(argv)
     try:
         out = run(args)
-    except (AlignmentFileError, OSError, UnicodeDecodeError) as err:
+    except (AlignmentFileError, OSError) as err:
         sys.exit(f"fairseq-rela-aer: error: {err}")
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=1))

@@ -5,18 +5,25 @@
 Takes fairseq's usual data options (``--source-lang``, ``--max-tokens``, ``--batch-size``, ``--cpu``,
 ``--fp16``, ...) and writes ``stats.json``, ``stats.txt``, ``heads.png`` and, for chosen sentences,
 ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment`` it also writes the
-alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`).
+alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`).  The run writes into a fresh
+``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
+it has finished: a folder is a whole run, never old files mixed with new.  Bad options are one
+``error:`` line, found before the pass over the data.
 """
 import logging
 import os
+import re
+import shutil
 import sys
-from typing import List
+import tempfile
+from typing import List, Set
 
 from fairseq import options
 
 from fairseq_rela.config import ATTENTION_KINDS
 
 logger = logging.getLogger("fairseq_rela.analyze")
+PROG = "fairseq-rela-analyze"
 
 
 def get_parser():
@@ -39,33 +46,120 @@ def get_parser():
     return parser
 
 
+def _fail(message: str):
+    raise SystemExit(f"{PROG}: error: {message}")
+
+
 def _csv(value: str) -> List[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def check_options(args) -> Set[int]:
+    """Every option value that needs no model, checked first; returns the sentence ids to draw."""
+    bad = [k for k in _csv(args.plot_kinds) if k not in ATTENTION_KINDS]
+    if bad:
+        _fail(f"--plot-kinds: unknown value {bad[0]!r}; choose from {','.join(ATTENTION_KINDS)}")
+    if bool(args.eflomal_train) != bool(args.eflomal_test) or (args.eflomal_train and not args.gold_alignment):
+        _fail("--eflomal-train and --eflomal-test go together, with --gold-alignment")
+    ids = _csv(args.plot_sentences)
+    if not all(i.isascii() and i.isdigit() for i in ids):
+        _fail(f"--plot-sentences {args.plot_sentences!r}: expected comma-separated sentence ids (0-based)")
+    if args.top_frequent < 0:
+        _fail(f"--top-frequent {args.top_frequent}: expected a number >= 0")
+    if not args.no_plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _fail("plots need matplotlib: pip install matplotlib (or pass --no-plots)")
+    return {int(i) for i in ids} if not args.no_plots else set()
+
+
+OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|alignment\.(json|txt|png)|sentence-\d+-\w+\.png)")
+
+
+def stage_output(output_dir: str) -> str:
+    """Check ``output_dir`` can be written (before any work) and make the folder the run writes into:
+    a fresh ``.NAME.incomplete-*`` folder beside it, moved into place by :func:`publish_output`."""
+    out = os.path.abspath(output_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        _fail(f"--output-dir {output_dir}: exists and is not a folder")
+    if os.path.isdir(out):
+        other = sorted(n for n in os.listdir(out) if not OUTPUT_NAME.fullmatch(n))
+        if other:
+            _fail(f"--output-dir {output_dir}: holds files that are not fairseq-rela-analyze outputs "
+                  f"({other[0]!r}{', ...' if len(other) > 1 else ''}); the folder is replaced as a whole: "
+                  "choose a new or empty folder")
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.incomplete-")
+    except OSError as err:
+        _fail(f"--output-dir {output_dir}: cannot write there ({err.strerror or err})")
+
+
+def publish_output(staging: str, output_dir: str) -> None:
+    """Replace ``output_dir`` (a previous run's outputs, if any) with the finished ``staging`` folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o777 & ~mask)
+    out = os.path.abspath(output_dir)
+    if os.path.isdir(out):
+        old = staging.replace(".incomplete-", ".old-")
+        os.rename(out, old)
+        os.rename(staging, out)
+        shutil.rmtree(old)
+    else:
+        os.rename(staging, out)
+
+
+def _load(args, device):
+    from fairseq_rela.analysis.runner import load_checkpoint
+
+    try:
+        return load_checkpoint(args.path, data=args.data, device=device, fp16=args.fp16, **eval(args.model_overrides))
+    except SystemExit:
+        raise
+    except Exception as err:  # a checkpoint that cannot be used, whatever torch/fairseq raise for it
+        text = str(err)
+        if "size mismatch" in text:
+            _fail(f"--path {args.path}: its embeddings do not fit the dictionaries in {args.data} "
+                  "(size mismatch): was it trained on other data?")
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        _fail(f"--path {args.path}: cannot load the checkpoint ({type(err).__name__}: {first[:200]})")
+
+
 def main(args) -> dict:
+    plot_ids = check_options(args)
+    staging = stage_output(args.output_dir)
+    try:
+        result = analyse(args, staging, plot_ids)
+        publish_output(staging, args.output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     import torch
     from tqdm import tqdm
 
     from fairseq_rela.analysis.plots import plot_head_heatmaps, plot_weight_vs_norm
-    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint, trained_updates
+    from fairseq_rela.analysis.runner import iter_sentences, trained_updates
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens, write_json
 
     kinds = _csv(args.plot_kinds)
-    bad = [k for k in kinds if k not in ATTENTION_KINDS]
-    if bad:
-        raise SystemExit(f"fairseq-rela-analyze: error: --plot-kinds: unknown value {bad[0]!r}; "
-                         f"choose from {','.join(ATTENTION_KINDS)}")
-    if bool(args.eflomal_train) != bool(args.eflomal_test) or (args.eflomal_train and not args.gold_alignment):
-        raise SystemExit("fairseq-rela-analyze: error: --eflomal-train and --eflomal-test go together, "
-                         "with --gold-alignment")
-    plot_ids = {int(i) for i in _csv(args.plot_sentences)} if not args.no_plots else set()
-    os.makedirs(args.output_dir, exist_ok=True)
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
-    model, task = load_checkpoint(args.path, data=args.data, device=device, fp16=args.fp16,
-                                  **eval(args.model_overrides))
-    task.load_dataset(args.gen_subset)
+    model, task = _load(args, device)
+    try:
+        task.load_dataset(args.gen_subset)
+    except (OSError, FileNotFoundError) as err:
+        _fail(f"--gen-subset {args.gen_subset}: {err}")
     dataset = task.dataset(args.gen_subset)
+    beyond = sorted(i for i in plot_ids if i >= len(dataset))
+    if beyond:
+        _fail(f"--plot-sentences: sentence {beyond[0]} does not exist; --gen-subset {args.gen_subset} "
+              f"has sentences 0..{len(dataset) - 1}")
     stats = AttentionStatistics(frequent_tokens(task.source_dictionary, args.top_frequent),
                                 frequent_tokens(task.target_dictionary, args.top_frequent))
     sweep = None
@@ -73,28 +167,51 @@ def main(args) -> dict:
         from fairseq_rela.analysis.sweep import AlignmentSweep
 
         sweep = AlignmentSweep.from_args(args, task, dataset)
-    sentences = iter_sentences(model, task, dataset=dataset, max_tokens=args.max_tokens, batch_size=args.batch_size)
-    for sent in tqdm(sentences, total=len(dataset), desc="analyse", disable=args.no_progress_bar, file=sys.stderr):
-        stats.update(sent)
+    max_positions = (getattr(args, "max_source_positions", None), getattr(args, "max_target_positions", None))
+    sentences = iter_sentences(model, task, dataset=dataset, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                               max_positions=max_positions,
+                               skip_invalid=args.skip_invalid_size_inputs_valid_test)
+    seen, plotted = 0, set()
+    try:
+        for sent in tqdm(sentences, total=len(dataset), desc="analyse", disable=args.no_progress_bar,
+                         file=sys.stderr):
+            seen += 1
+            stats.update(sent)
+            if sweep is not None:
+                sweep.update(sent)
+            if sent.id in plot_ids:
+                plotted.add(sent.id)
+                for kind in kinds:
+                    plot_weight_vs_norm(sent, kind, os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
+    except Exception as err:
+        if "skip-invalid-size-inputs-valid-test" not in str(err):
+            raise
+        _fail(f"--gen-subset {args.gen_subset}: {str(err).strip().splitlines()[0]}")
+    skipped = len(dataset) - seen
+    if skipped:
+        logger.warning("%d of %d sentences skipped (longer than --max-source-positions %s / "
+                       "--max-target-positions %s, --skip-invalid-size-inputs-valid-test)",
+                       skipped, len(dataset), *max_positions)
         if sweep is not None:
-            sweep.update(sent)
-        if sent.id in plot_ids:
-            for kind in kinds:
-                plot_weight_vs_norm(sent, kind, os.path.join(args.output_dir, f"sentence-{sent.id}-{kind}.png"))
+            _fail(f"{skipped} sentences skipped by --skip-invalid-size-inputs-valid-test; the alignment sweep "
+                  "needs every sentence of --gold-alignment: raise --max-source-positions/--max-target-positions")
+    for i in sorted(plot_ids - plotted):
+        logger.warning("--plot-sentences: sentence %d was skipped, not drawn", i)
     result = stats.result()
     result["checkpoint"], result["subset"] = os.path.abspath(args.path), args.gen_subset
+    result["skipped_sentences"] = skipped
     result["num_updates"] = trained_updates(args.path)
     result["attention_activation"] = getattr(model.args, "attention_activation", None)
-    write_json(result, os.path.join(args.output_dir, "stats.json"))
+    write_json(result, os.path.join(output_dir, "stats.json"))
     table = format_table(result)
-    with open(os.path.join(args.output_dir, "stats.txt"), "w") as f:
+    with open(os.path.join(output_dir, "stats.txt"), "w") as f:
         f.write(table + "\n")
     print(table)
     if not args.no_plots:
-        plot_head_heatmaps(result, os.path.join(args.output_dir, "heads.png"),
+        plot_head_heatmaps(result, os.path.join(output_dir, "heads.png"),
                            title=f"{result['attention_activation']}: {os.path.basename(args.path)}")
     if sweep is not None:
-        result["alignment"] = sweep.finish(args.output_dir, plots=not args.no_plots)
+        result["alignment"] = sweep.finish(output_dir, plots=not args.no_plots)
     return result
 
 

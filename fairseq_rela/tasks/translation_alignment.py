@@ -20,7 +20,7 @@ from fairseq.sequence_scorer import SequenceScorer
 from fairseq.tasks import register_task
 
 from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, detect_style
-from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, TranslationRelaTask
+from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, TranslationRelaTask, option_errors
 
 
 @dataclass
@@ -104,31 +104,57 @@ class AlignmentSequenceScorer(SequenceScorer):
         return hypos
 
 
+ALIGNMENT_SOURCES = ("weights", "norms")
+
+
 def parse_heads(value: str) -> Optional[List[int]]:
+    """``all`` -> None; ``0,2`` -> [0, 2].  Empty, malformed, negative or repeated heads are an error."""
     if value.strip() == "all":
         return None
-    try:
-        return [int(h) for h in value.split(",") if h.strip()]
-    except ValueError:
-        raise ValueError(f"--alignment-heads: expected 'all' or comma-separated head numbers, got {value!r}") from None
+    items = [h.strip() for h in value.split(",")]
+    if not all(h.isascii() and h.isdigit() for h in items):
+        raise ValueError(f"--alignment-heads {value!r}: expected 'all' or comma-separated head numbers (0-based)")
+    heads = [int(h) for h in items]
+    if len(set(heads)) != len(heads):
+        raise ValueError(f"--alignment-heads {value!r}: a head is listed twice")
+    return heads
+
+
+def check_alignment_options(cfg: TranslationAlignmentConfig) -> None:
+    """The option values that need no model; raises ValueError with a one-line message."""
+    if cfg.alignment_source not in ALIGNMENT_SOURCES:
+        raise ValueError(f"--alignment-source: unknown value {cfg.alignment_source!r}; choose weights or norms")
+    if cfg.alignment_merge not in ("auto",) + MERGE_STYLES:
+        raise ValueError(f"--alignment-merge: unknown value {cfg.alignment_merge!r}; "
+                         f"choose one of auto, {', '.join(MERGE_STYLES)}")
+    if cfg.alignment_merge_rule not in MERGE_RULES:
+        raise ValueError(f"--alignment-merge-rule: unknown value {cfg.alignment_merge_rule!r}; "
+                         f"choose one of {', '.join(MERGE_RULES)}")
+    parse_heads(cfg.alignment_heads)
 
 
 @register_task("translation_alignment", dataclass=TranslationAlignmentConfig)
 class TranslationAlignmentTask(TranslationRelaTask):
     cfg: TranslationAlignmentConfig
 
+    def __init__(self, cfg: TranslationAlignmentConfig, src_dict, tgt_dict):
+        with option_errors():  # before any checkpoint is loaded
+            check_alignment_options(cfg)
+        super().__init__(cfg, src_dict, tgt_dict)
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         mode = getattr(args, "print_alignment", None)
         if not mode:
             return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
-        heads = parse_heads(self.cfg.alignment_heads)
-        for model in models:
-            decoder = getattr(model, "decoder", None)
-            if not hasattr(decoder, "set_alignment"):
-                raise ValueError("--task translation_alignment needs rela_transformer models "
-                                 f"(got {type(model).__name__})")
-            decoder.set_alignment(self.cfg.alignment_source, self.cfg.alignment_layer, heads)
-        aligner = WordAligner(self.cfg, self.source_dictionary, self.target_dictionary, soft=mode == "soft")
+        with option_errors():
+            heads = parse_heads(self.cfg.alignment_heads)
+            for model in models:
+                decoder = getattr(model, "decoder", None)
+                if not hasattr(decoder, "set_alignment"):
+                    raise ValueError("--task translation_alignment needs rela_transformer models "
+                                     f"(got {type(model).__name__})")
+                decoder.set_alignment(self.cfg.alignment_source, self.cfg.alignment_layer, heads)
+            aligner = WordAligner(self.cfg, self.source_dictionary, self.target_dictionary, soft=mode == "soft")
         if getattr(args, "score_reference", False):
             return AlignmentSequenceScorer(self.target_dictionary, aligner)
         extra = dict(extra_gen_cls_kwargs or {}, aligner=aligner)

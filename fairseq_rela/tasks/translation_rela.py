@@ -6,7 +6,12 @@ attention kind, the sparsity (share of exact zeros among attendable positions) a
 TensorBoard.  Outside training it never drops a sentence: evaluation batches ignore
 ``--required-batch-size-multiple`` (fairseq issue #5036 would silently lose the last batch).
 """
+import argparse
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
@@ -15,7 +20,53 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from fairseq_rela.analysis.records import AttentionRecorder
 from fairseq_rela.analysis.runner import split_sentences
 from fairseq_rela.analysis.statistics import AttentionStatistics
-from fairseq_rela.config import ATTENTION_KINDS
+from fairseq_rela.config import ATTENTION_KINDS, AttentionOptions
+
+
+@contextlib.contextmanager
+def option_errors():
+    """Turn a ValueError about an option into argparse's one line: ``PROG: error: ...``, exit 1."""
+    try:
+        yield
+    except ValueError as err:
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {err}") from None
+
+
+def _resume_path(cfg) -> Optional[str]:
+    """The checkpoint fairseq-train will resume from (fairseq's own rule), if any."""
+    save_dir, restore = getattr(cfg, "save_dir", None), getattr(cfg, "restore_file", None)
+    if save_dir is None or restore is None or getattr(cfg, "finetune_from_model", None):
+        return None
+    if restore == "checkpoint_last.pt":
+        restore = os.path.join(save_dir, f"checkpoint_last{getattr(cfg, 'checkpoint_suffix', '') or ''}.pt")
+    return restore if os.path.isfile(restore) else None
+
+
+def check_resumed_attention(cfg) -> None:
+    """Refuse (ValueError) to resume training from a checkpoint whose attention options differ."""
+    path = _resume_path(cfg)
+    if path is None:
+        return
+    import torch
+
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    saved = (state.get("cfg") or {}).get("model") if isinstance(state.get("cfg"), dict) else None
+    saved = saved if saved is not None else state.get("args")
+    if saved is None:
+        return
+    if isinstance(saved, dict):
+        saved = argparse.Namespace(**saved)
+    if getattr(saved, "attention_activation", None) is None:  # not a rela_transformer checkpoint
+        return
+    try:
+        old, new = AttentionOptions.from_args(saved), AttentionOptions.from_args(cfg)
+    except ValueError:
+        return
+    if old != new:
+        diff = ", ".join(f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
+                         for name in old.__dataclass_fields__ if getattr(old, name) != getattr(new, name))
+        raise ValueError(f"{path} was trained with other attention options ({diff}): resume with the same "
+                         "options, another --save-dir, or --allow-attention-change")
 
 
 @dataclass
@@ -23,11 +74,28 @@ class TranslationRelaConfig(TranslationConfig):
     log_attention_stats: bool = field(
         default=False, metadata={"help": "log attention sparsity and null rate per attention kind in validation"}
     )
+    allow_attention_change: bool = field(
+        default=False, metadata={"help": "resume from a checkpoint trained with other attention options "
+                                         "(--attention-activation, --rela-*) instead of refusing"}
+    )
 
 
 @register_task("translation_rela", dataclass=TranslationRelaConfig)
 class TranslationRelaTask(TranslationTask):
     cfg: TranslationRelaConfig
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        with option_errors():
+            if self.cfg.log_attention_stats:
+                try:
+                    AttentionRecorder(model, norms=False)
+                except ValueError:
+                    raise ValueError(f"--log-attention-stats needs a rela_transformer model (--arch rela_transformer*), "
+                                     f"not {type(model).__name__}") from None
+            if not from_checkpoint and not self.cfg.allow_attention_change:
+                check_resumed_attention(cfg)
+        return model
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         """Evaluation sets are never trimmed to a batch-size multiple; training is unchanged."""

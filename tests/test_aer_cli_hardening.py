@@ -1,0 +1,119 @@
+"""fairseq-rela-aer never gives a wrong answer with exit 0: repeated ids, odd digits, odd bytes and
+mismatched files are one-line errors (or handled by a documented rule).  Most cases run the command's
+``cli_main`` in-process (fast); the console script itself is run once for each kind of outcome."""
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from fairseq_rela.cli.aer import cli_main
+from tests.conftest import run_cli
+
+GOLD = "1-1 2-2\n1-2 2-1\n"  # two sentences, 1-based
+
+
+def _nbest_output(doubled: bool = False) -> str:
+    """A fairseq-generate --nbest 2 style output: per sentence S-, T-, then (H-, D-, P-, A-) x 2."""
+    out = []
+    for i, (best, second) in enumerate([("0-0 1-1", "0-1"), ("0-1 1-0", "1-1")]):
+        out += [f"S-{i}\ta b", f"T-{i}\tA B"]
+        for rank, links in enumerate((best, second)):
+            out += [f"H-{i}\t-0.{rank + 1}\tA B", f"D-{i}\t-0.{rank + 1}\tA B", f"P-{i}\t-0.1 -0.2", f"A-{i}\t{links}"]
+    text = "\n".join(out) + "\n"
+    return text
+
+
+def _aer(tmp_path, hyp: str, *args, gold: str = GOLD, check=True, capsys=None):
+    """Run fairseq-rela-aer --json: in-process when ``capsys`` is given, else the console script."""
+    (tmp_path / "gold").write_text(gold, encoding="utf-8")
+    (tmp_path / "hyp").write_text(hyp, encoding="utf-8") if isinstance(hyp, str) else (tmp_path / "hyp").write_bytes(hyp)
+    argv = ["--gold", str(tmp_path / "gold"), "--hyp", str(tmp_path / "hyp"), "--json", *map(str, args)]
+    if capsys is None:
+        return run_cli("fairseq-rela-aer", *argv, check=check)
+    code = 0
+    try:
+        cli_main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        if isinstance(code, str):  # sys.exit(message): Python prints it to stderr and exits 1
+            print(code, file=__import__("sys").stderr)
+            code = 1
+    out, err = capsys.readouterr()
+    assert not check or code == 0, err
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def _one_line_error(proc, pattern: str) -> str:
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert all(": warning: " in line for line in lines[:-1]), proc.stderr
+    line = lines[-1]
+    assert line.startswith("fairseq-rela-aer: error: ") and re.search(pattern, line), line
+    return line
+
+
+def test_nbest_output_scores_the_best_hypothesis_by_default(tmp_path):
+    """Through the console script."""
+    best = json.loads(_aer(tmp_path, _nbest_output()).stdout)
+    assert best["aer"] == pytest.approx(0.0)  # the first-listed hypotheses are the gold
+    second = json.loads(_aer(tmp_path, _nbest_output(), "--nbest-index", "1").stdout)
+    # second hypotheses: {0-1} vs sure {0-0,1-1} and {1-1} vs sure {0-1,1-0}: no hits, 2 hyp + 4 sure links
+    assert second["aer"] == pytest.approx(1.0) and second["hyp_links"] == 2
+    assert "nbest-index:1" in second["signature"]
+    _one_line_error(_aer(tmp_path, _nbest_output(), "--nbest-index", "2", check=False), r"only 2 hypothesis")
+
+
+def test_concatenated_outputs_are_an_error_naming_the_ids(tmp_path, capsys):
+    one = "S-0\ta b\nA-0\t0-0 1-1\nS-1\ta b\nA-1\t0-1 1-0\n"
+    assert json.loads(_aer(tmp_path, one, capsys=capsys).stdout)["aer"] == pytest.approx(0.0)
+    _one_line_error(_aer(tmp_path, one + one, check=False, capsys=capsys), r"sentence ids 0, 1 appear in more than one S- line")
+    _one_line_error(_aer(tmp_path, _nbest_output() * 2, check=False, capsys=capsys), r"ids 0, 1 appear in more than one S- line")
+    # A- lines alone: --nbest hypotheses and concatenation cannot be told apart
+    a_only = "A-0\t0-0 1-1\nA-1\t0-1 1-0\n"
+    _one_line_error(_aer(tmp_path, a_only * 2, check=False, capsys=capsys), r"A- lines repeat for sentence ids 0, 1")
+
+
+@pytest.mark.parametrize("hyp,pattern", [
+    ("0-0 1-1\n\u0660-\u0664\n", r"hyp:2: malformed link '٠-٤'"),  # Arabic-Indic digits
+    ("0-0 1-1\n\uff10-\uff14\n", r"hyp:2: malformed link '０-４'"),  # full-width digits
+    ("A-0\t0-0 1-1\nA-1\t0-1\nA-\u0665\t0-0\n", r"hyp:3: malformed fairseq A- line"),
+    ("0-0 1-1\n0-" + "9" * 5000 + "\n", r"hyp:2: link '0-9999.*index too large"),
+    ("A-" + "1" * 5000 + "\t0-0\nA-0\t0-0\n", r"hyp:1: malformed fairseq A- line"),
+    (b"0-0 1-1\n0-1 \xff1-0\n", r"hyp:2: not UTF-8 text \(byte 0xff at column 5\)"),
+    ("A-0\t0-0\n", r"no A- line for sentence 1 \(1 of 2 missing\).*--required-batch-size-multiple 1.*"
+                   r"--skip-invalid-size-inputs-valid-test"),
+    ("A-0\t0-0\nA-1\t0-0\nA-2\t0-0\n", r"A- line for sentence id 2, but there are only 2 sentences"),
+    ("S-0\tx\nH-0\t-1\tX\n", r"without A- lines: run fairseq-generate with --print-alignment"),
+])
+def test_bad_hypothesis_is_one_line(tmp_path, hyp, pattern, capsys):
+    _one_line_error(_aer(tmp_path, hyp, check=False, capsys=capsys), pattern)
+
+
+def test_empty_gold_is_an_error(tmp_path, capsys):
+    _one_line_error(_aer(tmp_path, "", gold="", check=False, capsys=capsys), r"gold: no gold links at all \(0 lines\)")
+    _one_line_error(_aer(tmp_path, "\n\n", gold="\n\n", check=False, capsys=capsys), r"gold: no gold links at all \(2 lines\)")
+
+
+def test_utf8_bom_is_stripped(tmp_path, capsys):
+    out = json.loads(_aer(tmp_path, b"\xef\xbb\xbf0-0 1-1\n0-1 1-0\n", gold="\ufeff" + GOLD, capsys=capsys).stdout)
+    assert out["aer"] == pytest.approx(0.0) and out["sentences"] == 2
+
+
+@pytest.mark.parametrize("src,blamed", [("a b\n", "SRC: 1 sentences, but .*gold has 2"),
+                                        ("a b\na b\na b\n", "SRC: 3 sentences, but .*gold has 2")])
+def test_src_with_another_sentence_count_is_blamed(tmp_path, src, blamed, capsys):
+    (tmp_path / "SRC").write_text(src)
+    (tmp_path / "TGT").write_text("A B\nA B\n")
+    proc = _aer(tmp_path, "0-0 1-1\n0-1 1-0\n", "--src", tmp_path / "SRC", "--tgt", tmp_path / "TGT", check=False, capsys=capsys)
+    _one_line_error(proc, blamed)
+    (tmp_path / "SRC").write_text("a b\na b\n")
+    ok = _aer(tmp_path, "0-0 1-1\n0-1 1-0\n", "--src", tmp_path / "SRC", "--tgt", tmp_path / "TGT", capsys=capsys)
+    assert json.loads(ok.stdout)["aer"] == pytest.approx(0.0)
+
+
+def test_bad_nbest_index_is_an_argparse_error(tmp_path, capsys):
+    proc = _aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "-1", check=False, capsys=capsys)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--nbest-index: expected a number >= 0" in proc.stderr.strip().splitlines()[-1]
+    _one_line_error(_aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "1", check=False, capsys=capsys), r"applies to fairseq-generate")

@@ -1,0 +1,107 @@
+"""fairseq-rela-analyze through its console script: bad options and unusable inputs are one `error:`
+line before the pass over the data; the output folder is a whole run or absent, never a mix."""
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from tests.conftest import USER_DIR, run_cli
+
+
+def _analyze(toy_data, ckpt, out, *args, data=None):
+    return run_cli("fairseq-rela-analyze", data or toy_data / "bin", "--path", ckpt, "--gen-subset", "test",
+                   "--user-dir", USER_DIR, "--output-dir", out, "--cpu", "--no-progress-bar", *args, check=False)
+
+
+def _error(proc, pattern: str) -> None:
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("fairseq-rela-analyze: error: ") and re.search(pattern, line), line
+    assert "sparsity" not in proc.stdout  # failed before the statistics were computed
+
+
+def _leftovers(directory):
+    return [n for n in os.listdir(directory) if ".incomplete-" in n or ".old-" in n]
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained):
+    return trained("softmax", 1)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--plot-sentences", "a"], r"--plot-sentences 'a': expected comma-separated sentence ids"),
+    (["--plot-sentences", "999"], r"--plot-sentences: sentence 999 does not exist; --gen-subset test has "
+                                  r"sentences 0\.\.40"),
+    (["--top-frequent", "-5"], r"--top-frequent -5: expected a number >= 0"),
+    (["--max-source-positions", "7"], r"Size of sample #\d+ is invalid.*--skip-invalid-size-inputs-valid-test"),
+])
+def test_bad_option_is_one_line_and_leaves_nothing(toy_data, ckpt, tmp_path, args, pattern):
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", *args), pattern)
+    assert not os.listdir(tmp_path)  # no output folder, no staging folder left
+
+
+def test_unusable_output_path_fails_first(toy_data, ckpt, tmp_path):
+    (tmp_path / "file").write_text("x")
+    _error(_analyze(toy_data, ckpt, tmp_path / "file"), r"--output-dir .*file: exists and is not a folder")
+    _error(_analyze(toy_data, ckpt, tmp_path / "file" / "out"), r"--output-dir .*file/out: cannot write there")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    _error(_analyze(toy_data, ckpt, tmp_path / "mine"), r"holds files that are not fairseq-rela-analyze outputs "
+                                                         r"\('notes.txt'\)")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_truncated_checkpoint_and_other_dictionary(toy_data, ckpt, tmp_path):
+    data = ckpt.read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    _error(_analyze(toy_data, tmp_path / "half.pt", tmp_path / "out"), r"--path .*half\.pt: cannot load the checkpoint")
+    other = tmp_path / "other-bin"
+    run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref", toy_data / "test",
+            "--testpref", toy_data / "test",
+            "--destdir", other, "--workers", "1", "--nwordssrc", "12", "--nwordstgt", "12")
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", data=other),
+           r"its embeddings do not fit the dictionaries in .*other-bin \(size mismatch\)")
+    assert not _leftovers(tmp_path)
+
+
+def test_rerun_replaces_the_folder_whole(toy_data, ckpt, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stats.json").write_text('{"stale": true}')
+    (out / "sentence-7-cross.png").write_bytes(b"old")
+    failed = _analyze(toy_data, ckpt, out, "--plot-sentences", "999")  # fails after loading the model
+    assert failed.returncode != 0
+    assert json.loads((out / "stats.json").read_text()) == {"stale": True}  # the old run is untouched
+    assert not _leftovers(tmp_path)
+    proc = _analyze(toy_data, ckpt, out, "--plot-sentences", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["heads.png", "sentence-1-cross.png", "stats.json", "stats.txt"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["sentences"] == 41 and stats["skipped_sentences"] == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in os.listdir(out):  # stats.json like the other files: 0666 less the umask
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert not _leftovers(tmp_path)
+
+
+def test_skip_invalid_size_inputs_is_honoured(toy_data, ckpt, tmp_path):
+    src_lens = [len(line.split()) + 1 for line in (toy_data / "test.src").read_text().splitlines()]  # + </s>
+    proc = _analyze(toy_data, ckpt, tmp_path / "out", "--max-source-positions", "7",
+                    "--skip-invalid-size-inputs-valid-test", "--no-plots")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    kept = sum(n <= 7 for n in src_lens)
+    assert 0 < kept < 41 and stats["sentences"] == kept and stats["skipped_sentences"] == 41 - kept
+    assert f"{41 - kept} of 41 sentences skipped" in proc.stderr
+    gold = _analyze(toy_data, ckpt, tmp_path / "gold", "--max-source-positions", "7",
+                    "--skip-invalid-size-inputs-valid-test", "--no-plots", "--gold-alignment",
+                    toy_data / "test.align", "--gold-base", "0")
+    assert gold.returncode != 0 and "Traceback" not in gold.stderr
+    assert "the alignment sweep needs every sentence" in gold.stderr.strip().splitlines()[-1]
+    shutil.rmtree(tmp_path / "out")
+    assert not os.listdir(tmp_path)

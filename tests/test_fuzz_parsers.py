@@ -1,0 +1,185 @@
+"""Property-based fuzzing (hypothesis) of the alignment parsers and the subword merge: any input either
+parses to links inside the sentence bounds or gives a one-line error naming the file.  Each test
+counts and reports the cases it tried."""
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fairseq_rela.analysis.aer import MAX_DIGITS, AlignmentFileError, check_lengths, read_gold, read_hypothesis
+from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, word_ids
+
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+# Text made mostly of the characters that matter to the parsers, plus anything else.
+_ALPHABET = st.sampled_from(list("0123456789-p \t\n\r") + ["A-", "S-", "H-", "\ufeff", "\u0665", "\uff15", "\u2028",
+                                                          "\x85", "9" * 12])
+_TEXT = st.lists(st.one_of(_ALPHABET, st.characters()), max_size=60).map("".join)
+_LINK_ITEM = st.builds("{}{}{}".format, st.integers(0, 14), st.sampled_from("-p"), st.integers(0, 14))
+# Well-formed link lines, sometimes with one piece of noise spliced in.
+_LINK_LINES = st.builds(
+    lambda lines, noise, at: (lambda text: text[:at] + noise + text[at:])("\n".join(" ".join(l) for l in lines) + "\n"),
+    st.lists(st.lists(_LINK_ITEM, max_size=5), min_size=1, max_size=6),
+    st.one_of(st.just(""), st.just(""), _ALPHABET, st.characters()), st.integers(0, 80))
+
+
+class _Files:
+    """One scratch directory for all the examples of a test (hypothesis reruns the body many times)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fuzz-")
+
+    def write(self, data) -> str:
+        path = os.path.join(self.dir, "input")
+        with open(path, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
+        return path
+
+
+def _one_line(err: Exception, path: str) -> None:
+    message = str(err)
+    assert "\n" not in message and "\r" not in message and message.startswith(path), message
+    assert len(message) < len(path) + 300, message
+
+
+def _check_links(sentences, src_lens=None, tgt_lens=None) -> None:
+    for n, links in enumerate(sentences):
+        for i, j in links:
+            assert 0 <= i < 10 ** MAX_DIGITS and 0 <= j < 10 ** MAX_DIGITS
+            if src_lens is not None:
+                assert i < src_lens[n] and j < tgt_lens[n]
+
+
+def _report(name: str, tried: dict, outcomes: dict) -> None:
+    print(f"\n{name}: {tried['n']} cases tried, outcomes {outcomes}")
+    assert tried["n"] >= FUZZ.max_examples
+    assert len(outcomes) >= 2, outcomes  # the generator reaches both accepted and rejected inputs
+
+
+@pytest.mark.parametrize("kind", ["gold", "hypothesis"])
+def test_fuzz_talp_and_pharaoh_text(kind):
+    files, tried, outcomes = _Files(), {"n": 0}, {}
+
+    @FUZZ
+    @given(data=st.one_of(_LINK_LINES, _TEXT, st.binary(max_size=40)), base=st.sampled_from([0, 1]),
+           draw=st.data())
+    def run(data, base, draw):
+        tried["n"] += 1
+        path = files.write(data)
+        try:
+            if kind == "gold":
+                sentences = [g.possible for g in read_gold(path, base)]
+                assert all(g.sure <= g.possible for g in read_gold(path, base))
+            else:
+                sentences = read_hypothesis(path, base)
+            _check_links(sentences)
+            if sentences:  # the --src/--tgt check: inside the bounds or an error
+                n = len(sentences)
+                src, tgt = draw.draw(st.lists(st.integers(0, 16), min_size=n, max_size=n)), \
+                    draw.draw(st.lists(st.integers(0, 16), min_size=n, max_size=n))
+                check_lengths(sentences, path, src, tgt)
+                _check_links(sentences, src, tgt)
+                outcomes["within bounds"] = outcomes.get("within bounds", 0) + 1
+            outcomes["parsed"] = outcomes.get("parsed", 0) + 1
+        except AlignmentFileError as err:
+            _one_line(err, path)
+            outcomes["error"] = outcomes.get("error", 0) + 1
+
+    run()
+    _report(f"talp/Pharaoh ({kind})", tried, outcomes)
+
+
+_LINKS = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=5)
+
+
+@st.composite
+def fairseq_outputs(draw):
+    """A fairseq-generate output (sentences in any order, --nbest k), then perhaps damaged."""
+    n, k = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    sentences = [[draw(_LINKS) for _ in range(k)] for _ in range(n)]
+    order = draw(st.permutations(range(n)))
+    lines = []
+    for i in order:
+        lines += [f"S-{i}\tsrc words", f"T-{i}\ttgt words"]
+        for links in sentences[i]:
+            lines += [f"H-{i}\t-0.5\thyp", f"P-{i}\t-0.1", "A-%d\t%s" % (i, " ".join(f"{a}-{b}" for a, b in links))]
+    damage = draw(st.sampled_from(["none", "none", "drop", "duplicate", "insert", "truncate"]))
+    if lines and damage != "none":
+        at = draw(st.integers(0, len(lines) - 1))
+        if damage == "drop":
+            del lines[at]
+        elif damage == "duplicate":
+            lines.insert(at, lines[draw(st.integers(0, len(lines) - 1))])
+        elif damage == "insert":
+            lines.insert(at, draw(st.one_of(_TEXT, st.sampled_from(["A-", "A-x\t0-0", "S-\t", "A-1 0-0"]))))
+        else:
+            lines[at] = lines[at][: draw(st.integers(0, len(lines[at])))]
+    index = draw(st.integers(0, k))
+    return "\n".join(lines) + "\n", damage, sentences, index
+
+
+def test_fuzz_fairseq_generate_output():
+    files, tried, outcomes = _Files(), {"n": 0}, {}
+
+    @FUZZ
+    @given(case=fairseq_outputs())
+    def run(case):
+        tried["n"] += 1
+        text, damage, sentences, index = case
+        path = files.write(text)
+        try:
+            hyp = read_hypothesis(path, 0, nbest_index=index)
+        except AlignmentFileError as err:
+            _one_line(err, path)
+            if damage == "none":  # an intact output fails only for an impossible --nbest-index
+                assert index >= len(sentences[0]) or not sentences, str(err)
+            outcomes["error"] = outcomes.get("error", 0) + 1
+            return
+        _check_links(hyp)
+        if damage == "none":
+            assert hyp == [set(s[index]) for s in sentences]  # the documented --nbest rule
+        outcomes[f"parsed ({damage})"] = outcomes.get(f"parsed ({damage})", 0) + 1
+
+    run()
+    _report("fairseq-generate output", tried, outcomes)
+
+
+_PIECES = st.sampled_from(["a", "b", "\u2581a", "\u2581b", "\u2581", "a@@", "@@", "b@@", "</s>", "", "x y"])
+
+
+def test_fuzz_subword_merge():
+    tried, outcomes = {"n": 0}, {}
+
+    @FUZZ
+    @given(src=st.lists(_PIECES, max_size=7), tgt=st.lists(_PIECES, max_size=7), eos=st.booleans(),
+           shift=st.booleans(), src_style=st.sampled_from(MERGE_STYLES), tgt_style=st.sampled_from(MERGE_STYLES),
+           rule=st.sampled_from(MERGE_RULES), seed=st.integers(0, 2 ** 16), zeros=st.floats(0, 1))
+    def run(src, tgt, eos, shift, src_style, tgt_style, rule, seed, zeros):
+        tried["n"] += 1
+        src = src + ["</s>"] if eos else src
+        rng = np.random.default_rng(seed)
+        rows = len(tgt) + 1  # decoder positions: </s> y1 .. yn
+        matrix = rng.random((rows, len(src))) * (rng.random((rows, len(src))) > zeros)
+        try:
+            links, words = align(matrix, src, tgt, shift, src_style, tgt_style, rule)
+        except ValueError as err:
+            assert "\n" not in str(err)
+            outcomes["error"] = outcomes.get("error", 0) + 1
+            return
+        words_src = src[:-1] if src and src[-1] == "</s>" else src
+        n_src = len(set(word_ids(words_src, src_style)))
+        n_tgt = len(set(word_ids(tgt, tgt_style)))
+        assert words.shape == (n_tgt, n_src)
+        for s, t in links:
+            assert 0 <= s < n_src and 0 <= t < n_tgt
+        if rule == "sum_mean":
+            assert len({t for _, t in links}) == len(links)  # one source word per target word at most
+        outcomes["links"] = outcomes.get("links", 0) + 1
+
+    run()
+    print(f"\nsubword merge: {tried['n']} cases tried, outcomes {outcomes}")
+    assert tried["n"] >= FUZZ.max_examples and outcomes.get("links", 0) > FUZZ.max_examples // 2

@@ -17,6 +17,8 @@ setup(
         "console_scripts": [
             "fairseq-rela-analyze = fairseq_rela.cli.analyze:cli_main",
             "fairseq-rela-aer = fairseq_rela.cli.aer:cli_main",
+            "fairseq-rela-average = fairseq_rela.cli.average:cli_main",
+            "fairseq-rela-launch = fairseq_rela.cli.launch:cli_main",
         ]
     },
 )

@@ -26,7 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   # Sparse baselines, subword model, plots, tests, statistical aligner baseline, TensorBoard logs,
   # NLTK (its AER is the independent reference the scorer is tested against).
   $PIP install --no-deps "entmax==1.3"
-  $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4"
+  $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4" "sacremoses==0.1.1"
   echo "$deps_hash" > "$stamp"
 fi
 $PIP install --no-deps --no-build-isolation -e .

@@ -16,6 +16,7 @@ sys.path.insert(0, str(RECIPE.parent))
 from pairs import PAIRS, VARIANTS  # noqa: E402
 
 TINY = ("--arch", "rela_transformer_tiny", "--log-interval", "1")
+SHORT = ("--max-len-a", "0", "--max-len-b", "12")  # an untrained model's beam search would run to 200 tokens
 
 
 def recipe(*args, check=True):
@@ -78,7 +79,7 @@ def test_wmt_recipe_chain(wmt_corpus, work):
     runs = json.loads((pdir / "runs-rela-g-seed1.json").read_text())
     assert len(runs) == 1 and "CPU" in runs[0]["hardware"] and runs[0]["seconds"] > 0
 
-    out = recipe("evaluate", "--pair", "ro-en", "--work", work, "--variant", "rela-g", "--cpu").stdout
+    out = recipe("evaluate", "--pair", "ro-en", "--work", work, "--variant", "rela-g", "--cpu", "--", *SHORT).stdout
     res = json.loads((pdir / "eval-rela-g-seed1/result.json").read_text())
     assert res["test_sentences"] == 53 and len(lines(pdir / "eval-rela-g-seed1/hyp.detok")) == 53
     assert "--beam 4" in res["generate"] and "--lenpen 0.6" in res["generate"]
@@ -111,9 +112,10 @@ def test_europarl_recipe_chain(tmp_path):
     assert all(x == x.lower() for x in train_en) and any(" , " in x for x in train_en)  # Moses, lowercased
 
     recipe("train", "--pair", "europarl-de-en", "--work", work, "--variant", "softmax", "--seeds", "1", "--cpu",
-           "--", *TINY, "--max-update", "4", "--update-freq", "1")
+           "--", *TINY, "--max-update", "4", "--update-freq", "1",
+           "--eval-bleu-args", '{"beam": 1, "max_len_a": 0, "max_len_b": 12}')
     out = recipe("evaluate", "--pair", "europarl-de-en", "--work", work, "--variant", "softmax", "--seeds", "1",
-                 "--cpu", "--rwth", gold).stdout
+                 "--cpu", "--rwth", gold, "--", *SHORT).stdout
     res = json.loads((pdir / "eval-softmax-seed1/result.json").read_text())
     assert res["checkpoint"].endswith("checkpoint_best.pt") and res["test_sentences"] == 508
     per = res["alignment"]["per_setting"]

@@ -18,6 +18,8 @@ setup(
             "fairseq-rela-analyze = fairseq_rela.cli.analyze:cli_main",
             "fairseq-rela-aer = fairseq_rela.cli.aer:cli_main",
             "fairseq-rela-symmetrize = fairseq_rela.cli.symmetrize:cli_main",
+            "fairseq-rela-average = fairseq_rela.cli.average:cli_main",
+            "fairseq-rela-launch = fairseq_rela.cli.launch:cli_main",
         ]
     },
 )

@@ -27,7 +27,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   # NLTK (its AER is the independent reference the scorer is tested against).
   $PIP install --no-deps "entmax==1.3"
   $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4" \
-      "sacremoses==0.1.1"  # detokeniser for the replication example's newstest2014 BLEU
+      "sacremoses==0.1.1"  # detokeniser: newstest2014 BLEU in examples/reproduce and examples/replication
   $PIP install "hypothesis==6.170.15"  # property-based fuzzing of the alignment parsers (tests)
   echo "$deps_hash" > "$stamp"
 fi

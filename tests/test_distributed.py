@@ -1,0 +1,121 @@
+"""Distributed and resumed training through the real console scripts (fairseq-rela-launch, fairseq-train):
+two gloo processes equal (bit for bit) one process with --update-freq 2, rank by rank; an interrupted run resumed from
+checkpoint_last.pt ends where an uninterrupted one does."""
+import textwrap
+
+import pytest
+import torch
+
+from tests.conftest import TRAIN_ARGS, USER_DIR, run_cli
+
+# A test-only fairseq plugin: the translation task, subclassed at fairseq's begin_valid_epoch seam to save
+# each rank's parameters (fairseq saves checkpoints on rank 0 only).
+DUMP_PLUGIN = '''
+import os
+import torch
+import fairseq_rela  # noqa: F401  (registers rela_transformer)
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+
+@register_task("translation_rank_dump", dataclass=TranslationConfig)
+class TranslationRankDump(TranslationTask):
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        torch.save(model.state_dict(), os.path.join(os.environ["RANK_DUMP_DIR"], f"rank{rank}.pt"))
+'''
+
+ARGS = [a for a in TRAIN_ARGS if a != "--cpu"]  # the launcher's --cpu adds it
+
+
+def params(path):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state["model"] if "model" in state else state
+
+
+@pytest.fixture(scope="module")
+def dump_plugin(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plugin") / "rank_dump_plugin"
+    d.mkdir()
+    (d / "__init__.py").write_text(textwrap.dedent(DUMP_PLUGIN))
+    return d
+
+
+def launch(toy_data, plugin, save, dump, nproc, *extra):
+    dump.mkdir(parents=True, exist_ok=True)
+    import os
+
+    os.environ["RANK_DUMP_DIR"] = str(dump)
+    try:
+        return run_cli("fairseq-rela-launch", "--nproc-per-node", nproc, "--cpu", "--", toy_data / "bin",
+                       "--user-dir", plugin, "--task", "translation_rank_dump", *ARGS,
+                       "--attention-activation", "rela", "--rela-variant", "g", "--max-update", "6",
+                       "--save-dir", save, *extra)
+    finally:
+        del os.environ["RANK_DUMP_DIR"]
+
+
+def test_two_gloo_processes_equal_one_with_update_freq_2(toy_data, dump_plugin, tmp_path):
+    launch(toy_data, dump_plugin, tmp_path / "ckpt2", tmp_path / "dump2", 2)
+    launch(toy_data, dump_plugin, tmp_path / "ckpt1", tmp_path / "dump1", 1, "--update-freq", "2")
+    r0, r1 = params(tmp_path / "dump2/rank0.pt"), params(tmp_path / "dump2/rank1.pt")
+    single = params(tmp_path / "dump1/rank0.pt")
+    assert not (tmp_path / "dump1/rank1.pt").exists()
+    saved = params(tmp_path / "ckpt2/checkpoint_last.pt")
+    assert torch.load(tmp_path / "ckpt2/checkpoint_last.pt", weights_only=True)["optimizer_history"][-1][
+        "num_updates"] == 6
+    assert set(r0) == set(r1) == set(single)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
+        assert torch.equal(r0[k], single[k]), \
+            f"{k}: 2 processes vs 1 with --update-freq 2 differ by {(r0[k] - single[k]).abs().max():.2e}"
+        assert torch.equal(saved[k], r0[k])
+
+
+def test_launcher_refuses_duplicate_and_own_options(toy_data, tmp_path):
+    import os
+
+    env_before = dict(os.environ)
+    try:
+        os.environ["LOCAL_RANK"] = "0"  # as under torchrun
+        proc = run_cli("fairseq-rela-launch", "--nproc-per-node", "2", "--cpu", "--", toy_data / "bin", check=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    assert proc.returncode != 0 and "torchrun" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("fairseq-rela-launch", "--nproc-per-node", "2", "--cpu", "--", toy_data / "bin",
+                   "--distributed-world-size", "2", check=False)
+    assert proc.returncode != 0 and "--distributed-world-size: set by the launcher" in proc.stderr
+    proc = run_cli("fairseq-rela-launch", "--nnodes", "2", "--cpu", "--", toy_data / "bin", check=False)
+    assert proc.returncode != 0 and "--master-addr" in proc.stderr
+    # dry run: a two-node CPU plan gives global ranks 2,3 on node 1
+    out = run_cli("fairseq-rela-launch", "--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "2",
+                  "--master-addr", "10.0.0.1", "--master-port", "29500", "--dry-run", "--", "DATA", "--cpu").stdout
+    lines = out.strip().split("\n")
+    assert len(lines) == 2
+    for local, line in enumerate(lines):
+        assert f"--distributed-rank {2 + local}" in line and "--distributed-world-size 4" in line
+        assert "tcp://10.0.0.1:29500" in line and "--ddp-backend legacy_ddp" in line and "gloo" in line
+    gpu = run_cli("fairseq-rela-launch", "--nproc-per-node", "2", "--dry-run", "--", "DATA").stdout.strip().split("\n")
+    assert [("--device-id 0" in gpu[0]), ("--device-id 1" in gpu[1])] == [True, True]
+    assert all("legacy_ddp" not in g and "gloo" not in g for g in gpu)
+
+
+@pytest.mark.parametrize("activation", [("rela", "--rela-variant", "g"), ("entmax15",)], ids=["rela-g", "entmax15"])
+def test_resumed_run_equals_uninterrupted(toy_data, tmp_path, activation):
+    common = [toy_data / "bin", "--user-dir", USER_DIR, *ARGS, "--cpu",
+              "--attention-activation", *activation, "--dropout", "0.1"]
+    run_cli("fairseq-train", *common, "--max-update", "12", "--save-dir", tmp_path / "full")
+    run_cli("fairseq-train", *common, "--max-update", "5", "--save-dir", tmp_path / "resumed")
+    first = torch.load(tmp_path / "resumed/checkpoint_last.pt", weights_only=True)
+    assert first["optimizer_history"][-1]["num_updates"] == 5
+    assert first["extra_state"]["train_iterator"]["iterations_in_epoch"] > 0  # interrupted mid-epoch
+    log = run_cli("fairseq-train", *common, "--max-update", "12", "--save-dir", tmp_path / "resumed")
+    assert "@ 5 updates" in log.stdout + log.stderr  # fairseq: "Loaded checkpoint ... (epoch 1 @ 5 updates)"
+    full, resumed = params(tmp_path / "full/checkpoint_last.pt"), params(tmp_path / "resumed/checkpoint_last.pt")
+    five = params(tmp_path / "full/checkpoint_last.pt")
+    assert set(full) == set(resumed)
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), f"{k} differs after resuming"
+    assert any(not torch.equal(first["model"][k], five[k]) for k in five)  # the 7 further updates changed something

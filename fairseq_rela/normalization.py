@@ -45,6 +45,72 @@ class Linearization:
     shift: Optional[Tensor] = None  # (E,)
 
 
+def _compute_dtype(z: Tensor) -> torch.dtype:
+    return torch.promote_types(z.dtype, torch.float32)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """``weight ⊙ z / √(mean(z²) + ε) [⊙ σ(gate ⊙ z)]`` with a hand-written backward.
+
+    Both passes compute in fp32 (float64 stays float64) whatever ``z``'s dtype, and only the results
+    are cast back, so fp16/bf16 lose nothing.  At an all-zero row (null attention) the input gradient
+    is returned as 0 rather than ``weight ⊙ σ(0)/√ε`` (≈ 5000 weight for ε = 1e-8, which overflows
+    fp16 and becomes NaN in the backward of ``weights @ v``), and such a row's upstream gradient is
+    ignored (an fp16 inf there would give inf · 0 = NaN in the gain's gradient): every parameter gradient is unchanged,
+    in any precision, because such a row comes from all-zero weights (ReLU'(s ≤ 0) = 0, masked or
+    dropped positions), and an all-zero weight row passes no gradient to queries, keys or values.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, weight: Tensor, gate: Optional[Tensor], eps: float) -> Tensor:
+        dt = _compute_dtype(z)
+        zf = z.to(dt)
+        mean_sq = zf.square().mean(-1, keepdim=True)
+        r = torch.rsqrt(mean_sq + eps)
+        y = zf * r
+        s = None
+        if gate is not None:
+            s = torch.sigmoid(zf * gate.to(dt))
+            y.mul_(s)
+        y.mul_(weight.to(dt))
+        ctx.save_for_backward(z, weight, gate, r, s, mean_sq == 0)
+        return y.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        z, weight, gate, r, s, null = ctx.saved_tensors
+        dt = r.dtype
+        zf, dyf = z.to(dt), dy.to(dt)
+        if null.any():  # an inf upstream gradient (fp16) on a zero row must not give inf * 0 = NaN
+            dyf = dyf.masked_fill(null, 0.0)
+        red = tuple(range(z.dim() - 1))
+        n = zf * r  # the normalised row
+        dyg = dyf * weight.to(dt)
+        d_gate = None
+        if gate is None:
+            d_weight = (dyf * n).sum(red)
+            dn = dyg
+            dz_gate = None
+        else:
+            dn = dyg * s
+            d_weight = (dyf * n * s).sum(red)
+            d_pre = dyg.mul_(n).mul_(s * (1 - s))  # d/d(gate ⊙ z)
+            d_gate = (d_pre * zf).sum(red) if ctx.needs_input_grad[2] else None
+            dz_gate = d_pre.mul_(gate.to(dt))
+        dz = dn - n * (dn * n).mean(-1, keepdim=True)
+        dz.mul_(r)
+        if dz_gate is not None:
+            dz.add_(dz_gate)
+        dz.masked_fill_(null, 0.0)
+        return (dz.to(z.dtype), d_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
+                None if d_gate is None else d_gate.to(gate.dtype), None)
+
+
+def rms_norm(z: Tensor, weight: Tensor, gate: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
+    """(Gated) RMSNorm over the last dimension: see :class:`_RMSNormFunction`."""
+    return _RMSNormFunction.apply(z, weight, gate, eps)
+
+
 class HeadNorm(nn.Module):
     """Identity (``--rela-norm none``)."""
 
@@ -59,7 +125,8 @@ class HeadNorm(nn.Module):
 
 
 class RMSNorm(HeadNorm):
-    """``g ⊙ z / √(mean(z²) + ε)``, computed in fp32 so a zero row (null attention) stays 0."""
+    """``g ⊙ z / √(mean(z²) + ε)``, computed in fp32 so a zero row (null attention) stays 0 (and its
+    gradient finite in fp16: :func:`rms_norm`)."""
 
     def __init__(self, dim: int, uniform_gain: bool = False):
         super().__init__()
@@ -72,7 +139,7 @@ class RMSNorm(HeadNorm):
         return torch.rsqrt(z.float().pow(2).mean(-1, keepdim=True) + self.eps)
 
     def forward(self, z: Tensor) -> Tensor:
-        return F.rms_norm(z.float(), (z.size(-1),), self.weight.float(), self.eps).type_as(z)
+        return rms_norm(z, self.weight, None, self.eps)
 
     def linearize(self, z: Tensor) -> Linearization:
         return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float())
@@ -92,9 +159,7 @@ class GatedRMSNorm(RMSNorm):
                 uniform_unit_scaling_(self.gate)
 
     def forward(self, z: Tensor) -> Tensor:
-        zf = z.float()
-        normed = F.rms_norm(zf, (z.size(-1),), self.weight.float(), self.eps)
-        return (normed * torch.sigmoid(zf * self.gate.float())).type_as(z)
+        return rms_norm(z, self.weight, self.gate, self.eps)
 
     def linearize(self, z: Tensor) -> Linearization:
         return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float(),

@@ -81,28 +81,27 @@ class _RMSNormFunction(torch.autograd.Function):
         z, weight, gate, r, s, null = ctx.saved_tensors
         dt = r.dtype
         zf, dyf = z.to(dt), dy.to(dt)
-        if null.any():  # an inf upstream gradient (fp16) on a zero row must not give inf * 0 = NaN
+        has_null = bool(null.any())
+        if has_null:  # an inf upstream gradient (fp16) on a zero row must not give inf * 0 = NaN
             dyf = dyf.masked_fill(null, 0.0)
         red = tuple(range(z.dim() - 1))
         n = zf * r  # the normalised row
-        dyg = dyf * weight.to(dt)
-        d_gate = None
-        if gate is None:
-            d_weight = (dyf * n).sum(red)
-            dn = dyg
-            dz_gate = None
-        else:
-            dn = dyg * s
-            d_weight = (dyf * n * s).sum(red)
-            d_pre = dyg.mul_(n).mul_(s * (1 - s))  # d/d(gate ⊙ z)
+        t = n if s is None else n * s  # y / weight
+        d_weight = (dyf * t).sum(red) if ctx.needs_input_grad[1] else None
+        dz = dyf * weight.to(dt)  # dL/dt
+        u = dz * t  # (dL/dn) ⊙ n
+        proj = u.mean(-1, keepdim=True)
+        d_pre = d_gate = None
+        if s is not None:
+            d_pre = torch.addcmul(u, u, s, value=-1.0)  # d/d(gate ⊙ z) = (dL/dt) ⊙ n ⊙ s(1 - s)
             d_gate = (d_pre * zf).sum(red) if ctx.needs_input_grad[2] else None
-            dz_gate = d_pre.mul_(gate.to(dt))
-        dz = dn - n * (dn * n).mean(-1, keepdim=True)
-        dz.mul_(r)
-        if dz_gate is not None:
-            dz.add_(dz_gate)
-        dz.masked_fill_(null, 0.0)
-        return (dz.to(z.dtype), d_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
+            dz.mul_(s)  # dL/dn
+        dz.addcmul_(n, proj, value=-1.0).mul_(r)  # r (dL/dn - n mean(dL/dn ⊙ n))
+        if d_pre is not None:
+            dz.addcmul_(d_pre, gate.to(dt))
+        if has_null:
+            dz.masked_fill_(null, 0.0)
+        return (dz.to(z.dtype), None if d_weight is None else d_weight.to(weight.dtype),
                 None if d_gate is None else d_gate.to(gate.dtype), None)
 
 

@@ -128,7 +128,9 @@ class ReLAMultiheadAttention(MultiheadAttention):
             key = value = query
         elif self.encoder_decoder_attention and key is not None:
             value = key
+            group = 1
             if incremental_state is not None and self._beam_copies(key, key_padding_mask, query.size(1)):
+                group = self.beam_size
                 key = value = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
                 if key_padding_mask is not None:
                     key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
@@ -151,10 +153,29 @@ class ReLAMultiheadAttention(MultiheadAttention):
                 static_kv=static_kv,
             )
             saved["prev_key"], saved["prev_value"], saved["prev_key_padding_mask"] = k, v, key_padding_mask
+            if self.encoder_decoder_attention and key is not None:  # how many hypotheses share one entry
+                saved["beam_group"] = torch.tensor(group)
             self._set_input_buffer(incremental_state, saved)
         if key_padding_mask is not None and key_padding_mask.dim() == 0:
             key_padding_mask = None
         return q, k, v, key_padding_mask
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        """fairseq's reordering, but shared cross-attention entries are told apart from per-hypothesis
+        ones by what was stored (``beam_group``), not by the current ``beam_size``."""
+        saved = self._get_input_buffer(incremental_state)
+        if not self.encoder_decoder_attention or "beam_group" not in saved:
+            return super().reorder_incremental_state(incremental_state, new_order)
+        group = int(saved["beam_group"])
+        for name in ("prev_key", "prev_value", "prev_key_padding_mask"):
+            t = saved.get(name)
+            if t is None:
+                continue
+            if group == 1:
+                saved[name] = t.index_select(0, new_order)
+            elif t.size(0) * group != new_order.size(0):  # sentences finished: keep the remaining ones
+                saved[name] = t.index_select(0, new_order.reshape(-1, group)[:, 0] // group)
+        return self._set_input_buffer(incremental_state, saved)
 
     def _beam_copies(self, key: Tensor, key_padding_mask: Optional[Tensor], bsz: int) -> bool:
         """Whether the encoder states are ``beam_size`` copies of each sentence's (as fairseq's beam

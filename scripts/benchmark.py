@@ -352,7 +352,7 @@ def main() -> None:
     result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names if v != NOISE}
     result["config"] = {
         "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "dtype": args.dtype, "rounds": args.rounds, "reps": args.reps,
         "model": f"{args.layers}+{args.layers} layers, {args.dim}/{4 * args.dim}, {args.heads} heads, vocab {args.vocab}",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),

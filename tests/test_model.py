@@ -139,3 +139,17 @@ def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
         model.set_beam_size(5)  # 5 different sentences: nothing to share
         out, _ = model.decoder(first, encoder_out, incremental_state={})
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
+    """A beam-1 search after a beam-5 one (set_beam_size stays 5) finds what a fresh model finds."""
+    task, model = build(toy_data)
+    sample = _batch(task, 5)
+    gen1 = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=12)
+    with torch.no_grad():
+        fresh = gen1.generate([model], sample)
+        SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_b=12).generate([model], sample)
+        stale = gen1.generate([model], sample)
+    for a, b in zip(fresh, stale):
+        assert torch.equal(a[0]["tokens"], b[0]["tokens"])
+        torch.testing.assert_close(a[0]["positional_scores"], b[0]["positional_scores"])

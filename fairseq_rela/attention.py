@@ -26,6 +26,8 @@ IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # recorder(module, weights (B,H,T,S), values (B,H,S,d), head_outputs (T,B,E), output (T,B,E), key_padding_mask)
 Recorder = Callable[..., None]
+# a float attn_mask entry at or below this blocks the position (fairseq writes -1e8, or -1e4 in fp16)
+BLOCKED = -1e4
 
 
 class ReLAMultiheadAttention(MultiheadAttention):
@@ -79,27 +81,32 @@ class ReLAMultiheadAttention(MultiheadAttention):
         if group > 1:  # fold the beam into the query axis: no copy of the keys
             q = q.view(kv_bsz, group, heads, tgt_len, head_dim).transpose(1, 2)
             q = q.reshape(kv_bsz, heads, group * tgt_len, head_dim)
-        mask = self._mask(key_padding_mask, attn_mask, group)
+        mask, bias = self._mask(key_padding_mask, attn_mask, group)
 
         weights: Optional[Tensor] = None
         if self.activation == "softmax" and not need_weights and self.recorder is None:
             p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
+            sdpa_mask = None if mask is None else ~mask
+            if bias is not None:  # additive: SDPA adds a float mask to the scores
+                sdpa_mask = bias if mask is None else torch.where(mask, float("-inf"), bias)
             with sdpa_kernel(SDPA_BACKENDS):
-                ctx = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=p, scale=1.0
-                )
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p, scale=1.0)
+            used = None
         else:
-            weights = self.weights_fn(q @ k.transpose(-1, -2), mask)
-            ctx = self.dropout_module(weights) @ v
+            scores = q @ k.transpose(-1, -2)
+            if bias is not None:
+                scores += bias
+            weights = self.weights_fn(scores, mask)
+            used = self.dropout_module(weights)  # what the output is made of (training: dropped out)
+            ctx = used @ v
         if group > 1:
             ctx = ctx.view(kv_bsz, heads, group, tgt_len, head_dim).transpose(1, 2)
             if weights is not None:
-                weights = weights.view(kv_bsz, heads, group, tgt_len, src_len).transpose(1, 2)
-                weights = weights.reshape(bsz, heads, tgt_len, src_len)
+                weights, used = (self._unfold(w, kv_bsz, group, bsz, tgt_len, src_len) for w in (weights, used))
         z = ctx.reshape(bsz, heads, tgt_len, head_dim).permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
         out = self.out_proj(self.head_norm(z))
-        if self.recorder is not None:
-            self.recorder(self, weights, v, z, out, key_padding_mask)
+        if self.recorder is not None:  # the weights the output used: Σ_j vectors + bias == out, dropout or not
+            self.recorder(self, used, v, z, out, key_padding_mask)
         if not need_weights or weights is None:
             return out, None
         weights = weights.float().transpose(0, 1)  # (H, B, T, S), fairseq's layout
@@ -126,7 +133,9 @@ class ReLAMultiheadAttention(MultiheadAttention):
             key = value = query
         elif self.encoder_decoder_attention and key is not None:
             value = key
-            if self.beam_size > 1 and key.size(1) == query.size(1):  # share them across the beam
+            group = 1
+            if incremental_state is not None and self._beam_copies(key, key_padding_mask, query.size(1)):
+                group = self.beam_size
                 key = value = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
                 if key_padding_mask is not None:
                     key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
@@ -149,24 +158,78 @@ class ReLAMultiheadAttention(MultiheadAttention):
                 static_kv=static_kv,
             )
             saved["prev_key"], saved["prev_value"], saved["prev_key_padding_mask"] = k, v, key_padding_mask
+            if self.encoder_decoder_attention and key is not None:  # how many hypotheses share one entry
+                saved["beam_group"] = torch.tensor(group)
             self._set_input_buffer(incremental_state, saved)
         if key_padding_mask is not None and key_padding_mask.dim() == 0:
             key_padding_mask = None
         return q, k, v, key_padding_mask
 
-    @staticmethod
-    def _mask(key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], group: int) -> Optional[Tensor]:
-        """One boolean mask ``(B|1, 1, T, S)``, True = may not be attended; never ``(B,H,T,S)``.
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        """fairseq's reordering, but shared cross-attention entries are told apart from per-hypothesis
+        ones by what was stored (``beam_group``), not by the current ``beam_size``."""
+        saved = self._get_input_buffer(incremental_state)
+        if not self.encoder_decoder_attention or "beam_group" not in saved:
+            return super().reorder_incremental_state(incremental_state, new_order)
+        group = int(saved["beam_group"])
+        for name in ("prev_key", "prev_value", "prev_key_padding_mask"):
+            t = saved.get(name)
+            if t is None:
+                continue
+            if group == 1:
+                saved[name] = t.index_select(0, new_order)
+            elif t.size(0) * group != new_order.size(0):  # sentences finished: keep the remaining ones
+                saved[name] = t.index_select(0, new_order.reshape(-1, group)[:, 0] // group)
+        return self._set_input_buffer(incremental_state, saved)
 
-        fairseq's float masks are additive with ``-inf`` at blocked positions: those become True.
+    def _beam_copies(self, key: Tensor, key_padding_mask: Optional[Tensor], bsz: int) -> bool:
+        """Whether the encoder states are ``beam_size`` copies of each sentence's (as fairseq's beam
+        search makes them), so they can be projected once and shared: checked, never assumed, so a
+        stale ``set_beam_size`` cannot fold unrelated sentences together."""
+        beam = self.beam_size
+        if beam <= 1 or key.size(1) != bsz or bsz % beam:
+            return False
+        grouped = key.view(key.size(0), -1, beam, key.size(2))
+        if not torch.equal(grouped, grouped[:, :, :1].expand_as(grouped)):
+            return False
+        if key_padding_mask is None:
+            return True
+        pads = key_padding_mask.view(-1, beam, key_padding_mask.size(1))
+        return torch.equal(pads, pads[:, :1].expand_as(pads))
+
+    @staticmethod
+    def _unfold(w: Tensor, kv_bsz: int, group: int, bsz: int, tgt_len: int, src_len: int) -> Tensor:
+        """(B', H, group*T, S) -> (B'*group, H, T, S): undo the beam folding of the queries."""
+        heads = w.size(1)
+        return w.view(kv_bsz, heads, group, tgt_len, src_len).transpose(1, 2).reshape(bsz, heads, tgt_len, src_len)
+
+    @staticmethod
+    def _mask(
+        key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], group: int
+    ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """A boolean mask ``(B|1, 1, T, S)`` (True = may not be attended; never ``(B,H,T,S)``) and an
+        additive float bias ``(1, 1, T, S)`` or None.
+
+        fairseq's float ``attn_mask`` is added to the scores: an entry ``<= BLOCKED`` (``-inf``, or the
+        ``-1e8`` / ``-1e4`` fairseq's encoder layer writes for a 0/1 mask) blocks the position, as
+        ``exp(s - 1e4)`` underflows to an exact 0 in stock softmax; for ReLA (multiplicative mask, as the
+        authors') and sparsemax/entmax a blocked weight is exactly 0 too.  Any other non-zero entry is a
+        bias added to the scores before the activation (before ReLA's ReLU).
         """
-        mask = None
+        mask = bias = None
         if key_padding_mask is not None:
             mask = key_padding_mask.bool()[:, None, None, :]
         if attn_mask is not None:
-            blocked = attn_mask.isneginf() if attn_mask.is_floating_point() else attn_mask.bool()
+            if attn_mask.is_floating_point():
+                blocked = attn_mask <= BLOCKED
+                rest = attn_mask.masked_fill(blocked, 0.0)
+                bias = rest if bool(rest.any()) else None
+            else:
+                blocked = attn_mask.bool()
             if group > 1:
                 blocked = blocked.repeat(group, 1)
+                bias = None if bias is None else bias.repeat(group, 1)
             blocked = blocked[None, None]
+            bias = None if bias is None else bias[None, None]
             mask = blocked if mask is None else mask | blocked
-        return mask
+        return mask, bias

@@ -45,6 +45,71 @@ class Linearization:
     shift: Optional[Tensor] = None  # (E,)
 
 
+def _compute_dtype(z: Tensor) -> torch.dtype:
+    return torch.promote_types(z.dtype, torch.float32)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """``weight ⊙ z / √(mean(z²) + ε) [⊙ σ(gate ⊙ z)]`` with a hand-written backward.
+
+    Both passes compute in fp32 (float64 stays float64) whatever ``z``'s dtype, and only the results
+    are cast back, so fp16/bf16 lose nothing.  At an all-zero row (null attention) the input gradient
+    is returned as 0 rather than ``weight ⊙ σ(0)/√ε`` (≈ 5000 weight for ε = 1e-8, which overflows
+    fp16 and becomes NaN in the backward of ``weights @ v``), and such a row's upstream gradient is
+    ignored (an fp16 inf there would give inf · 0 = NaN in the gain's gradient): every parameter gradient is unchanged,
+    in any precision, because such a row comes from all-zero weights (ReLU'(s ≤ 0) = 0, masked or
+    dropped positions), and an all-zero weight row passes no gradient to queries, keys or values.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, weight: Tensor, gate: Optional[Tensor], eps: float) -> Tensor:
+        dt = _compute_dtype(z)
+        zf = z.to(dt)
+        mean_sq = zf.square().mean(-1, keepdim=True)
+        r = torch.rsqrt(mean_sq + eps)
+        y = zf * r
+        s = None
+        if gate is not None:
+            s = torch.sigmoid(zf * gate.to(dt))
+            y.mul_(s)
+        y.mul_(weight.to(dt))
+        ctx.save_for_backward(z, weight, gate, r, s, mean_sq == 0)
+        return y.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        z, weight, gate, r, s, null = ctx.saved_tensors
+        dt = r.dtype
+        zf, dyf = z.to(dt), dy.to(dt)
+        has_null = bool(null.any())
+        if has_null:  # an inf upstream gradient (fp16) on a zero row must not give inf * 0 = NaN
+            dyf = dyf.masked_fill(null, 0.0)
+        red = tuple(range(z.dim() - 1))
+        n = zf * r  # the normalised row
+        t = n if s is None else n * s  # y / weight
+        d_weight = (dyf * t).sum(red) if ctx.needs_input_grad[1] else None
+        dz = dyf * weight.to(dt)  # dL/dt
+        u = dz * t  # (dL/dn) ⊙ n
+        proj = u.mean(-1, keepdim=True)
+        d_pre = d_gate = None
+        if s is not None:
+            d_pre = torch.addcmul(u, u, s, value=-1.0)  # d/d(gate ⊙ z) = (dL/dt) ⊙ n ⊙ s(1 - s)
+            d_gate = (d_pre * zf).sum(red) if ctx.needs_input_grad[2] else None
+            dz.mul_(s)  # dL/dn
+        dz.addcmul_(n, proj, value=-1.0).mul_(r)  # r (dL/dn - n mean(dL/dn ⊙ n))
+        if d_pre is not None:
+            dz.addcmul_(d_pre, gate.to(dt))
+        if has_null:
+            dz.masked_fill_(null, 0.0)
+        return (dz.to(z.dtype), None if d_weight is None else d_weight.to(weight.dtype),
+                None if d_gate is None else d_gate.to(gate.dtype), None)
+
+
+def rms_norm(z: Tensor, weight: Tensor, gate: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
+    """(Gated) RMSNorm over the last dimension: see :class:`_RMSNormFunction`."""
+    return _RMSNormFunction.apply(z, weight, gate, eps)
+
+
 class HeadNorm(nn.Module):
     """Identity (``--rela-norm none``)."""
 
@@ -59,7 +124,8 @@ class HeadNorm(nn.Module):
 
 
 class RMSNorm(HeadNorm):
-    """``g ⊙ z / √(mean(z²) + ε)``, computed in fp32 so a zero row (null attention) stays 0."""
+    """``g ⊙ z / √(mean(z²) + ε)``, computed in fp32 so a zero row (null attention) stays 0 (and its
+    gradient finite in fp16: :func:`rms_norm`)."""
 
     def __init__(self, dim: int, uniform_gain: bool = False):
         super().__init__()
@@ -72,7 +138,7 @@ class RMSNorm(HeadNorm):
         return torch.rsqrt(z.float().pow(2).mean(-1, keepdim=True) + self.eps)
 
     def forward(self, z: Tensor) -> Tensor:
-        return F.rms_norm(z.float(), (z.size(-1),), self.weight.float(), self.eps).type_as(z)
+        return rms_norm(z, self.weight, None, self.eps)
 
     def linearize(self, z: Tensor) -> Linearization:
         return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float())
@@ -92,9 +158,7 @@ class GatedRMSNorm(RMSNorm):
                 uniform_unit_scaling_(self.gate)
 
     def forward(self, z: Tensor) -> Tensor:
-        zf = z.float()
-        normed = F.rms_norm(zf, (z.size(-1),), self.weight.float(), self.eps)
-        return (normed * torch.sigmoid(zf * self.gate.float())).type_as(z)
+        return rms_norm(z, self.weight, self.gate, self.eps)
 
     def linearize(self, z: Tensor) -> Linearization:
         return Linearization(row_scale=self._inv_rms(z), gain=self.weight.float(),

@@ -6,12 +6,16 @@ sparsemax and entmax15 (same sizes, same init seed), rounds interleave the varia
 drift cancels, and the median of the rounds is reported:
 
 * training: target tokens/s of forward + backward + Adam update, at two sentence lengths;
-* decoding: sentences/s of incremental beam search (beam 4, fixed output length);
+* decoding: sentences/s of incremental beam search (beam 4, fixed output length), and for
+  ``rela_transformer`` the same with the beam-shared cross-attention switched off;
+* alignment: beam-5 decoding with the word alignments ``fairseq-generate --task translation_alignment
+  --print-alignment`` computes (weights, norms) over the same decoding without;
 * analysis: a teacher-forced forward with norm recording off and on;
 * memory: peak memory of one training step (CUDA: allocator peak; CPU: peak RSS of a fresh process);
 * scaling: forward+backward time per sentence for lengths 64..1024.
 
-Ratios are against stock fairseq softmax.  CPU by default; on a GPU use ``--device cuda --dtype
+Ratios are against stock fairseq softmax measured in the same round, and the median over rounds
+is reported; ``fairseq-softmax-2``, an identical model, shows the noise floor of such a ratio.  CPU by default; on a GPU use ``--device cuda --dtype
 fp16|bf16``.  Writes JSON and a text table:
 
     python scripts/benchmark.py --output-dir examples/benchmark [--quick]
@@ -39,6 +43,7 @@ from fairseq_rela.analysis.records import AttentionRecorder
 
 VARIANTS = {
     "fairseq-softmax": ["--arch", "transformer"],
+    "fairseq-softmax-2": ["--arch", "transformer"],  # identical model: the noise floor of the ratios
     "softmax": ["--arch", "rela_transformer", "--attention-activation", "softmax"],
     "rela-g": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "g"],
     "rela-i": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "i"],
@@ -46,6 +51,8 @@ VARIANTS = {
     "entmax15": ["--arch", "rela_transformer", "--attention-activation", "entmax15"],
 }
 BASELINE = "fairseq-softmax"
+NOISE = "fairseq-softmax-2"
+ALIGN_VARIANTS = ("softmax", "rela-g", "rela-i")  # alignment extraction is timed for these
 
 
 def build(variant: str, size: argparse.Namespace, vocab: int, device, dtype):
@@ -110,14 +117,23 @@ def measure_round(models, args, device, results) -> None:
             r.setdefault(f"train_tok_s@{length}", []).append(tgt.numel() / sec)
         model.eval()
         src, lens, prev, tgt = batch(d, args.decode_sentences, args.decode_length, device)
+        sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
         gen = SequenceGenerator([model], d, beam_size=4, max_len_a=0, max_len_b=args.decode_length,
                                 min_len=args.decode_length)
-        sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
         with torch.no_grad():
             sec = timed(lambda: gen.generate([model], sample), device, 1)
         r.setdefault("decode_sent_s", []).append(src.size(0) / sec)
+        if hasattr(model.decoder, "set_alignment"):
+            model.decoder.set_beam_size(1)  # cross-attention keys per hypothesis, as stock fairseq
+            with torch.no_grad():
+                unshared = timed(lambda: gen.generate([model], sample), device, 1)
+            model.set_beam_size(4)
+            r.setdefault("beam_shared_speedup", []).append(unshared / sec)
+            if name in ALIGN_VARIANTS:
+                for key, x in alignment_costs(model, d, sample, args).items():
+                    r.setdefault(key, []).append(x)
         src, lens, prev, tgt = batch(d, max(1, args.train_tokens // 64), 64, device)
-        if name != BASELINE:
+        if hasattr(model.decoder, "set_alignment"):
             recorder = AttentionRecorder(model)
             with torch.no_grad():
                 off = timed(lambda: model(src, lens, prev), device, args.reps)
@@ -132,6 +148,29 @@ def measure_round(models, args, device, results) -> None:
         with torch.no_grad():
             r.setdefault("forward_tok_s@64", []).append(tgt.numel() / timed(lambda: model(src, lens, prev),
                                                                               device, args.reps))
+
+
+def alignment_costs(model, d, sample, args) -> dict:
+    """Beam-5 decoding with ``--print-alignment`` (the generator ``translation_alignment`` builds:
+    recording, then word links per hypothesis) over the same decoding without, for weights and norms."""
+    from fairseq_rela.tasks.translation_alignment import (AlignmentSequenceGenerator, TranslationAlignmentConfig,
+                                                          WordAligner)
+
+    kwargs = dict(beam_size=5, max_len_a=0, max_len_b=args.decode_length, min_len=args.decode_length)
+    device = sample["net_input"]["src_tokens"].device
+    plain = SequenceGenerator([model], d, **kwargs)
+    out = {}
+    with torch.no_grad():
+        base = timed(lambda: plain.generate([model], sample), device, 1)
+        for source in ("weights", "norms"):
+            cfg = TranslationAlignmentConfig(alignment_source=source, alignment_merge="none")
+            aligned = AlignmentSequenceGenerator([model], d, aligner=WordAligner(cfg, d, d, soft=False), **kwargs)
+            model.decoder.set_alignment(source)
+            try:
+                out[f"align_{source}_over_plain"] = timed(lambda: aligned.generate([model], sample), device, 1) / base
+            finally:
+                model.decoder.alignment = None
+    return out
 
 
 def scaling(models, args, device) -> dict:
@@ -202,28 +241,49 @@ def peak_memory(variant: str, args) -> float:
 
 
 def summarise(raw: dict) -> dict:
+    """Per-round ratios against the baseline of the same round; medians and quartiles over rounds."""
     med = {v: {k: statistics.median(xs) for k, xs in m.items()} for v, m in raw.items()}
-    base = med[BASELINE]
-    ratios = {v: {k: (x / base[k] if k in base else x) for k, x in m.items()} for v, m in med.items()}
-    return {"median": med, "ratio_vs_fairseq_softmax": ratios}
+    base = raw[BASELINE]
+    per_round = {v: {k: ([x / b for x, b in zip(xs, base[k])] if k in base else xs) for k, xs in m.items()}
+                 for v, m in raw.items()}
+    ratios = {v: {k: statistics.median(xs) for k, xs in m.items()} for v, m in per_round.items()}
+    spread = {v: {k: _quartiles(xs) for k, xs in m.items()} for v, m in per_round.items()}
+    return {"median": med, "ratio_vs_fairseq_softmax": ratios, "ratio_quartiles": spread, "per_round": per_round}
+
+
+def _quartiles(xs):
+    xs = sorted(xs)
+    if len(xs) < 4:
+        return [xs[0], xs[-1]]
+    q = statistics.quantiles(xs, n=4)
+    return [q[0], q[2]]
 
 
 def format_table(result: dict) -> str:
     r, m = result["ratio_vs_fairseq_softmax"], result["median"]
     keys = [k for k in m[BASELINE] if k.startswith(("train", "decode", "forward"))]
-    head = f"{'variant':<16}" + "".join(f"{k:>18}" for k in keys) + f"{'rec on/off':>12}{'step MiB':>10}"
-    lines = [f"ratios vs stock fairseq softmax (medians of {result['config']['rounds']} interleaved rounds); "
-             f"absolute for {BASELINE}", head]
+    extra = [("beam_shared_speedup", "beam-shared"), ("align_weights_over_plain", "align w"),
+             ("align_norms_over_plain", "align n"), ("analysis_recording_on_over_off", "rec on/off")]
+    head = (f"{'variant':<18}" + "".join(f"{k:>17}" for k in keys) + "".join(f"{h:>12}" for _, h in extra)
+            + f"{'step MiB':>10}")
+    lines = [f"ratios vs stock fairseq softmax (median of per-round ratios, {result['config']['rounds']} interleaved "
+             f"rounds); absolute for {BASELINE}", head]
     for v in r:
-        cells = "".join(f"{m[v][k]:>18.1f}" if v == BASELINE else f"{r[v][k]:>17.3f}x" for k in keys)
-        rec = r[v].get("analysis_recording_on_over_off")
+        cells = "".join(f"{m[v][k]:>17.1f}" if v == BASELINE else f"{r[v][k]:>16.3f}x" for k in keys)
+        for key, _ in extra:
+            x = r[v].get(key)
+            cells += f"{'' if x is None else f'{x:.2f}x':>12}"
         mem = result["peak_memory_mib"].get(v)
-        lines.append(f"{v:<16}{cells}{'' if rec is None else f'{rec:.2f}x':>12}{'' if mem is None else f'{mem:.0f}':>10}")
+        lines.append(f"{v:<18}{cells}{'' if mem is None else f'{mem:.0f}':>10}")
+    if NOISE in r:
+        q = result["ratio_quartiles"][NOISE]
+        lines.append(f"noise floor ({NOISE}, an identical model): per-round ratio quartiles "
+                     + ", ".join(f"{k} {q[k][0]:.3f}..{q[k][1]:.3f}" for k in keys))
     lines.append("scaling (forward+backward seconds per sentence):")
     lengths = list(next(iter(result["scaling_s"].values())))
-    lines.append(f"{'variant':<16}" + "".join(f"{l:>10}" for l in lengths))
+    lines.append(f"{'variant':<18}" + "".join(f"{l:>10}" for l in lengths))
     for v, per in result["scaling_s"].items():
-        lines.append(f"{v:<16}" + "".join(f"{per[l]:>10.3f}" for l in lengths))
+        lines.append(f"{v:<18}" + "".join(f"{per[l]:>10.3f}" for l in lengths))
     return "\n".join(lines)
 
 
@@ -254,10 +314,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=8000)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--train-tokens", type=int, default=2048)
-    p.add_argument("--train-lengths", default="32,128")
+    p.add_argument("--train-lengths", default="16,32,128")
     p.add_argument("--decode-sentences", type=int, default=16)
     p.add_argument("--decode-length", type=int, default=24)
     p.add_argument("--scaling-lengths", default="64,128,256,512,1024")
@@ -289,10 +349,10 @@ def main() -> None:
         measure_round(models, args, device, raw)
     result = summarise(raw)
     result["scaling_s"] = scaling(models, args, device)
-    result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names}
+    result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names if v != NOISE}
     result["config"] = {
         "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "dtype": args.dtype, "rounds": args.rounds, "reps": args.reps,
         "model": f"{args.layers}+{args.layers} layers, {args.dim}/{4 * args.dim}, {args.heads} heads, vocab {args.vocab}",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),

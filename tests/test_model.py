@@ -84,3 +84,72 @@ def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
 def test_bad_combination_is_one_line_error(toy_data):
     with pytest.raises(SystemExit, match="--rela-variant applies only to --attention-activation rela"):
         build(toy_data, "--attention-activation", "softmax", "--rela-variant", "i")
+
+
+@pytest.mark.parametrize("activation", ["rela", "softmax"])
+def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activation):
+    """The generator fairseq-generate builds (task.build_generator) reaches the decoder's
+    set_beam_size: cross-attention keys are projected once per sentence, and the hypotheses are
+    identical to those of the unshared path."""
+    from fairseq.options import get_generation_parser, parse_args_and_arch
+
+    task, model = build(toy_data, "--attention-activation", activation)
+    gen_args = parse_args_and_arch(get_generation_parser(), [str(toy_data / "bin"), "--user-dir", USER_DIR,
+                                                            "--beam", "5", "--cpu"])
+    sample = _batch(task, 6)
+    kv_batch = []
+    cross = [m for m in model.modules() if isinstance(m, ReLAMultiheadAttention) and m.kind == "cross"]
+
+    def spy(module, weights, values, *rest):
+        kv_batch.append(values.size(0))
+
+    def run():
+        kv_batch.clear()
+        for m in cross:
+            m.recorder = spy
+        try:
+            with torch.no_grad():
+                return task.inference_step(generator, [model], sample)
+        finally:
+            for m in cross:
+                m.recorder = None
+
+    generator = task.build_generator([model], gen_args)
+    assert all(m.beam_size == 5 for m in cross)
+    shared = run()
+    assert set(kv_batch) == {6}  # 6 sentences' keys, not 30 beam copies
+    model.decoder.set_beam_size(1)
+    unshared = run()
+    assert set(kv_batch) == {30}
+    for a, b in zip(shared, unshared):
+        for ha, hb in zip(a, b):
+            assert torch.equal(ha["tokens"], hb["tokens"])
+            torch.testing.assert_close(ha["positional_scores"], hb["positional_scores"], atol=1e-4, rtol=1e-4)
+
+
+def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
+    """After beam search, the same model scores a batch of different sentences unchanged."""
+    task, model = build(toy_data)
+    sample = _batch(task, 5)
+    net = sample["net_input"]
+    with torch.no_grad():
+        first = net["prev_output_tokens"][:, :1]
+        encoder_out = model.encoder(net["src_tokens"], net["src_lengths"])
+        ref, _ = model.decoder(first, encoder_out, incremental_state={})
+        model.set_beam_size(5)  # 5 different sentences: nothing to share
+        out, _ = model.decoder(first, encoder_out, incremental_state={})
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
+    """A beam-1 search after a beam-5 one (set_beam_size stays 5) finds what a fresh model finds."""
+    task, model = build(toy_data)
+    sample = _batch(task, 5)
+    gen1 = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=12)
+    with torch.no_grad():
+        fresh = gen1.generate([model], sample)
+        SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_b=12).generate([model], sample)
+        stale = gen1.generate([model], sample)
+    for a, b in zip(fresh, stale):
+        assert torch.equal(a[0]["tokens"], b[0]["tokens"])
+        torch.testing.assert_close(a[0]["positional_scores"], b[0]["positional_scores"])

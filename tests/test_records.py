@@ -96,3 +96,19 @@ def test_single_head_summed_norm_equals_that_heads_weighted_norm(norm):
     for h in range(H):
         _, weighted, summed, _, _ = decompose(mha, captured["w"], captured["v"], captured["z"], heads=[h])
         torch.testing.assert_close(summed, weighted[:, h], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_decomposition_is_exact_in_training_mode_with_attention_dropout(activation):
+    """The recorder gets the weights after attention dropout: what the output was made of."""
+    torch.manual_seed(4)
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True,
+                                 dropout=0.5, kind="encoder_self").train()
+    q = torch.randn(6, 2, E)
+    with AttentionRecorder(mha, keep_vectors=True) as rec:
+        out, w = mha(q, q, q)
+    (r,) = rec.records[("encoder_self", 0)]
+    torch.testing.assert_close(r.vectors.sum(2) + r.bias, out.transpose(0, 1), atol=1e-5, rtol=1e-5)
+    dropped = (r.weights == 0) & (w.unsqueeze(0) > 0).expand(H, -1, -1, -1).transpose(0, 1)
+    assert dropped.any()  # dropout really acted on what was recorded

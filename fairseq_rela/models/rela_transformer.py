@@ -39,6 +39,12 @@ class RelaTransformerModel(TransformerModel):
         cfg = TransformerConfig.from_namespace(args)
         return RelaTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
 
+    def set_beam_size(self, beam_size: int) -> None:
+        """Called by fairseq's ``SequenceGenerator`` (``set_decoder_beam_size``); stock
+        ``TransformerModel`` stops here, so pass it to the decoder: its cross-attentions then project
+        the encoder states once per sentence and share them across the beam."""
+        self.decoder.set_beam_size(beam_size)
+
     @property
     def attention_options(self) -> AttentionOptions:
         return AttentionOptions.from_args(self.args)

@@ -42,12 +42,7 @@ class WordAligner:
     """Turns a hypothesis' attention matrix into word links (hard) or word scores (soft)."""
 
     def __init__(self, cfg: TranslationAlignmentConfig, src_dict, tgt_dict, soft: bool):
-        if cfg.alignment_merge not in ("auto",) + MERGE_STYLES:
-            raise ValueError(f"--alignment-merge: unknown value {cfg.alignment_merge!r}; "
-                             f"choose one of auto, {', '.join(MERGE_STYLES)}")
-        if cfg.alignment_merge_rule not in MERGE_RULES:
-            raise ValueError(f"--alignment-merge-rule: unknown value {cfg.alignment_merge_rule!r}; "
-                             f"choose one of {', '.join(MERGE_RULES)}")
+        check_alignment_options(cfg)
         auto = cfg.alignment_merge == "auto"
         self.src_style = detect_style(src_dict) if auto else cfg.alignment_merge
         self.tgt_style = detect_style(tgt_dict) if auto else cfg.alignment_merge

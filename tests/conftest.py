@@ -44,7 +44,7 @@ TRAIN_ARGS = (
 
 
 def train(toy_data: Path, activation: str, epochs: int, *extra: str) -> Path:
-    save = toy_data / f"ckpt-{activation}-{'-'.join(extra) or 'default'}"
+    save = toy_data / f"ckpt-{activation}-e{epochs}-{'-'.join(extra) or 'default'}"  # one model per settings
     if not (save / "checkpoint_last.pt").exists():
         run_cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS,
                 "--attention-activation", activation, "--max-epoch", str(epochs), "--save-dir", save, *extra)

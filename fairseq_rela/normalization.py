@@ -131,8 +131,7 @@ class RMSNorm(HeadNorm):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         if uniform_gain:  # ReLA-i's specialised initialisation
-            with torch.no_grad():
-                uniform_unit_scaling_(self.weight)
+            uniform_unit_scaling_(self.weight)
 
     def _inv_rms(self, z: Tensor) -> Tensor:
         return torch.rsqrt(z.float().pow(2).mean(-1, keepdim=True) + self.eps)
@@ -154,8 +153,7 @@ class GatedRMSNorm(RMSNorm):
             raise ValueError(f"--rela-gate-init: unknown value {gate_init!r}; choose one of {', '.join(GATE_INITS)}")
         self.gate = nn.Parameter(torch.ones(dim))
         if gate_init == "uniform":
-            with torch.no_grad():
-                uniform_unit_scaling_(self.gate)
+            uniform_unit_scaling_(self.gate)
 
     def forward(self, z: Tensor) -> Tensor:
         return rms_norm(z, self.weight, self.gate, self.eps)

@@ -7,9 +7,14 @@
 # updates or SECONDS, whichever comes first (the table reports the updates reached), then:
 # newstest2014 and RWTH beam-4 translations, the RWTH alignment sweep, per-layer link files.
 # Environment: MODELS ("DIR:VARIANT" list; DIR de-en or en-de), MAX_UPDATE, MAX_TOKENS, PROBE=1
-# (train only, no saving: a throughput probe), PRECISION (default "" = fp32: with --fp16 and --amp the
-# loss scale of ReLA collapsed on an H100, see README.md; pass --fp16 once that is fixed), LR.
+# (train only, no saving: a throughput probe), LR, EVAL=0 (train only; a later call resumes and
+# evaluates), DEADLINE (seconds after the start by which evaluation must have ended: each step gets the
+# time left, so the results are packed even when a step runs long), PRECISION: "" = fp32 (TF32
+# matmuls), --fp16, --amp, or auto (default): a 60-second --fp16 probe of ReLA-i and ReLA-g decides —
+# fp16 when their loss scale stays >= 1 (before the fix of the RMSNorm backward it fell to 0.125
+# within 200 updates, see README.md), else fp32.  The probe's logs and the decision are packed too.
 set -uo pipefail
+T_START=$(date +%s)
 BIN=$1; GOLD=$2; OUT=$3; SECONDS_TRAIN=${4:-360}
 MODELS=${MODELS:-"de-en:softmax de-en:sparsemax de-en:entmax15 de-en:rela-i de-en:rela-g en-de:softmax en-de:rela-g"}
 MAX_UPDATE=${MAX_UPDATE:-100000}; MAX_TOKENS=${MAX_TOKENS:-8192}
@@ -18,9 +23,14 @@ source "$REPO/scripts/gpu/setup.sh" || exit 1
 export PYTHONPATH="$REPO:$PYTHONPATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # several processes share 16 cores
 USER_DIR="$REPO/fairseq_rela"; W=${WORK:-/tmp/replication}; mkdir -p "$W" "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$W/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$W/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' >> "$W/gpu.txt"
 hours=$(python3 -c "print($SECONDS_TRAIN / 3600)")
+export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # fp32 runs use TF32 matmuls (fairseq has no option for it)
+left() {  # seconds left before DEADLINE (a large number without one)
+  local l=999999; [ -n "${DEADLINE:-}" ] && l=$(( DEADLINE - ($(date +%s) - T_START) ))
+  [ "$l" -lt 1 ] && l=1; echo "$l"
+}
 
 run_model() {  # DIR:VARIANT
   local dir=${1%%:*} v=${1#*:} src tgt act m
@@ -30,6 +40,7 @@ run_model() {  # DIR:VARIANT
     rela-i) act="--attention-activation rela --rela-variant i" ;;
     *) act="--attention-activation $v" ;;
   esac
+  local extra=${2:-} hours_m=${3:-$hours}
   local save="--save-dir $m/ckpt --no-epoch-checkpoints --save-interval 1000"  # a rerun resumes from checkpoint_last.pt
   [ "${PROBE:-0}" = 1 ] && save="--no-save"
   local t0=$(date +%s)
@@ -38,28 +49,45 @@ run_model() {  # DIR:VARIANT
       --optimizer adam --adam-betas '(0.9,0.98)' --adam-eps 1e-8 --lr "${LR:-1e-3}" --lr-scheduler inverse_sqrt \
       --warmup-updates 1000 --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0001 \
       --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens "$MAX_TOKENS" \
-      --max-update "$MAX_UPDATE" --stop-time-hours "$hours" --validate-interval-updates 500 ${PRECISION-} \
-      --seed 1 --num-workers 2 --log-format simple --log-interval "${LOG_INTERVAL:-100}" $save > "$m/train.log" 2>&1
+      --max-update "$MAX_UPDATE" --stop-time-hours "$hours_m" --validate-interval-updates 500 ${PRECISION-} $extra \
+      --seed 1 --num-workers 2 --log-format simple --log-interval "${LOG_INTERVAL:-100}" $save >> "$m/train.log" 2>&1  # appended: a resumed run keeps its history
   echo "train_seconds $(( $(date +%s) - t0 ))" > "$m/times.txt"
-  [ "${PROBE:-0}" = 1 ] && return
+  [ "${PROBE:-0}" = 1 ] || [ "${EVAL:-1}" = 0 ] && return
   local ck="$m/ckpt/checkpoint_last.pt" gold="$GOLD/alignment.talp"
   [ "$dir" = en-de ] && gold="$GOLD/alignment.en-de.talp"
   t0=$(date +%s)
-  fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
+  timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
       --gen-subset test --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
       --post-process sentencepiece > "$m/gen-newstest2014.txt" 2> "$m/gen-newstest2014.log"
   echo "decode_newstest2014_seconds $(( $(date +%s) - t0 ))" >> "$m/times.txt"
-  fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
+  timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
       --gen-subset test1 --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
       --post-process sentencepiece > "$m/gen-rwth.txt" 2> "$m/gen-rwth.log"
-  python3 -m fairseq_rela.cli.analyze "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" \
+  timeout "$(left)" python3 -m fairseq_rela.cli.analyze "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" \
       --path "$ck" --gen-subset test1 --gold-alignment "$gold" --output-dir "$m/analysis" --plot-sentences 0,1 \
       --max-tokens 4000 --no-progress-bar > "$m/analyze.log" 2>&1
-  python3 "$HERE/dump_links.py" "$BIN" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
+  timeout "$(left)" python3 "$HERE/dump_links.py" "$BIN" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
       --gen-subset test1 --out "$m/links" > "$m/dump_links.log" 2>&1
   python3 -c "from fairseq_rela.analysis.runner import trained_updates as t; print('updates', t('$ck'))" >> "$m/times.txt"
 }
 
+if [ "${PRECISION-auto}" = auto ] && [ -f "$W/fp16-probe/precision" ]; then  # a resumed run keeps its precision
+  PRECISION=$(cat "$W/fp16-probe/precision")
+elif [ "${PRECISION-auto}" = auto ]; then  # fp16 probe (see the header)
+  PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model de-en:rela-i "--max-update 400" 0.0167 &
+  PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model de-en:rela-g "--max-update 400" 0.0167 &
+  wait
+  mkdir -p "$W/fp16-probe"; verdict=--fp16
+  for v in rela-i rela-g; do
+    mv "$W/de-en-$v/train.log" "$W/fp16-probe/$v.log"; rm -rf "$W/de-en-$v"
+    scale=$(grep -o 'loss_scale=[0-9.e+-]*' "$W/fp16-probe/$v.log" | tail -1 | cut -d= -f2)
+    echo "$v: last loss_scale ${scale:-none}, $(grep -c 'gradient overflow' "$W/fp16-probe/$v.log") overflow steps" >> "$W/fp16-probe/verdict.txt"
+    python3 -c "import sys; sys.exit(0 if '${scale}' and float('${scale}') >= 1 else 1)" || verdict=""
+    grep -q "Minimum loss scale" "$W/fp16-probe/$v.log" && verdict=""
+  done
+  PRECISION=$verdict; echo "$verdict" > "$W/fp16-probe/precision"; echo "precision: ${PRECISION:-fp32 (TF32 matmuls)}" | tee -a "$W/fp16-probe/verdict.txt"
+fi
+echo "precision ${PRECISION:-fp32}" >> "$W/gpu.txt"
 for model in $MODELS; do run_model "$model" & done
 wait
 nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$W/gpu.txt"

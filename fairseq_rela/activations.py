@@ -5,11 +5,17 @@ Each function takes raw scores ``QKᵀ/√d_h`` of shape ``(..., tgt_len, src_le
 the function may overwrite (the attention passes ``q @ kᵀ``, whose backward does not need it).  ReLA's weights are the
 one-liner :func:`rela`; the normalisation that makes them trainable lives in
 :mod:`fairseq_rela.normalization`.
+
+:data:`ACTIVATIONS` maps each ``--attention-activation`` name to an :class:`Activation`: the function
+and what the rest of the code needs to know about it.  A new activation is one entry there.
 """
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
+
+from fairseq_rela.errors import OptionError
 
 # Finite stand-in for -inf in sparsemax/entmax: exact zeros need z_j < max(z) - 2, and a finite
 # value keeps fully-masked rows from producing NaN inside the sort-based solvers.
@@ -63,18 +69,33 @@ sparsemax.__doc__ = "sparsemax (Martins & Astudillo 2016), from the ``entmax`` p
 entmax15 = _entmax_family(_entmax15)
 entmax15.__doc__ = "1.5-entmax (Peters et al. 2019), from the ``entmax`` package."
 
-ACTIVATIONS: Dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {
-    "softmax": softmax,
-    "rela": rela,
-    "sparsemax": sparsemax,
-    "entmax15": entmax15,
-}
+WeightsFn = Callable[[Tensor, Optional[Tensor]], Tensor]
 
 
-def get_activation(name: str) -> Callable[[Tensor, Optional[Tensor]], Tensor]:
+@dataclass(frozen=True)
+class Activation:
+    """An attention activation: ``weights(scores, mask)``, and how the attention must treat it."""
+
+    name: str
+    weights: WeightsFn
+    needs_head_norm: bool = False  # unnormalised weights: the head outputs need ReLA's normaliser
+    fused_sdpa: bool = False  # torch's scaled_dot_product_attention computes exactly this (softmax)
+
+    def __call__(self, scores: Tensor, mask: Optional[Tensor]) -> Tensor:
+        return self.weights(scores, mask)
+
+
+ACTIVATIONS: Dict[str, Activation] = {a.name: a for a in (
+    Activation("softmax", softmax, fused_sdpa=True),
+    Activation("rela", rela, needs_head_norm=True),
+    Activation("sparsemax", sparsemax),
+    Activation("entmax15", entmax15),
+)}
+
+
+def get_activation(name: str) -> Activation:
+    """The :class:`Activation` called ``name``; :class:`~fairseq_rela.errors.OptionError` if none is."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"--attention-activation: unknown value {name!r}; choose one of {', '.join(ACTIVATIONS)}"
-        ) from None
+        raise OptionError.unknown("--attention-activation", name, ACTIVATIONS) from None

@@ -9,7 +9,8 @@ the weights, where the two are the same computation.
 
     y = W_O · N(concat_h Σ_j α^h_ij v^h_j) + b_O,   α^h = act(q^h k^hᵀ / √d_h)
 """
-from typing import Callable, Dict, Optional, Tuple
+from enum import Enum
+from typing import Dict, Optional, Protocol, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +19,36 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fairseq_rela.activations import get_activation
-from fairseq_rela.normalization import HeadNorm
+from fairseq_rela.normalization import HeadNorm, IdentityNorm
 
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 # Fused kernels softmax may use. cuDNN's (PyTorch's first choice on Hopper GPUs) is left out: it plans
 # anew for every (batch, T, S) shape, which MT's varying lengths make slow (scripts/gpu/sdpa_backends.py).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-# recorder(module, weights (B,H,T,S), values (B,H,S,d), head_outputs (T,B,E), output (T,B,E), key_padding_mask)
-Recorder = Callable[..., None]
+
+
+class AttentionKind(str, Enum):
+    """Where an attention sits; equal to its string value (``"cross"`` etc., as options and JSON write it)."""
+
+    ENCODER_SELF = "encoder_self"
+    DECODER_SELF = "decoder_self"
+    CROSS = "cross"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ATTENTION_KINDS: Tuple[str, ...] = tuple(k.value for k in AttentionKind)
+
+
+class Recorder(Protocol):
+    """Receives what one forward call of an attention did (see :mod:`fairseq_rela.recording`)."""
+
+    def __call__(self, module: "ReLAMultiheadAttention", weights: Tensor, values: Tensor, head_outputs: Tensor,
+                 output: Tensor, key_padding_mask: Optional[Tensor]) -> None:
+        """weights (B,H,T,S) as used (after dropout); values (B',H,S,d), B' dividing B; head_outputs z
+        (T,B,E), the normaliser's input; output (T,B,E); key_padding_mask (B',S) or None."""
+
 # a float attn_mask entry at or below this blocks the position (fairseq writes -1e8, or -1e4 in fp16)
 BLOCKED = -1e4
 
@@ -40,21 +63,23 @@ class ReLAMultiheadAttention(MultiheadAttention):
         *,
         activation: str = "softmax",
         head_norm: Optional[HeadNorm] = None,
-        kind: str = "",
+        kind: Optional[str] = None,
         **kwargs,
     ):
         unsupported = [k for k in ("add_bias_kv", "add_zero_attn", "xformers_att_config") if kwargs.get(k)]
         if unsupported:
             raise ValueError(f"ReLAMultiheadAttention does not support {', '.join(unsupported)}")
         super().__init__(embed_dim, num_heads, **kwargs)
-        self.activation = activation
-        self.weights_fn = get_activation(activation)
-        self.head_norm = head_norm if head_norm is not None else HeadNorm()
-        self.kind = kind  # "encoder_self" | "decoder_self" | "cross", for analysis
+        self.spec = get_activation(activation)
+        self.activation = self.spec.name
+        self.head_norm = head_norm if head_norm is not None else IdentityNorm()
+        # the layers name it; a bare module is cross-attention when it attends to an encoder
+        self.kind = AttentionKind(kind) if kind else (
+            AttentionKind.CROSS if self.encoder_decoder_attention else AttentionKind.ENCODER_SELF)
         self.recorder: Optional[Recorder] = None  # None: recording off and free
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, activation={self.activation!r}"
+        return f"kind={self.kind.value!r}, activation={self.activation!r}"
 
     def forward(
         self,
@@ -84,7 +109,7 @@ class ReLAMultiheadAttention(MultiheadAttention):
         mask, bias = self._mask(key_padding_mask, attn_mask, group)
 
         weights: Optional[Tensor] = None
-        if self.activation == "softmax" and not need_weights and self.recorder is None:
+        if self.spec.fused_sdpa and not need_weights and self.recorder is None:
             p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
             sdpa_mask = None if mask is None else ~mask
             if bias is not None:  # additive: SDPA adds a float mask to the scores
@@ -96,7 +121,7 @@ class ReLAMultiheadAttention(MultiheadAttention):
             scores = q @ k.transpose(-1, -2)
             if bias is not None:
                 scores += bias
-            weights = self.weights_fn(scores, mask)
+            weights = self.spec.weights(scores, mask)
             used = self.dropout_module(weights)  # what the output is made of (training: dropped out)
             ctx = used @ v
         if group > 1:

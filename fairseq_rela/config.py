@@ -1,17 +1,27 @@
-"""Command-line options that choose the attention function, shared by model and tools."""
+"""Command-line options that choose the attention function: declared once, checked once.
+
+:meth:`AttentionOptions.from_args` runs where fairseq parses the command line (the architecture
+functions) and when a model is built; every bad value or combination is one
+:class:`~fairseq_rela.errors.OptionError` line.  The modules below it receive checked values.
+"""
 import argparse
+import functools
 from dataclasses import dataclass
 from typing import Tuple
 
-from fairseq_rela.activations import ACTIVATIONS
-from fairseq_rela.normalization import GATE_INITS, NORMS, VARIANTS
+from fairseq_rela.activations import ACTIVATIONS, get_activation
+from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.errors import OptionError, check_choice
+from fairseq_rela.normalization import GATE_INITS, NORMS, VARIANTS, HeadNorm, IdentityNorm, build_head_norm
 
-ATTENTION_KINDS = ("encoder_self", "decoder_self", "cross")
+RELA_FLAGS = (("--rela-variant", "rela_variant", VARIANTS), ("--rela-norm", "rela_norm", NORMS),
+              ("--rela-gate-init", "rela_gate_init", GATE_INITS))
 
 
 @dataclass(frozen=True)
 class AttentionOptions:
-    """Which activation each attention uses; ReLA's normaliser settings."""
+    """Which activation each attention uses; the head normaliser's settings (for activations that
+    need one: ReLA)."""
 
     activation: str = "rela"
     rela_variant: str = "g"
@@ -23,33 +33,41 @@ class AttentionOptions:
         """The activation of one attention kind; the others keep softmax."""
         return self.activation if kind in self.apply_to else "softmax"
 
+    def head_norm_for(self, kind: str, dim: int) -> HeadNorm:
+        """A fresh normaliser for one attention of ``kind`` with ``dim`` channels."""
+        if not get_activation(self.activation_for(kind)).needs_head_norm:
+            return IdentityNorm()
+        return build_head_norm(self.rela_norm, self.rela_variant, dim, self.rela_gate_init)
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "AttentionOptions":
-        activation = getattr(args, "attention_activation", None) or "softmax"
-        variant = getattr(args, "rela_variant", None)
-        norm = getattr(args, "rela_norm", None)
-        gate_init = getattr(args, "rela_gate_init", None)
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"--attention-activation: unknown value {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
-            )
-        for flag, value, allowed in (("--rela-variant", variant, VARIANTS), ("--rela-norm", norm, NORMS),
-                                     ("--rela-gate-init", gate_init, GATE_INITS)):
-            if value is not None and value not in allowed:
-                raise ValueError(f"{flag}: unknown value {value!r}; choose one of {', '.join(allowed)}")
-            if value is not None and activation != "rela":
-                raise ValueError(f"{flag} applies only to --attention-activation rela (got {activation!r})")
-        apply_to = getattr(args, "attention_activation_in", None) or ",".join(ATTENTION_KINDS)
-        kinds = tuple(k.strip() for k in apply_to.split(",") if k.strip())
-        bad = [k for k in kinds if k not in ATTENTION_KINDS]
-        if bad or not kinds:
-            raise ValueError(
-                f"--attention-activation-in: unknown value {(','.join(bad) or apply_to)!r}; "
-                f"use a comma-separated subset of {','.join(ATTENTION_KINDS)}"
-            )
-        if gate_init is not None and ((variant or "g"), (norm or "rms")) != ("g", "rms"):
-            raise ValueError("--rela-gate-init applies only to ReLA-g (--rela-variant g --rela-norm rms)")
-        return cls(activation, variant or "g", norm or "rms", gate_init or "uniform", kinds)
+        """Check and collect the options of ``args`` (missing ones take their defaults); each distinct
+        set of values is checked once (every attention module of a model asks)."""
+        return _checked(getattr(args, "attention_activation", None) or "softmax",
+                        *(getattr(args, name, None) for _, name, _ in RELA_FLAGS),
+                        getattr(args, "attention_activation_in", None) or ",".join(ATTENTION_KINDS))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(activation: str, variant, norm, gate_init, apply_to: str) -> AttentionOptions:
+    spec = get_activation(activation)
+    given = {}
+    for (flag, name, allowed), value in zip(RELA_FLAGS, (variant, norm, gate_init)):
+        if value is None:
+            continue
+        check_choice(flag, value, allowed)
+        if not spec.needs_head_norm:
+            raise OptionError(f"{flag} applies only to --attention-activation rela (got {activation!r})")
+        given[name] = value
+    kinds = tuple(k.strip() for k in apply_to.split(",") if k.strip())
+    bad = [k for k in kinds if k not in ATTENTION_KINDS]
+    if bad or not kinds:
+        raise OptionError.unknown("--attention-activation-in", ",".join(bad) or apply_to, ATTENTION_KINDS,
+                                  what="use a comma-separated subset of")
+    options = AttentionOptions(activation, apply_to=kinds, **given)
+    if "rela_gate_init" in given and (options.rela_variant, options.rela_norm) != ("g", "rms"):
+        raise OptionError("--rela-gate-init applies only to ReLA-g (--rela-variant g --rela-norm rms)")
+    return options
 
 
 def add_attention_args(parser: argparse.ArgumentParser) -> None:

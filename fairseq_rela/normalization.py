@@ -15,6 +15,7 @@ identity or (LayerNorm) the centring map, and ``s = r · g ⊙ q``: a per-query 
 gain ``g`` and (gate, LayerNorm) a per-query vector ``q``.  :meth:`HeadNorm.linearize` returns these
 parts so the norm-based analysis can fold them into ``f(x)`` exactly, and cheaply when ``q`` is absent.
 """
+import abc
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -22,6 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fairseq_rela.errors import check_choice
 
 NORMS = ("rms", "layer", "none")
 VARIANTS = ("g", "i")
@@ -110,16 +113,27 @@ def rms_norm(z: Tensor, weight: Tensor, gate: Optional[Tensor] = None, eps: floa
     return _RMSNormFunction.apply(z, weight, gate, eps)
 
 
-class HeadNorm(nn.Module):
-    """Identity (``--rela-norm none``)."""
+class HeadNorm(nn.Module, abc.ABC):
+    """A normaliser of the concatenated head outputs ``z`` (T,B,E), affine in ``z`` per query."""
 
     eps: float = 1e-8
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor) -> Tensor:
+        """``N(z)``, in ``z``'s dtype."""
+
+    @abc.abstractmethod
+    def linearize(self, z: Tensor) -> Linearization:
+        """The per-query affine form of this normaliser at ``z`` (for the norm decomposition)."""
+
+
+class IdentityNorm(HeadNorm):
+    """No normalisation (softmax, sparsemax, entmax; ReLA with ``--rela-norm none``)."""
 
     def forward(self, z: Tensor) -> Tensor:
         return z
 
     def linearize(self, z: Tensor) -> Linearization:
-        """The per-query affine form of this normaliser at ``z``."""
         return Linearization()
 
 
@@ -149,8 +163,7 @@ class GatedRMSNorm(RMSNorm):
 
     def __init__(self, dim: int, gate_init: str = "uniform"):
         super().__init__(dim)
-        if gate_init not in GATE_INITS:
-            raise ValueError(f"--rela-gate-init: unknown value {gate_init!r}; choose one of {', '.join(GATE_INITS)}")
+        check_choice("--rela-gate-init", gate_init, GATE_INITS)
         self.gate = nn.Parameter(torch.ones(dim))
         if gate_init == "uniform":
             uniform_unit_scaling_(self.gate)
@@ -183,13 +196,12 @@ class HeadLayerNorm(HeadNorm):
 
 
 def build_head_norm(norm: str, variant: str, dim: int, gate_init: str = "uniform") -> HeadNorm:
-    """The normaliser for ``--rela-norm`` / ``--rela-variant``."""
-    if norm not in NORMS:
-        raise ValueError(f"--rela-norm: unknown value {norm!r}; choose one of {', '.join(NORMS)}")
-    if variant not in VARIANTS:
-        raise ValueError(f"--rela-variant: unknown value {variant!r}; choose one of {', '.join(VARIANTS)}")
+    """The normaliser for ``--rela-norm`` / ``--rela-variant`` (values as :mod:`fairseq_rela.config`
+    checks them; a bad one is an :class:`~fairseq_rela.errors.OptionError`)."""
+    check_choice("--rela-norm", norm, NORMS)
+    check_choice("--rela-variant", variant, VARIANTS)
     if norm == "none":
-        return HeadNorm()
+        return IdentityNorm()
     if norm == "layer":
         return HeadLayerNorm(dim)
     return GatedRMSNorm(dim, gate_init) if variant == "g" else RMSNorm(dim, uniform_gain=True)

@@ -38,8 +38,8 @@ from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
 
-import fairseq_rela  # noqa: F401
-from fairseq_rela.analysis.records import AttentionRecorder
+import fairseq_rela.models  # noqa: F401  (registers rela_transformer)
+from fairseq_rela.recording import AlignmentSource, AttentionRecorder
 
 VARIANTS = {
     "fairseq-softmax": ["--arch", "transformer"],
@@ -123,7 +123,7 @@ def measure_round(models, args, device, results) -> None:
         with torch.no_grad():
             sec = timed(lambda: gen.generate([model], sample), device, 1)
         r.setdefault("decode_sent_s", []).append(src.size(0) / sec)
-        if hasattr(model.decoder, "set_alignment"):
+        if hasattr(model.decoder, "reporting"):
             model.decoder.set_beam_size(1)  # cross-attention keys per hypothesis, as stock fairseq
             with torch.no_grad():
                 unshared = timed(lambda: gen.generate([model], sample), device, 1)
@@ -133,7 +133,7 @@ def measure_round(models, args, device, results) -> None:
                 for key, x in alignment_costs(model, d, sample, args).items():
                     r.setdefault(key, []).append(x)
         src, lens, prev, tgt = batch(d, max(1, args.train_tokens // 64), 64, device)
-        if hasattr(model.decoder, "set_alignment"):
+        if hasattr(model.decoder, "reporting"):
             recorder = AttentionRecorder(model)
             with torch.no_grad():
                 off = timed(lambda: model(src, lens, prev), device, args.reps)
@@ -164,12 +164,9 @@ def alignment_costs(model, d, sample, args) -> dict:
         base = timed(lambda: plain.generate([model], sample), device, 1)
         for source in ("weights", "norms"):
             cfg = TranslationAlignmentConfig(alignment_source=source, alignment_merge="none")
-            aligned = AlignmentSequenceGenerator([model], d, aligner=WordAligner(cfg, d, d, soft=False), **kwargs)
-            model.decoder.set_alignment(source)
-            try:
-                out[f"align_{source}_over_plain"] = timed(lambda: aligned.generate([model], sample), device, 1) / base
-            finally:
-                model.decoder.alignment = None
+            aligned = AlignmentSequenceGenerator([model], d, aligner=WordAligner(cfg, d, d, soft=False),
+                                                 source=AlignmentSource(source), **kwargs)
+            out[f"align_{source}_over_plain"] = timed(lambda: aligned.generate([model], sample), device, 1) / base
     return out
 
 
@@ -288,9 +285,10 @@ def format_table(result: dict) -> str:
 
 
 def plot_scaling(result: dict, path: str) -> None:
-    from fairseq_rela.analysis.plots import _plt, _save
+    from fairseq_rela.analysis.plots import pyplot
+    from fairseq_rela.cli.files import save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for v, per in result["scaling_s"].items():
         ax.plot([int(l) for l in per], list(per.values()), marker="o", label=v)
@@ -301,7 +299,7 @@ def plot_scaling(result: dict, path: str) -> None:
     ax.set_title(f"cost vs length ({result['config']['device']})", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ links, one line per sentence of ``--gen-subset`` in id order (subwords merged as
 import argparse
 import os
 
-import fairseq_rela  # noqa: F401  (registers the model, allow-lists checkpoint globals)
-from fairseq_rela.analysis.alignment import align, detect_style
+from fairseq_rela.alignment.links import merge_styles
 from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint
+from fairseq_rela.analysis.sweep import LinkSweep
+from fairseq_rela.cli.files import write_text
 
 
 def main() -> None:
@@ -27,20 +28,17 @@ def main() -> None:
     args = p.parse_args()
     overrides = {k: v for k, v in (("source_lang", args.source_lang), ("target_lang", args.target_lang)) if v}
     model, task = load_checkpoint(args.path, data=args.data, **overrides)
-    src_style, tgt_style = detect_style(task.source_dictionary), detect_style(task.target_dictionary)
-    links = {}
+    sweep = LinkSweep(*merge_styles("auto", task.source_dictionary, task.target_dictionary), per_head=False)
+    n = 0
     for sent in iter_sentences(model, task, args.gen_subset, kinds=("cross",), max_tokens=args.max_tokens):
-        for (_, layer), maps in sent.maps.items():
-            for source, matrix in (("weights", maps["weights"].mean(0)), ("norms", maps["summed_norm"])):
-                for shift in (False, True):
-                    found, _ = align(matrix, sent.src, sent.tgt_out[:-1], shift, src_style, tgt_style)
-                    links.setdefault((source, "AWI" if shift else "AWO", layer), {})[sent.id] = found
+        sweep.update(sent)
+        n += 1
     os.makedirs(args.out, exist_ok=True)
-    for (source, shift, layer), by_id in links.items():
-        with open(os.path.join(args.out, f"links-{source}-{shift}-L{layer}.txt"), "w", encoding="utf-8") as f:
-            for i in range(len(by_id)):
-                f.write(" ".join(f"{s}-{t}" for s, t in sorted(by_id[i])) + "\n")
-    print(f"dump_links: {len(links)} files, {len(next(iter(links.values())))} sentences each, in {args.out}")
+    for config in sweep.hyps:
+        lines = [" ".join(f"{s}-{t}" for s, t in sorted(links)) for links in sweep.links(config, n)]
+        write_text(os.path.join(args.out, f"links-{config.source}-{config.shift}-L{config.layer}.txt"),
+                   "".join(line + "\n" for line in lines))
+    print(f"dump_links: {len(sweep.hyps)} files, {n} sentences each, in {args.out}")
 
 
 if __name__ == "__main__":

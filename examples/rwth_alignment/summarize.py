@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from fairseq_rela.analysis.plots import _plt, _save
+from fairseq_rela.analysis.plots import pyplot
+from fairseq_rela.cli.files import save_figure
 
 CONFIGS = ("weights-AWO", "weights-AWI", "norms-AWO", "norms-AWI")
 STYLES = {"norms-AWO": "-", "weights-AWO": "--", "norms-AWI": "-.", "weights-AWI": ":"}
@@ -61,7 +62,7 @@ def table(runs: List[Run]) -> List[str]:
 
 
 def plot(runs: List[Run], baselines: Dict[str, dict], path: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     variants = sorted({r.variant for r in runs})
     colours = {v: f"C{i}" for i, v in enumerate(variants)}
@@ -86,7 +87,7 @@ def plot(runs: List[Run], baselines: Dict[str, dict], path: str) -> None:
     left.set_xlabel("decoder layer (most trained model of each variant)")
     right.set_xlabel("training updates (best layer of each source x shift)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -1,2 +1,3 @@
-"""Attention analysis: weights and vector norms (Kobayashi et al. 2020) for every layer and head."""
-from fairseq_rela.analysis.records import AttentionRecord, AttentionRecorder, decompose  # noqa: F401
+"""Attention analysis of trained models: :mod:`.runner` (teacher-forced passes yielding one
+:class:`~fairseq_rela.recording.SentenceAttention` per pair), :mod:`.statistics`, :mod:`.sweep`
+(alignment error by layer and head) and :mod:`.plots`.  Files are written by :mod:`fairseq_rela.cli`."""

@@ -1,11 +1,12 @@
-"""Figures: per-layer/head heatmaps of sparsity and null rate; weight-vs-norm attention maps."""
-import os
+"""Figures: per-layer/head heatmaps of sparsity and null rate; weight-vs-norm attention maps; AER by
+layer.  Each function returns a matplotlib figure; :func:`fairseq_rela.cli.files.save_figure` saves it."""
 from typing import List, Optional
 
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), quiet."""
     import logging
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq leaves the root logger at DEBUG
@@ -17,16 +18,9 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str) -> None:
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    _plt().close(fig)
-
-
-def plot_head_heatmaps(stats: dict, path: str, title: str = "") -> None:
+def plot_head_heatmaps(stats: dict, title: str = ""):
     """Rows: attention kinds; columns: sparsity and null rate, each a layer x head heatmap."""
-    plt = _plt()
+    plt = pyplot()
     kinds = list(stats["attention"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(8, 2.4 * len(kinds)), squeeze=False)
     for r, kind in enumerate(kinds):
@@ -46,21 +40,21 @@ def plot_head_heatmaps(stats: dict, path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
-def plot_weight_vs_norm(sent, kind: str, path: str, layers: Optional[List[int]] = None) -> None:
+def plot_weight_vs_norm(sent, kind: str, layers: Optional[List[int]] = None):
     """For one sentence: per layer, α (mean over heads) beside ‖Σ_h α f(x)‖, same axes."""
-    plt = _plt()
-    keys = sorted(l for k, l in sent.maps if k == kind)
+    plt = pyplot()
+    keys = sorted(l for k, l in sent.records if k == kind)
     keys = [l for l in keys if layers is None or l in layers]
     queries, key_tokens = sent.tokens(kind)
     fig, axes = plt.subplots(len(keys), 2, figsize=(2 + 0.45 * len(key_tokens) * 2, 0.4 * len(queries) * len(keys) + 1),
                              squeeze=False)
     for r, layer in enumerate(keys):
-        maps = sent.maps[(kind, layer)]
-        for c, (name, mat) in enumerate((("weight α (head mean)", maps["weights"].mean(0)),
-                                         ("norm ‖Σh α f(x)‖", maps.get("summed_norm")))):
+        record = sent.records[(kind, layer)]
+        for c, (name, mat) in enumerate((("weight α (head mean)", record.matrix("weights")),
+                                         ("norm ‖Σh α f(x)‖", record.matrix("norms") if record.has_norms else None))):
             ax = axes[r, c]
             if mat is None:
                 ax.axis("off")
@@ -73,4 +67,23 @@ def plot_weight_vs_norm(sent, kind: str, path: str, layers: Optional[List[int]] 
             ax.set_yticklabels(queries, fontsize=7)
     fig.suptitle(f"sentence {sent.id}, {kind} attention", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def plot_sweep(out: dict):
+    """AER by decoder layer for each source and shift (the sweep's JSON), baselines as lines."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, per_layer in out["per_layer"].items():
+        layers = sorted(per_layer, key=int)
+        ax.plot([int(l) for l in layers], [100 * per_layer[l] for l in layers], marker="o",
+                linestyle="-" if name.startswith("norms") else "--", label=name)
+    for name, r in out["baselines"].items():
+        ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
+        ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("AER (%)")
+    ax.set_title("alignment error by layer (teacher-forced)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

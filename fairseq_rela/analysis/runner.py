@@ -4,45 +4,22 @@ sentence by sentence, what every attention did (weights and norms, every layer a
     from fairseq_rela.analysis.runner import load_checkpoint, iter_sentences
     model, task = load_checkpoint("checkpoints/checkpoint_best.pt", data="data-bin")
     for sent in iter_sentences(model, task, subset="test", max_tokens=4000):
-        sent.maps[("cross", 1)]["weighted_norm"]   # (heads, tgt_len, src_len) numpy array
+        sent.records[("cross", 1)].weighted_norm   # (heads, tgt_len, src_len) numpy array
 
 Batched; memory grows with the batch, not with the data set.  Runs on the model's device.
 """
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from fairseq import checkpoint_utils, utils
 from fairseq.data import LanguagePairDataset
 
-import fairseq_rela  # noqa: F401  (checkpoint allow-list, model registration)
-from fairseq_rela.analysis.records import AttentionRecorder
-from fairseq_rela.config import ATTENTION_KINDS
+from fairseq_rela import models, tasks  # noqa: F401  (registers the model and tasks, allow-lists checkpoints)
+from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_sentences
 
-Key = Tuple[str, int]  # (kind, layer)
-
-
-@dataclass
-class SentenceAttention:
-    """One sentence pair's attention maps, padding removed.
-
-    ``src``: source tokens (ending in ``</s>``); ``tgt_in``: decoder input tokens (``</s> y1 .. yn``);
-    ``tgt_out``: the tokens each decoder position predicts (``y1 .. yn </s>``).
-    ``maps[(kind, layer)]``: ``weights``, ``weighted_norm`` (H,T,S), ``fx_norm`` (H,T|1,S),
-    ``summed_norm`` (T,S); queries T and keys S are positions of ``src`` (encoder) or ``tgt_in``.
-    """
-
-    id: int
-    src: List[str]
-    tgt_in: List[str]
-    tgt_out: List[str]
-    maps: Dict[Key, Dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def tokens(self, kind: str) -> Tuple[List[str], List[str]]:
-        """(query tokens, key tokens) of an attention kind."""
-        return {"encoder_self": (self.src, self.src), "decoder_self": (self.tgt_in, self.tgt_in),
-                "cross": (self.tgt_in, self.src)}[kind]
+__all__ = ["SentenceAttention", "iter_batches", "iter_sentences", "load_checkpoint", "sentence_dataset",
+           "split_sentences", "trained_updates"]
 
 
 def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str] = None,
@@ -111,35 +88,3 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
         with torch.no_grad(), recorder:
             model(**sample["net_input"])
         yield from split_sentences(sample, recorder, src_dict, tgt_dict)
-
-
-def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
-    """Cut a batch's records into per-sentence maps without padding."""
-    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
-    target = sample["target"]
-    for b in range(src_tokens.size(0)):
-        src_keep = src_tokens[b].ne(src_dict.pad())
-        tgt_keep = target[b].ne(tgt_dict.pad())
-        sent = SentenceAttention(
-            id=int(sample["id"][b]),
-            src=[src_dict[t] for t in src_tokens[b][src_keep].tolist()],
-            tgt_in=[tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
-            tgt_out=[tgt_dict[t] for t in target[b][tgt_keep].tolist()],
-        )
-        for (kind, layer), records in recorder.records.items():
-            (rec,) = records
-            q_keep, k_keep = {"encoder_self": (src_keep, src_keep), "decoder_self": (tgt_keep, tgt_keep),
-                              "cross": (tgt_keep, src_keep)}[kind]
-            maps = {}
-            for name in ("weights", "weighted_norm", "fx_norm", "summed_norm"):
-                value = getattr(rec, name)
-                if value is None:
-                    continue
-                value = value[b]
-                if name == "summed_norm":
-                    value = value[q_keep][:, k_keep]
-                else:
-                    value = value[:, q_keep if value.size(1) > 1 else slice(None)][:, :, k_keep]
-                maps[name] = value.cpu().numpy()
-            sent.maps[(kind, layer)] = maps
-        yield sent

@@ -11,15 +11,19 @@ per layer:
   normalised to 1 — Kobayashi et al.'s "big weight, small norm" for special tokens;
 - ``fx_norm_mean``: mean ``‖f(x)‖`` per key category; ``spearman_weight_fx``: rank correlation of
   ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap).
+
+Each statistic is one small class (:class:`Statistic`: ``update`` per sentence, ``result`` as JSON
+fields, ``format`` as a ``stats.txt`` column); :class:`AttentionStatistics` keeps one of each per
+attention kind and layer.  A new statistic is one class added to :data:`STATISTICS`.
 """
-import json
 import math
 import string
-from typing import Dict, Iterable, List, Set
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Set, Tuple, Type
 
 import numpy as np
 
-from fairseq_rela.analysis.runner import SentenceAttention
+from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
 CATEGORIES = ("eos", "punct", "frequent", "other")
 _PUNCT = set(string.punctuation) | set("«»„“”‘’–—…")
@@ -68,93 +72,6 @@ def head_jsd_rows(weights: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(n >= 2, jsd, np.nan)
 
 
-class AttentionStatistics:
-    """Accumulates statistics sentence by sentence; :meth:`result` gives a JSON-ready dict."""
-
-    def __init__(self, src_frequent: Set[str], tgt_frequent: Set[str], correlation_cap: int = 200_000,
-                 weights_only: bool = False):
-        self.frequent = {"src": src_frequent, "tgt": tgt_frequent}
-        self.cap = correlation_cap
-        self.weights_only = weights_only  # sparsity and null rate only (cheap, for validation logging)
-        self.acc: Dict[tuple, Dict[str, object]] = {}
-        self.sentences = 0
-
-    def _slot(self, key, heads: int) -> Dict[str, object]:
-        if key not in self.acc:
-            self.acc[key] = {
-                "zeros": np.zeros(heads), "valid": np.zeros(heads), "null_rows": np.zeros(heads), "rows": 0,
-                "jsd_sum": 0.0, "jsd_rows": 0,
-                "share_w": np.zeros(len(CATEGORIES)), "share_n": np.zeros(len(CATEGORIES)), "share_rows": 0,
-                "fx_sum": np.zeros(len(CATEGORIES)), "fx_count": np.zeros(len(CATEGORIES)),
-                "corr_w": [], "corr_f": [], "corr_n": 0,
-            }
-        return self.acc[key]
-
-    def update(self, sent: SentenceAttention) -> None:
-        self.sentences += 1
-        for (kind, layer), maps in sent.maps.items():
-            w = maps["weights"]
-            H, T, S = w.shape
-            valid = np.tril(np.ones((T, S), bool)) if kind == "decoder_self" else np.ones((T, S), bool)
-            a = self._slot((kind, layer), H)
-            a["zeros"] += ((w == 0) & valid).sum((1, 2))
-            a["valid"] += valid.sum()
-            a["null_rows"] += ((w * valid) == 0).all(-1).sum(-1)
-            a["rows"] += T
-            if self.weights_only:
-                continue
-            jsd = head_jsd_rows(w, valid)
-            a["jsd_sum"] += float(np.nansum(jsd))
-            a["jsd_rows"] += int((~np.isnan(jsd)).sum())
-            keys = sent.tokens(kind)[1]
-            cats = categorise(keys, self.frequent["src" if kind != "decoder_self" else "tgt"])
-            onehot = np.eye(len(CATEGORIES))[cats]  # (S, C)
-            mean_w = w.mean(0)
-            a["share_w"] += _row_shares(mean_w, onehot)
-            if "summed_norm" in maps:
-                a["share_n"] += _row_shares(maps["summed_norm"], onehot)
-                fx = np.broadcast_to(maps["fx_norm"], w.shape)
-                a["fx_sum"] += (np.where(valid[None], fx, 0).sum((0, 1)) @ onehot)
-                a["fx_count"] += (np.broadcast_to(valid[None], w.shape).sum((0, 1)) @ onehot)
-                if a["corr_n"] < self.cap:
-                    sel = np.broadcast_to(valid[None], w.shape)
-                    a["corr_w"].append(w[sel])
-                    a["corr_f"].append(fx[sel])
-                    a["corr_n"] += int(sel.sum())
-            a["share_rows"] += T
-
-    def counts_by_kind(self):
-        """``(kind, zeros, valid, null_rows, rows)`` summed over layers and heads."""
-        for kind in sorted({k for k, _ in self.acc}):
-            slots = [a for (k, _), a in self.acc.items() if k == kind]
-            yield (kind, float(sum(a["zeros"].sum() for a in slots)), float(sum(a["valid"].sum() for a in slots)),
-                   float(sum(a["null_rows"].sum() for a in slots)), float(sum(a["rows"] * len(a["zeros"]) for a in slots)))
-
-    def result(self) -> dict:
-        from scipy.stats import spearmanr
-
-        out: Dict[str, dict] = {}
-        for (kind, layer), a in sorted(self.acc.items()):
-            layer_stats = {
-                "sparsity": (a["zeros"] / a["valid"]).tolist(),
-                "null_rate": (a["null_rows"] / a["rows"]).tolist(),
-                "head_jsd": a["jsd_sum"] / a["jsd_rows"] if a["jsd_rows"] else None,
-                "token_share": {c: {"weight": a["share_w"][i] / max(a["share_rows"], 1),
-                                    "norm": a["share_n"][i] / max(a["share_rows"], 1)}
-                                for i, c in enumerate(CATEGORIES)},
-            }
-            layer_stats["sparsity_mean"] = float(np.mean(layer_stats["sparsity"]))
-            layer_stats["null_rate_mean"] = float(np.mean(layer_stats["null_rate"]))
-            if a["corr_w"]:
-                ws, fs = np.concatenate(a["corr_w"]), np.concatenate(a["corr_f"])
-                rho = spearmanr(ws, fs).statistic if ws.std() > 0 and fs.std() > 0 else None
-                layer_stats["spearman_weight_fx"] = None if rho is None or math.isnan(rho) else float(rho)
-                layer_stats["fx_norm_mean"] = {c: (a["fx_sum"][i] / a["fx_count"][i] if a["fx_count"][i] else None)
-                                               for i, c in enumerate(CATEGORIES)}
-            out.setdefault(kind, {})[str(layer)] = layer_stats
-        return {"sentences": self.sentences, "attention": out}
-
-
 def _row_shares(matrix: np.ndarray, onehot: np.ndarray) -> np.ndarray:
     """Sum over rows of each category's share of the row's mass (null rows count as nothing)."""
     mass = matrix.sum(-1, keepdims=True)
@@ -162,20 +79,246 @@ def _row_shares(matrix: np.ndarray, onehot: np.ndarray) -> np.ndarray:
     return (p @ onehot).sum(0)
 
 
+@dataclass
+class Keys:
+    """What the statistics know of one record's keys: which (query, key) cells may be attended
+    (decoder self-attention: up to the query) and each key's category (one-hot, (S, C))."""
+
+    valid: np.ndarray  # (T, S) bool
+    categories: np.ndarray  # (S, C)
+
+
+class Statistic:
+    """One statistic of one attention kind and layer, accumulated sentence by sentence."""
+
+    header = ""  # its stats.txt column ("" for none)
+    needs_norms = False  # updated only when the records hold norms
+
+    def __init__(self, heads: int):
+        self.heads = heads
+
+    def update(self, record: AttentionRecord, keys: Keys) -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        """JSON fields of ``stats.json`` (none when nothing was seen)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def format(fields: dict) -> str:
+        """Its stats.txt cell for a layer's JSON fields."""
+        return ""
+
+
+class Sparsity(Statistic):
+    """Share of exactly-zero weights among the attendable positions, per head."""
+
+    header = f"{'sparsity':>9}"
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.zeros, self.valid = np.zeros(heads), np.zeros(heads)
+
+    def update(self, record, keys):
+        zeros, valid, _, _ = record.zero_counts()
+        self.zeros += zeros
+        self.valid += valid
+
+    def result(self):
+        sparsity = self.zeros / self.valid
+        return {"sparsity": sparsity.tolist(), "sparsity_mean": float(np.mean(sparsity))}
+
+    @staticmethod
+    def format(fields):
+        return f"{fields['sparsity_mean']:>9.3f}"
+
+
+class NullRate(Statistic):
+    """Share of query rows with no positive weight ("null attention"), per head."""
+
+    header = f"{'null':>7}"
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.null_rows, self.rows = np.zeros(heads), 0
+
+    def update(self, record, keys):
+        _, _, null_rows, rows = record.zero_counts()
+        self.null_rows += null_rows
+        self.rows += rows
+
+    def result(self):
+        rate = self.null_rows / self.rows
+        return {"null_rate": rate.tolist(), "null_rate_mean": float(np.mean(rate))}
+
+    @staticmethod
+    def format(fields):
+        return f"{fields['null_rate_mean']:>7.3f}"
+
+
+class HeadJSD(Statistic):
+    """Mean over rows of the generalised Jensen–Shannon divergence between the heads, in nats."""
+
+    header = f"{'JSD':>6}"
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.total, self.rows = 0.0, 0
+
+    def update(self, record, keys):
+        jsd = head_jsd_rows(record.weights, keys.valid)
+        self.total += float(np.nansum(jsd))
+        self.rows += int((~np.isnan(jsd)).sum())
+
+    def result(self):
+        return {"head_jsd": self.total / self.rows if self.rows else None}
+
+    @staticmethod
+    def format(fields):
+        return f"{(fields['head_jsd'] or 0):>6.3f}"
+
+
+class TokenShare(Statistic):
+    """Share of each row's attention per key category, by weight (head mean) and by norm."""
+
+    header = f"{'eos w/n':>13} {'punct w/n':>13}"
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.weight, self.norm, self.rows = np.zeros(len(CATEGORIES)), np.zeros(len(CATEGORIES)), 0
+
+    def update(self, record, keys):
+        self.weight += _row_shares(record.matrix("weights"), keys.categories)
+        if record.has_norms:
+            self.norm += _row_shares(record.matrix("norms"), keys.categories)
+        self.rows += record.weights.shape[1]
+
+    def result(self):
+        rows = max(self.rows, 1)
+        return {"token_share": {c: {"weight": self.weight[i] / rows, "norm": self.norm[i] / rows}
+                                for i, c in enumerate(CATEGORIES)}}
+
+    @staticmethod
+    def format(fields):
+        ts = fields["token_share"]
+        return (f"{ts['eos']['weight']:>6.3f}/{ts['eos']['norm']:<6.3f} "
+                f"{ts['punct']['weight']:>6.3f}/{ts['punct']['norm']:<6.3f}")
+
+
+class WeightNormCorrelation(Statistic):
+    """Spearman's ρ between ``α`` and ``‖f(x)‖`` over (head, query, key) triples, up to a cap."""
+
+    header = f"{'rho(a,|f|)':>11}"
+    needs_norms = True
+    cap = 200_000
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.weights: List[np.ndarray] = []
+        self.fx: List[np.ndarray] = []
+        self.count = 0
+
+    def update(self, record, keys):
+        if self.count >= self.cap:
+            return
+        w = record.weights
+        sel = np.broadcast_to(keys.valid[None], w.shape)
+        self.weights.append(w[sel])
+        self.fx.append(np.broadcast_to(record.fx_norm, w.shape)[sel])
+        self.count += int(sel.sum())
+
+    def result(self):
+        if not self.weights:
+            return {}
+        from scipy.stats import spearmanr
+
+        ws, fs = np.concatenate(self.weights), np.concatenate(self.fx)
+        rho = spearmanr(ws, fs).statistic if ws.std() > 0 and fs.std() > 0 else None
+        return {"spearman_weight_fx": None if rho is None or math.isnan(rho) else float(rho)}
+
+    @staticmethod
+    def format(fields):
+        rho = fields.get("spearman_weight_fx")
+        return f"{'' if rho is None else f'{rho:.3f}':>11}"
+
+
+class FxNorm(Statistic):
+    """Mean ``‖f(x_j)‖`` per key category."""
+
+    needs_norms = True
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.total, self.count = np.zeros(len(CATEGORIES)), np.zeros(len(CATEGORIES))
+        self.seen = False
+
+    def update(self, record, keys):
+        w = record.weights
+        fx = np.broadcast_to(record.fx_norm, w.shape)
+        self.total += np.where(keys.valid[None], fx, 0).sum((0, 1)) @ keys.categories
+        self.count += np.broadcast_to(keys.valid[None], w.shape).sum((0, 1)) @ keys.categories
+        self.seen = True
+
+    def result(self):
+        if not self.seen:
+            return {}
+        return {"fx_norm_mean": {c: (self.total[i] / self.count[i] if self.count[i] else None)
+                                 for i, c in enumerate(CATEGORIES)}}
+
+
+STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm)
+CHEAP: Tuple[Type[Statistic], ...] = (Sparsity, NullRate)  # weights_only: no per-row work
+
+
+class AttentionStatistics:
+    """Accumulates :data:`STATISTICS` sentence by sentence, per attention kind and layer;
+    :meth:`result` gives a JSON-ready dict."""
+
+    def __init__(self, src_frequent: Set[str], tgt_frequent: Set[str], correlation_cap: int = 200_000,
+                 weights_only: bool = False):
+        self.frequent = {"src": src_frequent, "tgt": tgt_frequent}
+        self.cap = correlation_cap
+        self.kinds = CHEAP if weights_only else STATISTICS  # weights_only: sparsity and null rate only
+        self.acc: Dict[Tuple[str, int], List[Statistic]] = {}
+        self.sentences = 0
+
+    def _statistics(self, key: Tuple[str, int], heads: int) -> List[Statistic]:
+        if key not in self.acc:
+            self.acc[key] = [cls(heads) for cls in self.kinds]
+            for stat in self.acc[key]:
+                if isinstance(stat, WeightNormCorrelation):
+                    stat.cap = self.cap
+        return self.acc[key]
+
+    def update(self, sent: SentenceAttention) -> None:
+        self.sentences += 1
+        for (kind, layer), record in sent.records.items():
+            H, T, S = record.weights.shape
+            valid = np.tril(np.ones((T, S), bool)) if kind == "decoder_self" else np.ones((T, S), bool)
+            cats = categorise(sent.tokens(kind)[1], self.frequent["src" if kind != "decoder_self" else "tgt"])
+            keys = Keys(valid, np.eye(len(CATEGORIES))[cats])
+            for stat in self._statistics((kind, layer), H):
+                if record.has_norms or not stat.needs_norms:
+                    stat.update(record, keys)
+
+    def result(self) -> dict:
+        out: Dict[str, dict] = {}
+        for (kind, layer), stats in sorted(self.acc.items()):
+            fields: dict = {}
+            for stat in stats:
+                fields.update(stat.result())
+            out.setdefault(kind, {})[str(layer)] = fields
+        return {"sentences": self.sentences, "attention": out}
+
+
 def format_table(stats: dict) -> str:
-    """A readable table: one line per attention kind and layer."""
+    """A readable table: one line per attention kind and layer, one column per statistic that has one."""
+    columns = [cls for cls in STATISTICS if cls.header]
     lines = [f"{stats['sentences']} sentences",
-             f"{'attention':<13}{'layer':>5} {'sparsity':>9} {'null':>7} {'JSD':>6} "
-             f"{'eos w/n':>13} {'punct w/n':>13} {'rho(a,|f|)':>11}"]
+             f"{'attention':<13}{'layer':>5} " + " ".join(cls.header for cls in columns)]
     for kind, layers in stats["attention"].items():
-        for layer, s in layers.items():
-            ts = s["token_share"]
-            rho = s.get("spearman_weight_fx")
-            lines.append(
-                f"{kind:<13}{layer:>5} {s['sparsity_mean']:>9.3f} {s['null_rate_mean']:>7.3f} "
-                f"{(s['head_jsd'] or 0):>6.3f} {ts['eos']['weight']:>6.3f}/{ts['eos']['norm']:<6.3f} "
-                f"{ts['punct']['weight']:>6.3f}/{ts['punct']['norm']:<6.3f} "
-                f"{'' if rho is None else f'{rho:.3f}':>11}")
+        for layer, fields in layers.items():
+            lines.append(f"{kind:<13}{layer:>5} " + " ".join(cls.format(fields) for cls in columns))
     return "\n".join(lines)
 
 
@@ -185,22 +328,3 @@ def compute_statistics(sentences: Iterable[SentenceAttention], src_dict, tgt_dic
     for sent in sentences:
         stats.update(sent)
     return stats.result()
-
-
-def write_json(obj: dict, path: str) -> None:
-    """Write JSON atomically (no half-written file on failure)."""
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=float)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # as open() would create it (mkstemp makes 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

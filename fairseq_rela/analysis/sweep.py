@@ -1,109 +1,136 @@
-"""Teacher-forced AER for every decoder layer x {weights, norms} x {AWO, AWI}, per layer
-(weights averaged over heads, norms of the head sum) and per head, against gold alignments."""
-import json
-import os
+"""Teacher-forced AER for every decoder layer x {weights, norms} x {AWO, AWI}, per layer (weights
+averaged over heads, norms of the head sum) and per head, against gold alignments.
+
+Pure: :class:`AlignmentSweep` takes sentences and returns a :class:`SweepResult`; the command line
+writes it (``alignment.json``, ``alignment.txt``, ``alignment.png``).  Matrices come from
+:meth:`~fairseq_rela.recording.AttentionRecord.matrix`, the same function ``fairseq-generate`` uses.
+"""
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from fairseq_rela.analysis.aer import AERResult, alignment_error_rate, read_gold
-from fairseq_rela.analysis.alignment import align, detect_style
-from fairseq_rela.analysis.runner import SentenceAttention
+from fairseq_rela.alignment.aer import AERResult, Gold, Link, alignment_error_rate
+from fairseq_rela.alignment.links import align
+from fairseq_rela.recording import SentenceAttention
 
-Config = Tuple[str, str, int, Optional[int]]  # (source, shift AWO|AWI, layer, head or None)
+SOURCES = ("weights", "norms")
+SHIFTS = ("AWO", "AWI")
 
 
-class AlignmentSweep:
-    def __init__(self, gold_path: str, gold_base: int, src_style: str, tgt_style: str,
-                 baselines: Optional[Dict[str, List[Set[Tuple[int, int]]]]] = None):
-        self.gold = read_gold(gold_path, gold_base)
-        self.gold_path = gold_path
-        self.src_style, self.tgt_style = src_style, tgt_style
-        self.hyps: Dict[Config, Dict[int, set]] = defaultdict(dict)
-        self.baselines = baselines or {}
+@dataclass(frozen=True)
+class SweepConfig:
+    """One way of reading alignments: ``source`` of decoder ``layer``, over all heads or one ``head``,
+    at the row that predicts the target word (AWO) or takes it as input (AWI)."""
+
+    source: str
+    shift: str
+    layer: int
+    head: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}-{self.shift}-L{self.layer}" + ("" if self.head is None else f"-H{self.head}")
+
+
+@dataclass
+class SweepResult:
+    """AER of every :class:`SweepConfig` (and of the baselines) on one gold set."""
+
+    gold: str
+    sentences: int
+    merge: Tuple[str, str, str]  # source style, target style, rule
+    results: Dict[SweepConfig, AERResult]
+    baselines: Dict[str, AERResult] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> List[int]:
+        return sorted({c.layer for c in self.results})
+
+    def best(self, per_head: bool) -> Tuple[SweepConfig, AERResult]:
+        """The configuration with the lowest AER among layer-level (or head-level) ones."""
+        pool = [c for c in self.results if (c.head is not None) == per_head]
+        config = min(pool, key=lambda c: (self.results[c].aer, c.source, c.shift, c.layer, c.head or 0))
+        return config, self.results[config]
+
+    def per_layer(self) -> Dict[str, Dict[str, float]]:
+        """``{"weights-AWO": {"0": aer, ...}, ...}`` for the layer-level configurations."""
+        return {f"{s}-{sh}": {str(l): self.results[SweepConfig(s, sh, l)].aer for l in self.layers}
+                for s in SOURCES for sh in SHIFTS if SweepConfig(s, sh, self.layers[0]) in self.results}
+
+    def to_json(self) -> dict:
+        bl, bl_r = self.best(per_head=False)
+        bh, bh_r = self.best(per_head=True)
+        ordered = sorted(self.results.items(), key=lambda item: str((item[0].source, item[0].shift,
+                                                                      item[0].layer, item[0].head)))
+        return {
+            "gold": self.gold, "sentences": self.sentences,
+            "subword_merge": {"source": self.merge[0], "target": self.merge[1], "rule": self.merge[2]},
+            "per_layer": self.per_layer(),
+            "per_head": {c.name: r.aer for c, r in ordered if c.head is not None},
+            "details": {c.name: r.as_dict() for c, r in ordered},
+            "best_layer": {"config": f"{bl.source}-{bl.shift}-{bl.layer}", **bl_r.as_dict()},
+            "best_head": {"config": f"{bh.source}-{bh.shift}-{bh.layer}-{bh.head}", **bh_r.as_dict()},
+            "baselines": {name: r.as_dict() for name, r in self.baselines.items()},
+        }
+
+    def format(self) -> str:
+        return format_sweep(self.to_json())
+
+
+class LinkSweep:
+    """Word links of every configuration (layer x source x shift, over all heads and, with
+    ``per_head``, each head), collected sentence by sentence."""
+
+    def __init__(self, src_style: str, tgt_style: str, rule: str = "sum_mean", per_head: bool = True):
+        self.src_style, self.tgt_style, self.rule, self.per_head = src_style, tgt_style, rule, per_head
+        self.hyps: Dict[SweepConfig, Dict[int, set]] = defaultdict(dict)
         self.seen: Set[int] = set()
-
-    @classmethod
-    def from_args(cls, args, task, dataset) -> "AlignmentSweep":
-        merge = args.merge_subwords
-        src_style = detect_style(task.source_dictionary) if merge == "auto" else merge
-        tgt_style = detect_style(task.target_dictionary) if merge == "auto" else merge
-        baselines = None
-        if getattr(args, "eflomal_train", None):
-            from fairseq_rela.analysis.eflomal_baseline import eflomal_alignments
-
-            def read(prefix, lang):
-                with open(f"{prefix}.{lang}", encoding="utf-8", newline="\n") as f:
-                    return [line.rstrip("\n") for line in f]
-
-            s, t = args.source_lang, args.target_lang
-            baselines = eflomal_alignments(read(args.eflomal_train, s), read(args.eflomal_train, t),
-                                           read(args.eflomal_test, s), read(args.eflomal_test, t))
-        sweep = cls(args.gold_alignment, args.gold_base, src_style, tgt_style, baselines)
-        if len(sweep.gold) != len(dataset):
-            raise SystemExit(f"fairseq-rela-analyze: error: {args.gold_alignment} has {len(sweep.gold)} lines but "
-                             f"--gen-subset {args.gen_subset} has {len(dataset)} sentences")
-        return sweep
 
     def update(self, sent: SentenceAttention) -> None:
         self.seen.add(sent.id)
         src, tgt = sent.src, sent.tgt_out[:-1]
-        for (kind, layer), maps in sent.maps.items():
+        for (kind, layer), record in sent.records.items():
             if kind != "cross":
                 continue
-            candidates = [("weights", None, maps["weights"].mean(0))]
-            if "summed_norm" in maps:
-                candidates.append(("norms", None, maps["summed_norm"]))
-            for h in range(maps["weights"].shape[0]):
-                candidates.append(("weights", h, maps["weights"][h]))
-                if "weighted_norm" in maps:
-                    candidates.append(("norms", h, maps["weighted_norm"][h]))
-            for source, head, matrix in candidates:
-                for shift in (False, True):
-                    links, _ = align(matrix, src, tgt, shift, self.src_style, self.tgt_style)
-                    self.hyps[(source, "AWI" if shift else "AWO", layer, head)][sent.id] = set(links)
+            heads: List[Optional[int]] = [None] + (list(range(record.weights.shape[0])) if self.per_head else [])
+            for head in heads:
+                sources = ["weights"] + (["norms"] if record.has_norms and (head is None or record.weighted_norm
+                                                                             is not None) else [])
+                for source in sources:
+                    matrix = record.matrix(source, None if head is None else [head])
+                    for shift in SHIFTS:
+                        links, _ = align(matrix, src, tgt, shift == "AWI", self.src_style, self.tgt_style, self.rule)
+                        self.hyps[SweepConfig(source, shift, layer, head)][sent.id] = set(links)
 
-    def results(self) -> Dict[Config, AERResult]:
-        n = len(self.gold)
-        missing = set(range(n)) - self.seen
+    def links(self, config: SweepConfig, sentences: int) -> List[Set[Link]]:
+        """The links of ``config`` for sentences 0..sentences-1 (every one must have been seen)."""
+        missing = set(range(sentences)) - self.seen
         if missing:
             raise RuntimeError(f"alignment sweep: {len(missing)} sentences were never analysed (first: {min(missing)})")
-        return {cfg: alignment_error_rate(self.gold, [hyp[i] for i in range(n)]) for cfg, hyp in self.hyps.items()}
+        return [self.hyps[config][i] for i in range(sentences)]
 
-    def finish(self, output_dir: str, plots: bool = True) -> dict:
-        res = self.results()
-        base = {name: alignment_error_rate(self.gold, links) for name, links in self.baselines.items()}
-        layers = sorted({c[2] for c in res})
-        table = {f"{src}-{shift}": {str(l): res[(src, shift, l, None)].aer for l in layers}
-                 for src in ("weights", "norms") for shift in ("AWO", "AWI") if (src, shift, layers[0], None) in res}
-        best_layer = min(((r.aer, c) for c, r in res.items() if c[3] is None))
-        best_head = min(((r.aer, c) for c, r in res.items() if c[3] is not None))
-        out = {
-            "gold": os.path.abspath(self.gold_path), "sentences": len(self.gold),
-            "subword_merge": {"source": self.src_style, "target": self.tgt_style, "rule": "sum_mean"},
-            "per_layer": table,
-            "per_head": {f"{s}-{sh}-L{l}-H{h}": r.aer for (s, sh, l, h), r in sorted(res.items(), key=str)
-                         if h is not None},
-            "details": {f"{s}-{sh}-L{l}" + ("" if h is None else f"-H{h}"): r.as_dict()
-                        for (s, sh, l, h), r in sorted(res.items(), key=str)},
-            "best_layer": {"config": "-".join(map(str, best_layer[1][:3])), **res[best_layer[1]].as_dict()},
-            "best_head": {"config": "-".join(map(str, best_head[1])), **res[best_head[1]].as_dict()},
-            "baselines": {name: r.as_dict() for name, r in base.items()},
-        }
-        with open(os.path.join(output_dir, "alignment.json"), "w") as f:
-            json.dump(out, f, indent=1)
-        text = format_sweep(out)
-        with open(os.path.join(output_dir, "alignment.txt"), "w") as f:
-            f.write(text + "\n")
-        print(text)
-        if plots:
-            plot_sweep(out, os.path.join(output_dir, "alignment.png"))
-        return out
+
+class AlignmentSweep(LinkSweep):
+    """:class:`LinkSweep` scored against gold links; :meth:`result` gives every configuration's AER."""
+
+    def __init__(self, gold: List[Gold], gold_path: str, src_style: str, tgt_style: str, rule: str = "sum_mean",
+                 baselines: Optional[Dict[str, List[Set[Link]]]] = None):
+        super().__init__(src_style, tgt_style, rule)
+        self.gold, self.gold_path = gold, gold_path
+        self.baselines = baselines or {}
+
+    def result(self) -> SweepResult:
+        n = len(self.gold)
+        results = {cfg: alignment_error_rate(self.gold, self.links(cfg, n)) for cfg in self.hyps}
+        baselines = {name: alignment_error_rate(self.gold, links) for name, links in self.baselines.items()}
+        return SweepResult(self.gold_path, n, (self.src_style, self.tgt_style, self.rule), results, baselines)
 
 
 def format_sweep(out: dict) -> str:
+    """``alignment.txt``: the per-layer table, the best layer and head, the baselines."""
     cols = list(out["per_layer"])
     lines = [f"AER (%) on {out['sentences']} sentences, teacher-forced; words merged "
-             f"({out['subword_merge']['source']}/{out['subword_merge']['target']})",
+             f"({out['subword_merge']['source']}/{out['subword_merge']['target']}, {out['subword_merge']['rule']})",
              "layer " + "".join(f"{c:>14}" for c in cols)]
     for layer in next(iter(out["per_layer"].values())):
         lines.append(f"{layer:>5} " + "".join(f"{100 * out['per_layer'][c][layer]:>14.1f}" for c in cols))
@@ -114,23 +141,3 @@ def format_sweep(out: dict) -> str:
     for name, r in out["baselines"].items():
         lines.append(f"{name:<12} AER {100 * r['aer']:.1f} (P {100 * r['precision']:.1f}, R {100 * r['recall']:.1f})")
     return "\n".join(lines)
-
-
-def plot_sweep(out: dict, path: str) -> None:
-    from fairseq_rela.analysis.plots import _plt, _save
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, per_layer in out["per_layer"].items():
-        layers = sorted(per_layer, key=int)
-        ax.plot([int(l) for l in layers], [100 * per_layer[l] for l in layers], marker="o",
-                linestyle="-" if name.startswith("norms") else "--", label=name)
-    for name, r in out["baselines"].items():
-        ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
-        ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("AER (%)")
-    ax.set_title("alignment error by layer (teacher-forced)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)

@@ -14,7 +14,7 @@ import signal
 import sys
 
 from fairseq_rela import __version__
-from fairseq_rela.analysis.aer import (AlignmentFileError, alignment_error_rate, base_warning, check_lengths,
+from fairseq_rela.alignment.aer import (AlignmentFileError, alignment_error_rate, base_warning, check_lengths,
                                        read_gold, read_hypothesis, read_lengths)
 
 

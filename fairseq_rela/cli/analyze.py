@@ -20,7 +20,9 @@ from typing import List, Set
 
 from fairseq import options
 
-from fairseq_rela.config import ATTENTION_KINDS
+from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES
+from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.cli.files import save_figure, write_json, write_text
 
 logger = logging.getLogger("fairseq_rela.analyze")
 PROG = "fairseq-rela-analyze"
@@ -41,8 +43,11 @@ def get_parser():
                        help="word-level training text PREFIX.{src,tgt} for an eflomal baseline in the sweep")
     group.add_argument("--eflomal-test", default=None, metavar="PREFIX",
                        help="word-level text of --gen-subset, PREFIX.{src,tgt} (with --eflomal-train)")
-    group.add_argument("--merge-subwords", choices=["auto", "none", "sentencepiece", "subword_nmt"], default="auto",
+    group.add_argument("--merge-subwords", choices=["auto", *MERGE_STYLES], default="auto",
                        help="merge subwords into words before scoring (auto: detected from the dictionaries)")
+    group.add_argument("--merge-rule", choices=list(MERGE_RULES), default="sum_mean",
+                       help="sum_mean: source subwords summed, target subwords averaged (Kobayashi et al.); "
+                            "any: words linked if any of their subwords are")
     return parser
 
 
@@ -112,6 +117,28 @@ def publish_output(staging: str, output_dir: str) -> None:
         os.rename(staging, out)
 
 
+def build_sweep(args, task, dataset):
+    """The alignment sweep of ``--gold-alignment`` (with the eflomal baseline when asked)."""
+    from fairseq_rela.alignment.aer import AlignmentFileError, read_gold
+    from fairseq_rela.alignment.links import merge_styles
+    from fairseq_rela.analysis.sweep import AlignmentSweep
+
+    try:
+        gold = read_gold(args.gold_alignment, args.gold_base)
+    except (AlignmentFileError, OSError) as err:
+        _fail(f"--gold-alignment: {err}")
+    if len(gold) != len(dataset):
+        _fail(f"{args.gold_alignment} has {len(gold)} lines but --gen-subset {args.gen_subset} has "
+              f"{len(dataset)} sentences")
+    baselines = None
+    if args.eflomal_train:
+        from fairseq_rela.alignment.eflomal import eflomal_from_files
+
+        baselines = eflomal_from_files(args.eflomal_train, args.eflomal_test, args.source_lang, args.target_lang)
+    src_style, tgt_style = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary)
+    return AlignmentSweep(gold, os.path.abspath(args.gold_alignment), src_style, tgt_style, args.merge_rule, baselines)
+
+
 def _load(args, device):
     from fairseq_rela.analysis.runner import load_checkpoint
 
@@ -144,9 +171,10 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     import torch
     from tqdm import tqdm
 
-    from fairseq_rela.analysis.plots import plot_head_heatmaps, plot_weight_vs_norm
+    from fairseq_rela.analysis.plots import plot_head_heatmaps, plot_sweep, plot_weight_vs_norm
     from fairseq_rela.analysis.runner import iter_sentences, trained_updates
-    from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens, write_json
+    from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens
+    from fairseq_rela.analysis.sweep import format_sweep
 
     kinds = _csv(args.plot_kinds)
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
@@ -162,11 +190,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
               f"has sentences 0..{len(dataset) - 1}")
     stats = AttentionStatistics(frequent_tokens(task.source_dictionary, args.top_frequent),
                                 frequent_tokens(task.target_dictionary, args.top_frequent))
-    sweep = None
-    if args.gold_alignment:
-        from fairseq_rela.analysis.sweep import AlignmentSweep
-
-        sweep = AlignmentSweep.from_args(args, task, dataset)
+    sweep = build_sweep(args, task, dataset) if args.gold_alignment else None
     max_positions = (getattr(args, "max_source_positions", None), getattr(args, "max_target_positions", None))
     sentences = iter_sentences(model, task, dataset=dataset, max_tokens=args.max_tokens, batch_size=args.batch_size,
                                max_positions=max_positions,
@@ -182,7 +206,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
             if sent.id in plot_ids:
                 plotted.add(sent.id)
                 for kind in kinds:
-                    plot_weight_vs_norm(sent, kind, os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
+                    save_figure(plot_weight_vs_norm(sent, kind), os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
     except Exception as err:
         if "skip-invalid-size-inputs-valid-test" not in str(err):
             raise
@@ -204,14 +228,20 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     result["attention_activation"] = getattr(model.args, "attention_activation", None)
     write_json(result, os.path.join(output_dir, "stats.json"))
     table = format_table(result)
-    with open(os.path.join(output_dir, "stats.txt"), "w") as f:
-        f.write(table + "\n")
+    write_text(os.path.join(output_dir, "stats.txt"), table + "\n")
     print(table)
     if not args.no_plots:
-        plot_head_heatmaps(result, os.path.join(output_dir, "heads.png"),
-                           title=f"{result['attention_activation']}: {os.path.basename(args.path)}")
+        title = f"{result['attention_activation']}: {os.path.basename(args.path)}"
+        save_figure(plot_head_heatmaps(result, title=title), os.path.join(output_dir, "heads.png"))
     if sweep is not None:
-        result["alignment"] = sweep.finish(output_dir, plots=not args.no_plots)
+        out = sweep.result().to_json()
+        write_json(out, os.path.join(output_dir, "alignment.json"))
+        text = format_sweep(out)
+        write_text(os.path.join(output_dir, "alignment.txt"), text + "\n")
+        print(text)
+        if not args.no_plots:
+            save_figure(plot_sweep(out), os.path.join(output_dir, "alignment.png"))
+        result["alignment"] = out
     return result
 
 

@@ -19,7 +19,10 @@ from typing import Dict, List
 
 import torch
 
-import fairseq_rela  # noqa: F401  (allow-lists fairseq checkpoint globals for weights_only loading)
+from fairseq_rela.checkpoint import allow_fairseq_checkpoints
+from fairseq_rela.cli.files import write_atomic
+
+allow_fairseq_checkpoints()  # fairseq checkpoint globals for weights_only loading
 
 PROG = "fairseq-rela-average"
 _UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
@@ -86,13 +89,7 @@ def average(paths: List[Path]) -> Dict:
 
 def save_atomic(state: Dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(str(output), lambda tmp: torch.save(state, tmp))
 
 
 def get_parser() -> argparse.ArgumentParser:

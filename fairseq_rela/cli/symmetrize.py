@@ -13,11 +13,11 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 from typing import List, Set
 
-from fairseq_rela.analysis.aer import AlignmentFileError, Link, check_lengths, read_hypothesis, read_lengths
-from fairseq_rela.analysis.symmetrize import METHODS
+from fairseq_rela.alignment.aer import AlignmentFileError, Link, check_lengths, read_hypothesis, read_lengths
+from fairseq_rela.alignment.symmetrize import METHODS
+from fairseq_rela.cli.files import write_text
 
 PROG = "fairseq-rela-symmetrize"
 
@@ -78,21 +78,7 @@ def write(lines: List[str], path: str) -> None:
         return
     if os.path.isdir(path):
         raise AlignmentFileError(f"--output {path}: is a directory")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".symmetrize-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_text(path, text)
 
 
 def cli_main(argv=None) -> None:

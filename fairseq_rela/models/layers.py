@@ -3,7 +3,8 @@
 Subclassed at fairseq's seams (``build_self_attention``, ``build_encoder_attention``,
 ``build_encoder_layer``, ``build_decoder_layer``); everything else is stock fairseq.
 """
-from typing import List, Optional
+import contextlib
+from typing import Iterator, Optional
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
@@ -13,17 +14,15 @@ from torch import nn
 
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.config import AttentionOptions
-from fairseq_rela.normalization import build_head_norm
+from fairseq_rela.recording import AlignmentSource, AttentionRecorder
 
 
 def build_attention(cfg: TransformerConfig, kind: str, embed_dim: int, num_heads: int, **kwargs) -> ReLAMultiheadAttention:
     """The attention of one kind (``encoder_self``, ``decoder_self``, ``cross``) as the options ask."""
     options = AttentionOptions.from_args(cfg)
-    activation = options.activation_for(kind)
-    head_norm = build_head_norm(options.rela_norm, options.rela_variant, embed_dim, options.rela_gate_init) if activation == "rela" else None
     return ReLAMultiheadAttention(
-        embed_dim, num_heads, activation=activation, head_norm=head_norm, kind=kind,
-        dropout=cfg.attention_dropout, **kwargs,
+        embed_dim, num_heads, activation=options.activation_for(kind), head_norm=options.head_norm_for(kind, embed_dim),
+        kind=kind, dropout=cfg.attention_dropout, **kwargs,
     )
 
 
@@ -64,41 +63,38 @@ class RelaTransformerEncoder(TransformerEncoderBase):
 
 
 class RelaTransformerDecoder(TransformerDecoderBase):
-    """The decoder; :meth:`set_alignment` chooses what ``extra["attn"]`` reports (weights or norms,
-    any layer, any heads) for alignment extraction at generation time."""
+    """The decoder; inside :meth:`reporting` its ``extra["attn"]`` is the matrix an
+    :class:`~fairseq_rela.recording.AlignmentSource` names (weights or norms, any layer, any heads),
+    for alignment extraction at generation time."""
 
-    alignment = None  # (source, layer, heads, recorder) once set_alignment was called
+    _report: Optional[tuple] = None  # (layer, source, recorder) inside reporting()
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         return wrap_layer(RelaDecoderLayer(cfg, no_encoder_attn), cfg)
 
-    def set_alignment(self, source: str = "weights", layer: int = -1, heads: Optional[List[int]] = None) -> None:
-        """Report cross-attention ``source`` ("weights": α averaged over ``heads``; "norms":
-        ``‖Σ_h α^h f_h(x_j)‖`` over ``heads``) of decoder ``layer`` (negative: from the top)."""
-        from fairseq_rela.analysis.records import AttentionRecorder
+    def check_alignment(self, source: AlignmentSource) -> AlignmentSource:
+        """``source`` with its layer made 0-based, or an OptionError naming the bad layer or head."""
+        return source.resolve(len(self.layers), self.layers[0].encoder_attn.num_heads)
 
-        if source not in ("weights", "norms"):
-            raise ValueError(f"--alignment-source: unknown value {source!r}; choose weights or norms")
-        n_layers, n_heads = len(self.layers), self.layers[0].encoder_attn.num_heads
-        if not -n_layers <= layer < n_layers:
-            raise ValueError(f"--alignment-layer {layer}: the decoder has layers 0..{n_layers - 1}")
-        if heads is not None and not all(0 <= h < n_heads for h in heads):
-            raise ValueError(f"--alignment-heads {','.join(map(str, heads))}: heads are 0..{n_heads - 1}")
-        layer %= n_layers
-        recorder = AttentionRecorder(self, kinds=("cross",), layers=[layer], norms=source == "norms", heads=heads)
-        self.alignment = (source, layer, heads, recorder)
+    @contextlib.contextmanager
+    def reporting(self, source: AlignmentSource) -> Iterator[None]:
+        """Within the block, report ``source`` as the cross-attention of every forward call."""
+        source = self.check_alignment(source)
+        recorder = AttentionRecorder(self, kinds=("cross",), layers=[source.layer], norms=source.source == "norms",
+                                     heads=source.heads)
+        self._report = (source, recorder)
+        try:
+            yield
+        finally:
+            self._report = None
 
     def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
-        if self.alignment is None:
+        if self._report is None:
             return super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
-        source, layer, heads, recorder = self.alignment
+        source, recorder = self._report
         recorder.clear()
         with recorder:
             x, extra = super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
-        (record,) = recorder.records[("cross", layer)]
-        if source == "norms":
-            extra["attn"] = [record.summed_norm.to(x)]
-        else:
-            w = record.weights if heads is None else record.weights[:, heads]
-            extra["attn"] = [w.mean(1).to(x)]
+        (record,) = recorder.records[("cross", source.layer)]
+        extra["attn"] = [record.matrix(source.source, source.heads).to(x)]
         return x, extra

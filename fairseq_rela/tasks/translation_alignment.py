@@ -11,6 +11,7 @@ subword-nmt pieces (``--alignment-merge auto`` detects it from the dictionaries;
 ``--post-process sentencepiece`` too so that ``H-`` lines are words); ``--print-alignment soft``
 prints per target word the source words' scores.
 """
+import contextlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -19,7 +20,9 @@ from fairseq.sequence_generator import SequenceGenerator
 from fairseq.sequence_scorer import SequenceScorer
 from fairseq.tasks import register_task
 
-from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, detect_style
+from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES, align, merge_styles
+from fairseq_rela.errors import OptionError, check_choice
+from fairseq_rela.recording import ALIGNMENT_SOURCES, AlignmentSource
 from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, TranslationRelaTask, option_errors
 
 
@@ -43,9 +46,7 @@ class WordAligner:
 
     def __init__(self, cfg: TranslationAlignmentConfig, src_dict, tgt_dict, soft: bool):
         check_alignment_options(cfg)
-        auto = cfg.alignment_merge == "auto"
-        self.src_style = detect_style(src_dict) if auto else cfg.alignment_merge
-        self.tgt_style = detect_style(tgt_dict) if auto else cfg.alignment_merge
+        self.src_style, self.tgt_style = merge_styles(cfg.alignment_merge, src_dict, tgt_dict, "--alignment-merge")
         self.cfg, self.src_dict, self.tgt_dict, self.soft = cfg, src_dict, tgt_dict, soft
 
     def __call__(self, matrix: np.ndarray, src_ids, tgt_ids):
@@ -73,15 +74,25 @@ def _attach(finalized, sample, aligner: WordAligner, pad: int, rows_first: bool)
             hypo["alignment"] = aligner(attn[: len(tgt_ids), keep].float().cpu().numpy(), src_ids, tgt_ids)
 
 
+@contextlib.contextmanager
+def _reporting(models, source: AlignmentSource):
+    """Every model's decoder reports ``source`` as its attention inside the block."""
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(model.decoder.reporting(source))
+        yield
+
+
 class AlignmentSequenceGenerator(SequenceGenerator):
     """Beam search; each hypothesis gets word alignments from the attention collected while decoding."""
 
-    def __init__(self, models, tgt_dict, aligner: WordAligner = None, **kwargs):
+    def __init__(self, models, tgt_dict, aligner: WordAligner = None, source: AlignmentSource = None, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
-        self.aligner = aligner
+        self.aligner, self.source = aligner, source
 
     def generate(self, models, sample, **kwargs):
-        finalized = super().generate(models, sample, **kwargs)
+        with _reporting(models, self.source):
+            finalized = super().generate(models, sample, **kwargs)
         _attach(finalized, sample, self.aligner, self.pad, rows_first=False)
         return finalized
 
@@ -89,17 +100,15 @@ class AlignmentSequenceGenerator(SequenceGenerator):
 class AlignmentSequenceScorer(SequenceScorer):
     """Teacher-forced scoring of the reference, with word alignments of the reference."""
 
-    def __init__(self, tgt_dict, aligner: WordAligner, **kwargs):
+    def __init__(self, tgt_dict, aligner: WordAligner, source: AlignmentSource, **kwargs):
         super().__init__(tgt_dict, **kwargs)
-        self.aligner = aligner
+        self.aligner, self.source = aligner, source
 
     def generate(self, models, sample, **kwargs):
-        hypos = super().generate(models, sample, **kwargs)
+        with _reporting(models, self.source):
+            hypos = super().generate(models, sample, **kwargs)
         _attach(hypos, sample, self.aligner, self.pad, rows_first=True)
         return hypos
-
-
-ALIGNMENT_SOURCES = ("weights", "norms")
 
 
 def parse_heads(value: str) -> Optional[List[int]]:
@@ -108,24 +117,20 @@ def parse_heads(value: str) -> Optional[List[int]]:
         return None
     items = [h.strip() for h in value.split(",")]
     if not all(h.isascii() and h.isdigit() for h in items):
-        raise ValueError(f"--alignment-heads {value!r}: expected 'all' or comma-separated head numbers (0-based)")
+        raise OptionError(f"--alignment-heads {value!r}: expected 'all' or comma-separated head numbers (0-based)")
     heads = [int(h) for h in items]
     if len(set(heads)) != len(heads):
-        raise ValueError(f"--alignment-heads {value!r}: a head is listed twice")
+        raise OptionError(f"--alignment-heads {value!r}: a head is listed twice")
     return heads
 
 
-def check_alignment_options(cfg: TranslationAlignmentConfig) -> None:
-    """The option values that need no model; raises ValueError with a one-line message."""
-    if cfg.alignment_source not in ALIGNMENT_SOURCES:
-        raise ValueError(f"--alignment-source: unknown value {cfg.alignment_source!r}; choose weights or norms")
-    if cfg.alignment_merge not in ("auto",) + MERGE_STYLES:
-        raise ValueError(f"--alignment-merge: unknown value {cfg.alignment_merge!r}; "
-                         f"choose one of auto, {', '.join(MERGE_STYLES)}")
-    if cfg.alignment_merge_rule not in MERGE_RULES:
-        raise ValueError(f"--alignment-merge-rule: unknown value {cfg.alignment_merge_rule!r}; "
-                         f"choose one of {', '.join(MERGE_RULES)}")
-    parse_heads(cfg.alignment_heads)
+def check_alignment_options(cfg: TranslationAlignmentConfig) -> AlignmentSource:
+    """The option values that need no model, checked; the alignment source they name."""
+    check_choice("--alignment-source", cfg.alignment_source, ALIGNMENT_SOURCES)
+    check_choice("--alignment-merge", cfg.alignment_merge, ("auto",) + MERGE_STYLES)
+    check_choice("--alignment-merge-rule", cfg.alignment_merge_rule, MERGE_RULES)
+    heads = parse_heads(cfg.alignment_heads)
+    return AlignmentSource(cfg.alignment_source, cfg.alignment_layer, None if heads is None else tuple(heads))
 
 
 @register_task("translation_alignment", dataclass=TranslationAlignmentConfig)
@@ -142,15 +147,15 @@ class TranslationAlignmentTask(TranslationRelaTask):
         if not mode:
             return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
         with option_errors():
-            heads = parse_heads(self.cfg.alignment_heads)
+            source = check_alignment_options(self.cfg)
             for model in models:
                 decoder = getattr(model, "decoder", None)
-                if not hasattr(decoder, "set_alignment"):
-                    raise ValueError("--task translation_alignment needs rela_transformer models "
-                                     f"(got {type(model).__name__})")
-                decoder.set_alignment(self.cfg.alignment_source, self.cfg.alignment_layer, heads)
+                if not hasattr(decoder, "reporting"):
+                    raise OptionError("--task translation_alignment needs rela_transformer models "
+                                      f"(got {type(model).__name__})")
+                decoder.check_alignment(source)
             aligner = WordAligner(self.cfg, self.source_dictionary, self.target_dictionary, soft=mode == "soft")
         if getattr(args, "score_reference", False):
-            return AlignmentSequenceScorer(self.target_dictionary, aligner)
-        extra = dict(extra_gen_cls_kwargs or {}, aligner=aligner)
+            return AlignmentSequenceScorer(self.target_dictionary, aligner, source)
+        extra = dict(extra_gen_cls_kwargs or {}, aligner=aligner, source=source)
         return super().build_generator(models, args, seq_gen_cls or AlignmentSequenceGenerator, extra, **kwargs)

@@ -17,10 +17,9 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from fairseq_rela.analysis.records import AttentionRecorder
-from fairseq_rela.analysis.runner import split_sentences
-from fairseq_rela.analysis.statistics import AttentionStatistics
-from fairseq_rela.config import ATTENTION_KINDS, AttentionOptions
+from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.config import AttentionOptions
+from fairseq_rela.recording import AttentionRecorder, split_sentences
 
 
 @contextlib.contextmanager
@@ -109,10 +108,17 @@ class TranslationRelaTask(TranslationTask):
         recorder = AttentionRecorder(model, norms=False)
         with recorder:
             loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
-        stats = AttentionStatistics(set(), set(), weights_only=True)
+        counts = {}  # kind -> [zeros, attendable, null rows, rows], summed over sentences, layers, heads
         for sent in split_sentences(sample, recorder, self.source_dictionary, self.target_dictionary):
-            stats.update(sent)
-        for kind, zeros, valid, null_rows, rows in stats.counts_by_kind():
+            for (kind, _), record in sent.records.items():
+                zeros, valid, null_rows, rows = record.zero_counts()
+                heads = len(zeros)
+                c = counts.setdefault(kind, [0.0, 0.0, 0.0, 0.0])
+                c[0] += float(zeros.sum())
+                c[1] += float(valid * heads)
+                c[2] += float(null_rows.sum())
+                c[3] += float(rows * heads)
+        for kind, (zeros, valid, null_rows, rows) in counts.items():
             logging_output.update({f"_attn_zero_{kind}": zeros, f"_attn_valid_{kind}": valid,
                                    f"_attn_null_{kind}": null_rows, f"_attn_rows_{kind}": rows})
         return loss, sample_size, logging_output

@@ -5,7 +5,7 @@
 with P ⊇ S.  Gold files are talp format (``i-j`` sure, ``ipj`` possible; 1-based by default, source
 index first); hypotheses are Pharaoh ``i-j`` lines (0-based by default: fairseq, fast_align,
 eflomal) or a ``fairseq-generate`` output whose ``A-ID`` lines are read in sentence order.
-Every problem names the file and line.
+Every problem names the file and line (:class:`AlignmentFileError`).
 """
 import logging
 import re
@@ -13,15 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from fairseq_rela.alignment.io import AlignmentFileError, read_lines
+
 logger = logging.getLogger(__name__)
 Link = Tuple[int, int]
 _LINK = re.compile(r"([0-9]+)([-p])([0-9]+)", re.ASCII)  # ASCII digits only: no '٥', no full-width '５'
 _ID = re.compile(r"[0-9]+", re.ASCII)
 MAX_DIGITS = 7  # an index or id beyond 9,999,999 is not a sentence position: refuse it in one line
-
-
-class AlignmentFileError(ValueError):
-    """A problem in an alignment file, reported as ``FILE:LINE: problem``."""
 
 
 @dataclass
@@ -50,27 +48,6 @@ def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -
                                      f"(is the index base wrong? see --gold-base/--hyp-base)")
         (sure if m.group(2) == "-" else possible).add((i, j))
     return sure, possible | sure
-
-
-def read_lines(path: str) -> List[str]:
-    """The lines of a UTF-8 text file (a leading BOM dropped, ``\\r\\n`` accepted); a byte that is not
-    UTF-8 is reported with the file and line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":
-        raw.pop()
-    lines = []
-    for n, line in enumerate(raw, 1):
-        try:
-            lines.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise AlignmentFileError(f"{path}:{n}: not UTF-8 text (byte {line[err.start]:#04x} "
-                                     f"at column {err.start + 1})") from None
-    return lines
-
 
 
 def read_gold(path: str, base: int = 1) -> List[Gold]:

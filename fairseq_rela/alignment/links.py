@@ -21,6 +21,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from fairseq_rela.errors import check_choice
+
 MERGE_STYLES = ("none", "sentencepiece", "subword_nmt")
 MERGE_RULES = ("sum_mean", "any")
 Link = Tuple[int, int]
@@ -28,8 +30,7 @@ Link = Tuple[int, int]
 
 def word_ids(tokens: Sequence[str], style: str) -> List[int]:
     """The word index of each subword token."""
-    if style not in MERGE_STYLES:
-        raise ValueError(f"subword merge style: unknown value {style!r}; choose one of {', '.join(MERGE_STYLES)}")
+    check_choice("subword merge style", style, MERGE_STYLES)
     ids, word = [], -1
     for i, tok in enumerate(tokens):
         if style == "none":
@@ -50,6 +51,15 @@ def detect_style(dictionary) -> str:
     if any(s.endswith("@@") for s in symbols):
         return "subword_nmt"
     return "none"
+
+
+def merge_styles(merge: str, src_dict, tgt_dict, flag: str = "--merge-subwords") -> Tuple[str, str]:
+    """(source style, target style) for a merge option: ``auto`` detects each from its fairseq
+    dictionary, any other value of :data:`MERGE_STYLES` applies to both sides."""
+    check_choice(flag, merge, ("auto",) + MERGE_STYLES)
+    if merge == "auto":
+        return detect_style(src_dict), detect_style(tgt_dict)
+    return merge, merge
 
 
 def _group(matrix: np.ndarray, ids: List[int], axis: int, reduce: str) -> np.ndarray:
@@ -76,8 +86,7 @@ def align(matrix: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[st
 
     ``src_tokens`` ends with ``</s>``; ``tgt_tokens`` are the target tokens without the final ``</s>``.
     """
-    if rule not in MERGE_RULES:
-        raise ValueError(f"subword merge rule: unknown value {rule!r}; choose one of {', '.join(MERGE_RULES)}")
+    check_choice("subword merge rule", rule, MERGE_RULES)
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape[1] != len(src_tokens):
         raise ValueError(f"attention has {matrix.shape[1]} columns for {len(src_tokens)} source tokens")

@@ -1,0 +1,306 @@
+"""Recording what every attention did: weights α and the norm decomposition of its output.
+
+Kobayashi et al. (2020, eq. 5): ``y_i = Σ_j Σ_h α^h_ij f_h(x_j) + b_O`` with
+``f_h(x) = (x W_V^h + b_V^h) W_O^h``.  With a head-output normaliser (ReLA) the output is
+``y_i = W_O N(z_i) + b_O`` and ``N`` is affine for a fixed query, ``N(z) = s_i ⊙ C(z) + c``
+(``C``: identity or centring), so it folds into ``f`` for that query:
+
+    f^h_i(x_j) = W_O s_i ⊙ C(P_h v^h_j),      y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + (b_O + W_O c)
+
+(``P_h`` puts head h's value into its slice).  The decomposition is exact for every activation
+and normaliser; :func:`decompose` computes it, :class:`AttentionRecorder` collects it as
+:class:`AttentionRecord` s (a batch), and :func:`split_sentences` cuts those into one
+:class:`SentenceAttention` per sentence pair.  :meth:`AttentionRecord.matrix` is the one place that
+turns a record into an alignment matrix (weights or norms, all heads or some), for
+``fairseq-generate`` and for the analysis sweep alike.
+"""
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fairseq_rela.attention import ATTENTION_KINDS, ReLAMultiheadAttention
+from fairseq_rela.errors import OptionError, check_choice
+
+Array = Union[Tensor, np.ndarray]
+ALIGNMENT_SOURCES = ("weights", "norms")
+
+
+@dataclass(frozen=True)
+class AlignmentSource:
+    """Which matrix a decoder reports as the attention of a hypothesis (``fairseq-generate
+    --print-alignment``): ``source`` of cross-attention ``layer`` (negative: from the top) over
+    ``heads`` (None: all), as :meth:`AttentionRecord.matrix` computes it."""
+
+    source: str = "weights"
+    layer: int = -1
+    heads: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self):
+        check_choice("--alignment-source", self.source, ALIGNMENT_SOURCES)
+
+    def resolve(self, n_layers: int, n_heads: int) -> "AlignmentSource":
+        """The same source with a 0-based layer, checked against a decoder's size."""
+        if not -n_layers <= self.layer < n_layers:
+            raise OptionError(f"--alignment-layer {self.layer}: the decoder has layers 0..{n_layers - 1}")
+        if self.heads is not None and not all(0 <= h < n_heads for h in self.heads):
+            raise OptionError(f"--alignment-heads {','.join(map(str, self.heads))}: heads are 0..{n_heads - 1}")
+        return AlignmentSource(self.source, self.layer % n_layers, self.heads)
+
+
+@dataclass
+class AttentionRecord:
+    """What one attention did in one forward call.
+
+    As the recorder makes it: torch tensors with a leading batch axis (shapes below).  In a
+    :class:`SentenceAttention`: numpy arrays of one sentence, padding removed, without the batch axis.
+    """
+
+    kind: str  # encoder_self | decoder_self | cross
+    layer: int
+    weights: Array  # (B, H, T, S) α
+    key_padding_mask: Optional[Array] = None  # (B, S), True at padding
+    fx_norm: Optional[Array] = None  # (B, H, T|1, S) ‖f_h(x_j)‖ (depends on the query with a normaliser)
+    weighted_norm: Optional[Array] = None  # (B, H, T, S) ‖α^h_ij f_h(x_j)‖
+    summed_norm: Optional[Array] = None  # (B, T, S) ‖Σ_h α^h_ij f_h(x_j)‖ over the heads `summed_heads`
+    summed_heads: Optional[Tuple[int, ...]] = None  # None: all heads
+    vectors: Optional[Array] = None  # (B, T, S, E) Σ_h α^h_ij f_h(x_j), only with keep_vectors
+    bias: Optional[Array] = None  # (E,) b_O + W_O c: Σ_j vectors_ij + bias == output_i
+
+    @property
+    def has_norms(self) -> bool:
+        return self.summed_norm is not None
+
+    def matrix(self, source: str = "weights", heads: Optional[Sequence[int]] = None) -> Array:
+        """The (…, T, S) alignment matrix of ``source`` over ``heads`` (None: all).
+
+        ``weights``: ``mean_h α^h`` over the heads; ``norms``: ``‖Σ_h α^h f_h(x_j)‖`` over the heads
+        (Kobayashi et al.'s norm of the summed vectors; one head: ``‖α^h f_h(x_j)‖``).
+        """
+        check_choice("--alignment-source", source, ALIGNMENT_SOURCES)
+        heads = None if heads is None else tuple(heads)
+        if source == "weights":
+            w = self.weights if heads is None else self.weights[..., list(heads), :, :]
+            return w.mean(-3)
+        if self.summed_norm is None:
+            raise OptionError("--alignment-source norms: the attention was recorded without norms")
+        if heads == self.summed_heads:
+            return self.summed_norm
+        if heads is not None and len(heads) == 1 and self.weighted_norm is not None:
+            return self.weighted_norm[..., heads[0], :, :]
+        raise OptionError(f"--alignment-source norms: heads {heads} were not recorded "
+                          f"(the recorder summed heads {self.summed_heads or 'all'})")
+
+    def zero_counts(self) -> Tuple[np.ndarray, int, np.ndarray, int]:
+        """Of one sentence's record: per head the exact zeros among attendable positions, the number
+        of attendable positions per head, per head the rows without any positive weight, and the rows
+        (decoder self-attention may attend to positions up to its own)."""
+        w = np.asarray(self.weights)
+        _, T, S = w.shape
+        valid = np.tril(np.ones((T, S), bool)) if self.kind == "decoder_self" else np.ones((T, S), bool)
+        zeros = ((w == 0) & valid).sum((1, 2))
+        null_rows = ((w * valid) == 0).all(-1).sum(-1)
+        return zeros, int(valid.sum()), null_rows, T
+
+
+def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
+    """W_O^h as (H, d, E_out): head h's slice of the output projection."""
+    w = module.out_proj.weight  # (E_out, E_in)
+    return w.t().reshape(module.num_heads, module.head_dim, w.size(0))
+
+
+_CHUNK_FLOATS = 1 << 24  # bound on one (B, H, queries, S, E) block in the query-dependent path
+
+
+@torch.no_grad()
+def decompose(
+    module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False,
+    heads: Optional[List[int]] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Tensor]:
+    """Norms of the decomposition ``y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + bias``.
+
+    Args: weights (B,H,T,S); values (B',H,S,d) with B' dividing B (beam-shared keys);
+    head_outputs z (T,B,E), the normaliser's input.  ``heads`` restricts the summed vector
+    ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.
+    Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
+
+    Without a per-query vector in the normaliser (no normaliser, RMSNorm) ``f_h(x_j)`` is shared by
+    all queries up to a scalar, and the norms follow from the Gram matrix ``f_h(x_j) · f_g(x_j)``:
+    nothing of size ``T x S x E`` is built.  Gated RMSNorm and LayerNorm are done in query chunks.
+    """
+    B, H, T, S = weights.shape
+    weights = weights.float()
+    v = values.float()
+    if v.size(0) != B:
+        v = v.repeat_interleave(B // v.size(0), dim=0)
+    w_heads = _head_maps(module).float()  # (H, d, E)
+    out_w = module.out_proj.weight.float()
+    lin = module.head_norm.linearize(head_outputs)
+    bias = module.out_proj.bias.float() if module.out_proj.bias is not None else out_w.new_zeros(out_w.size(0))
+    if lin.shift is not None:
+        bias = bias + out_w @ lin.shift
+    r = None if lin.row_scale is None else lin.row_scale[..., 0].t()  # (B, T)
+    sel = weights if heads is None else weights[:, heads]
+    if lin.query_vector is None and not lin.centre:
+        if lin.gain is not None:
+            v = v * lin.gain.view(H, 1, -1)
+        f = torch.einsum("bhsd,hde->bhse", v, w_heads)  # f_h(x_j), up to the query's scalar r
+        gram = torch.einsum("bhse,bgse->bshg", f, f)
+        fx_norm = gram.diagonal(dim1=2, dim2=3).clamp_min(0).sqrt().transpose(1, 2).unsqueeze(2)  # (B,H,1,S)
+        g_sel = gram if heads is None else gram[:, :, heads][:, :, :, heads]
+        summed = torch.einsum("bhts,bgts,bshg->bts", sel, sel, g_sel).clamp_min(0).sqrt()
+        vectors = torch.einsum("bhts,bhse->btse", sel, f if heads is None else f[:, heads]) if keep_vectors else None
+        if r is not None:
+            fx_norm = fx_norm * r[:, None, :, None]
+            summed = summed * r[:, :, None]
+            vectors = None if vectors is None else vectors * r[:, :, None, None]
+    else:
+        fx_norm, summed, vectors = _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads)
+    return fx_norm, weights.abs() * fx_norm, summed, vectors, bias
+
+
+def _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads):
+    """f^h_i(x_j) = W_O^h (s^h_i ⊙ v^h_j) [- (Σv^h_j / E) W_O s_i], s_i = r_i g ⊙ q_i, in query chunks."""
+    B, H, S, d = v.shape
+    T, E = sel.size(2), module.embed_dim
+    s = lin.query_vector.transpose(0, 1) if lin.query_vector is not None else v.new_ones(B, T, E)
+    if lin.gain is not None:
+        s = s * lin.gain
+    if r is not None:
+        s = s * r[:, :, None]
+    fx_norm, summed = v.new_empty(B, H, T, S), v.new_empty(B, T, S)
+    vectors = v.new_empty(B, T, S, E) if keep_vectors else None
+    chunk = max(1, _CHUNK_FLOATS // max(1, B * H * S * E))
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        sc = s[:, t0:t1]
+        f = torch.einsum("bhsd,bthd,hde->bhtse", v, sc.reshape(B, t1 - t0, H, d), w_heads)
+        if lin.centre:  # C(P_h v) = P_h v - mean(P_h v): subtract (Σv/E) W_O s
+            f = f - (v.sum(-1) / E)[:, :, None, :, None] * (sc @ out_w.t())[:, None, :, None, :]
+        fx_norm[:, :, t0:t1] = f.norm(dim=-1)
+        vec = torch.einsum("bhts,bhtse->btse", sel[:, :, t0:t1], f if heads is None else f[:, heads])
+        summed[:, t0:t1] = vec.norm(dim=-1)
+        if vectors is not None:
+            vectors[:, t0:t1] = vec
+    return fx_norm, summed, vectors
+
+
+_LAYER = re.compile(r"layers\.(\d+)\.")
+
+
+class AttentionRecorder:
+    """Context manager recording every :class:`ReLAMultiheadAttention` of ``model`` while active.
+
+    ``records[(kind, layer)]`` is a list with one :class:`AttentionRecord` per forward call.
+    With ``norms=False`` only weights are kept (cheap: for training-time statistics).
+    Outside the context nothing is recorded and the attention does no extra work.
+    """
+
+    def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
+                 keep_vectors: bool = False, layers: Optional[Iterable[int]] = None,
+                 heads: Optional[Sequence[int]] = None):
+        self.kinds = tuple(kinds)
+        self.heads = heads
+        self.norms, self.keep_vectors = norms, keep_vectors
+        self.layers = None if layers is None else set(layers)
+        self.records: Dict[Tuple[str, int], List[AttentionRecord]] = {}
+        self.modules: List[Tuple[ReLAMultiheadAttention, int]] = []
+        for name, module in model.named_modules():
+            if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
+                match = _LAYER.search(name + ".")
+                layer = int(match.group(1)) if match else 0
+                if self.layers is None or layer in self.layers:
+                    self.modules.append((module, layer))
+        if not self.modules:
+            raise ValueError("AttentionRecorder: the model has no ReLAMultiheadAttention to record "
+                             "(is it a rela_transformer?)")
+
+    def __enter__(self) -> "AttentionRecorder":
+        for module, layer in self.modules:
+            module.recorder = self._recorder_for(layer)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, _ in self.modules:
+            module.recorder = None
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def _recorder_for(self, layer: int):
+        def record(module, weights, values, head_outputs, output, key_padding_mask):
+            rec = AttentionRecord(module.kind.value, layer, weights.detach().float(),
+                                  None if key_padding_mask is None else key_padding_mask.detach().bool(),
+                                  summed_heads=None if self.heads is None else tuple(self.heads))
+            if rec.key_padding_mask is not None and rec.key_padding_mask.size(0) != weights.size(0):
+                rec.key_padding_mask = rec.key_padding_mask.repeat_interleave(
+                    weights.size(0) // rec.key_padding_mask.size(0), dim=0)
+            if self.norms:
+                rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
+                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
+                    None if self.heads is None else list(self.heads))
+            self.records.setdefault((rec.kind, layer), []).append(rec)
+
+        return record
+
+
+@dataclass
+class SentenceAttention:
+    """One sentence pair's attention records, padding removed (numpy arrays, no batch axis).
+
+    ``src``: source tokens (ending in ``</s>``); ``tgt_in``: decoder input tokens (``</s> y1 .. yn``);
+    ``tgt_out``: the tokens each decoder position predicts (``y1 .. yn </s>``).
+    ``records[(kind, layer)]``: an :class:`AttentionRecord` with ``weights``, ``weighted_norm``
+    (H,T,S), ``fx_norm`` (H,T|1,S), ``summed_norm`` (T,S); queries T and keys S are positions of
+    ``src`` (encoder) or ``tgt_in``.
+    """
+
+    id: int
+    src: List[str]
+    tgt_in: List[str]
+    tgt_out: List[str]
+    records: Dict[Tuple[str, int], AttentionRecord] = field(default_factory=dict)
+
+    def tokens(self, kind: str) -> Tuple[List[str], List[str]]:
+        """(query tokens, key tokens) of an attention kind."""
+        return {"encoder_self": (self.src, self.src), "decoder_self": (self.tgt_in, self.tgt_in),
+                "cross": (self.tgt_in, self.src)}[kind]
+
+
+_NORM_FIELDS = ("weighted_norm", "fx_norm", "summed_norm")
+
+
+def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
+    """Cut a batch's records into per-sentence records without padding."""
+    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
+    target = sample["target"]
+    for b in range(src_tokens.size(0)):
+        src_keep = src_tokens[b].ne(src_dict.pad())
+        tgt_keep = target[b].ne(tgt_dict.pad())
+        sent = SentenceAttention(
+            id=int(sample["id"][b]),
+            src=[src_dict[t] for t in src_tokens[b][src_keep].tolist()],
+            tgt_in=[tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
+            tgt_out=[tgt_dict[t] for t in target[b][tgt_keep].tolist()],
+        )
+        for (kind, layer), records in recorder.records.items():
+            (rec,) = records
+            q_keep, k_keep = {"encoder_self": (src_keep, src_keep), "decoder_self": (tgt_keep, tgt_keep),
+                              "cross": (tgt_keep, src_keep)}[kind]
+            out = AttentionRecord(kind, layer, rec.weights[b][:, q_keep][:, :, k_keep].cpu().numpy(),
+                                  summed_heads=rec.summed_heads)
+            for name in _NORM_FIELDS:
+                value = getattr(rec, name)
+                if value is None:
+                    continue
+                value = value[b]
+                if name == "summed_norm":
+                    value = value[q_keep][:, k_keep]
+                else:
+                    value = value[:, q_keep if value.size(1) > 1 else slice(None)][:, :, k_keep]
+                setattr(out, name, value.cpu().numpy())
+            sent.records[(kind, layer)] = out
+        yield sent

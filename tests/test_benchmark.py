@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_benchmark_quick_run_reports_every_variant(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_rela.analysis.aer import alignment_error_rate, read_gold, read_hypothesis
-from tests.conftest import REPO, SHARED_DATA, USER_DIR, run_cli
+from tests.helpers import REPO, SHARED_DATA, USER_DIR, run_cli
 
 EXAMPLE = REPO / "examples" / "replication"
 RUN = EXAMPLE / "runs" / "2026-11-23-h100-fp16"

@@ -5,7 +5,7 @@ import pytest
 
 from fairseq_rela.analysis.symmetrize import METHODS, grow_diag_final_and
 from fairseq_rela.cli.symmetrize import cli_main
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 # Sentence 0 is worked by hand (links de-en): forward {0-0, 1-1, 3-4}; backward, an En->De model's
 # links en-de "0-0 1-1 2-1 4-5" = de-en {0-0, 1-1, 1-2, 5-4}.  Intersection {0-0, 1-1}; grow-diag adds

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from fairseq_rela.cli.aer import cli_main
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 GOLD = "1-1 2-2\n1-2 2-1\n"  # two sentences, 1-based
 
@@ -117,3 +117,44 @@ def test_bad_nbest_index_is_an_argparse_error(tmp_path, capsys):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--nbest-index: expected a number >= 0" in proc.stderr.strip().splitlines()[-1]
     _one_line_error(_aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "1", check=False, capsys=capsys), r"applies to fairseq-generate")
+
+
+
+@pytest.mark.parametrize("gold,hyp,args,message", [
+    ("1-1\n", "0-0\n0-1\n", [], "hyp: 2 sentences, but .*gold has 1"),
+    ("1-x\n", "0-0\n", [], r"gold:1: malformed link '1-x'"),
+    ("1-1\n2p\n", "0-0\n0-0\n", [], r"gold:2: malformed link '2p'"),
+    ("1-1\n", "0p0\n", [], r"hyp:1: malformed link '0p0' \(expected i-j\)"),
+    ("0-1\n", "0-0\n", [], r"gold:1: link '0-1' has index 0, impossible in a 1-based file"),
+    ("1-1 3-3\n", "0-0 5-5\n", ["--src", "SRC", "--tgt", "TGT"], r"hyp:1: link 5-5 \(0-based\) is past the sentence length"),
+])
+def test_aer_cli_bad_input_is_one_line(tmp_path, gold, hyp, args, message):
+    (tmp_path / "gold").write_text(gold)
+    (tmp_path / "hyp").write_text(hyp)
+    (tmp_path / "SRC").write_text("a b c\n")
+    (tmp_path / "TGT").write_text("A B C\n")
+    args = [str(tmp_path / a) if a in ("SRC", "TGT") else a for a in args]
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", *args, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("fairseq-rela-aer: error: ")
+    import re
+    assert re.search(message, line), line
+
+
+def test_aer_cli_warns_on_a_shifted_index_base_and_prints_json(tmp_path):
+    (tmp_path / "gold").write_text("1-1 2-2 3-3\n1-2 2-1\n")
+    (tmp_path / "hyp").write_text("1-1 2-2 3-3\n1-2 2-1\n")  # 1-based, read as 0-based
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--json")
+    assert "warning" in proc.stderr and "--hyp-base 1" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["aer"] == pytest.approx(0.6) and out["signature"].startswith("fairseq-rela-aer|gold-base:1|hyp-base:0")
+    ok = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--hyp-base", "1")
+    assert ok.stdout.startswith("AER 0.0") and not ok.stderr
+
+
+def test_empty_gold_line_is_a_warning_not_an_error(tmp_path):
+    (tmp_path / "gold").write_text("1-1\n\n")
+    (tmp_path / "hyp").write_text("0-0\n\n")
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp")
+    assert "gold:2: empty line" in proc.stderr and proc.stdout.startswith("AER 0.0")

@@ -8,6 +8,8 @@ import torch
 
 from tests.helpers import TRAIN_ARGS, USER_DIR, run_cli
 
+pytestmark = pytest.mark.e2e
+
 # A test-only fairseq plugin: the translation task, subclassed at fairseq's begin_valid_epoch seam to save
 # each rank's parameters (fairseq saves checkpoints on rank 0 only).
 DUMP_PLUGIN = '''

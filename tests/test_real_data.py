@@ -6,8 +6,9 @@ import json
 import pytest
 
 from fairseq_rela.analysis.aer import alignment_error_rate, read_gold
-from tests.helpers import REPO, SHARED_DATA, USER_DIR, run_cli
-from tests.helpers import independent_sparsity
+from tests.helpers import REPO, SHARED_DATA, USER_DIR, independent_sparsity, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ RECIPE = REPO / "examples" / "reproduce" / "recipe.py"
 sys.path.insert(0, str(RECIPE.parent))
 from pairs import PAIRS, VARIANTS  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 TINY = ("--arch", "rela_transformer_tiny", "--log-interval", "1")
 SHORT = ("--max-len-a", "0", "--max-len-b", "12")  # an untrained model's beam search would run to 200 tokens
 
@@ -57,6 +59,7 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("work")
 
 
+@pytest.mark.realdata
 def test_wmt_recipe_chain(wmt_corpus, work):
     recipe("prepare", "--pair", "ro-en", "--work", work, "--corpus", wmt_corpus, "--vocab-size", "800")
     pdir = work / "ro-en"
@@ -90,6 +93,7 @@ def test_wmt_recipe_chain(wmt_corpus, work):
     assert "fairseq-rela-launch --nproc-per-node 2" in summary
 
 
+@pytest.mark.realdata
 def test_europarl_recipe_chain(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

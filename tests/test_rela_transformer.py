@@ -16,6 +16,7 @@ ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
 GEN_ARGS = ("--user-dir", USER_DIR, "--cpu", "--max-tokens", "4000", "--required-batch-size-multiple", "1")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_attention_uses_the_activation(toy_data, activation):
     _, model = build(toy_data, "--attention-activation", activation)
@@ -25,12 +26,14 @@ def test_every_attention_uses_the_activation(toy_data, activation):
     assert {m.kind for m in mods} == {"encoder_self", "decoder_self", "cross"}
 
 
+@pytest.mark.unit
 def test_activation_in_selects_attention_kinds(toy_data):
     _, model = build(toy_data, "--attention-activation", "rela", "--attention-activation-in", "cross")
     acts = {m.kind: m.activation for m in model.modules() if isinstance(m, ReLAMultiheadAttention)}
     assert acts == {"encoder_self": "softmax", "decoder_self": "softmax", "cross": "rela"}
 
 
+@pytest.mark.unit
 def test_transformer_options_still_apply(toy_data):
     _, model = build(toy_data, "--encoder-normalize-before", "--decoder-normalize-before",
                      "--share-decoder-input-output-embed", "--encoder-layers", "3")
@@ -38,6 +41,7 @@ def test_transformer_options_still_apply(toy_data):
     assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_incremental_decoding_equals_full_forward(toy_data, activation):
     task, model = build(toy_data, "--attention-activation", activation)
@@ -53,6 +57,7 @@ def test_incremental_decoding_equals_full_forward(toy_data, activation):
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
     """Beam search (reordered, beam-shared incremental states) scores what a full forward scores."""
@@ -72,6 +77,7 @@ def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
             torch.testing.assert_close(hypo["positional_scores"], expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("activation", ["rela", "softmax"])
 def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activation):
     """The generator fairseq-generate builds (task.build_generator) reaches the decoder's
@@ -113,6 +119,7 @@ def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activa
             torch.testing.assert_close(ha["positional_scores"], hb["positional_scores"], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
     """After beam search, the same model scores a batch of different sentences unchanged."""
     task, model = build(toy_data)
@@ -127,6 +134,7 @@ def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
     """A beam-1 search after a beam-5 one (set_beam_size stays 5) finds what a fresh model finds."""
     task, model = build(toy_data)
@@ -141,6 +149,7 @@ def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
         torch.testing.assert_close(a[0]["positional_scores"], b[0]["positional_scores"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_train_and_generate_beam4(toy_data, trained, activation):
     ckpt = trained(activation)
@@ -165,6 +174,7 @@ def _cross_attention(ckpt, toy_data):
     return extra["attn"][0][real]  # (rows, src_len), averaged over heads
 
 
+@pytest.mark.e2e
 def test_rela_cross_attention_is_sparse_and_unnormalised(toy_data, trained):
     rela = _cross_attention(trained("rela"), toy_data)
     assert (rela == 0).any()
@@ -173,6 +183,7 @@ def test_rela_cross_attention_is_sparse_and_unnormalised(toy_data, trained):
     torch.testing.assert_close(soft.sum(-1), torch.ones(soft.size(0)))
 
 
+@pytest.mark.e2e
 def test_interactive(toy_data, trained):
     lines = "w1 w2 w3\nw7 w8 w9 w10\n"
     proc = run_cli("fairseq-interactive", toy_data / "bin", "--path", trained("rela"), "--beam", "4",
@@ -181,6 +192,7 @@ def test_interactive(toy_data, trained):
     assert hyps[0] == "W3 W2 W1" and len(hyps) == 2
 
 
+@pytest.mark.e2e
 def test_resume_training_from_checkpoint(toy_data, tmp_path):
     common = (toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--attention-activation", "rela",
               "--rela-variant", "i", "--save-dir", tmp_path)
@@ -191,6 +203,7 @@ def test_resume_training_from_checkpoint(toy_data, tmp_path):
     assert re.search(r"end of epoch 2", log)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args,message", [
     (("--attention-activation", "relu"), "argument --attention-activation: invalid choice: 'relu'"),
     (("--attention-activation", "softmax", "--rela-norm", "layer"),

@@ -18,6 +18,7 @@ def _sentence(kind, weights, keys, norms=None):
     return sent
 
 
+@pytest.mark.unit
 def test_hand_computed_cross_attention_statistics():
     w = [[[0.5, 0, 0.5], [0, 0, 0]],  # head 0: second row is null
          [[1.0, 0, 0], [0, 1.0, 0]]]
@@ -34,12 +35,14 @@ def test_hand_computed_cross_attention_statistics():
     assert shares["eos"]["norm"] == pytest.approx((3 / 4) / 2) and shares["punct"]["norm"] == pytest.approx(0.5)
 
 
+@pytest.mark.unit
 def test_decoder_self_attention_counts_only_causal_positions():
     stats = AttentionStatistics(set(), set())
     stats.update(_sentence("decoder_self", [[[1.0, 0.0], [0.5, 0.5]]], ["</s>", "x"]))
     assert stats.result()["attention"]["decoder_self"]["0"]["sparsity"] == [0.0]
 
 
+@pytest.mark.unit
 def test_jsd_identical_heads_is_zero_disjoint_is_log2():
     same = np.array([[[0.2, 0.8]], [[0.2, 0.8]]])
     disjoint = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
@@ -48,10 +51,12 @@ def test_jsd_identical_heads_is_zero_disjoint_is_log2():
     assert head_jsd_rows(disjoint, valid)[0] == pytest.approx(math.log(2))
 
 
+@pytest.mark.unit
 def test_punctuation_detection_handles_subword_markers():
     assert is_punct(".") and is_punct("\u2581,") and is_punct("?@@") and not is_punct("a.") and not is_punct("</s>")
 
 
+@pytest.mark.e2e
 def test_softmax_model_is_dense_with_no_null_rows(toy_data, trained):
     model, task = load_checkpoint(str(trained("softmax")), data=str(toy_data / "bin"), device="cpu")
     stats = AttentionStatistics(set(), set())

@@ -41,7 +41,7 @@ def test_transformer_options_still_apply(toy_data):
     assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # steps the decoder token by token: too slow for unit on a loaded CPU
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_incremental_decoding_equals_full_forward(toy_data, activation):
     task, model = build(toy_data, "--attention-activation", activation)
@@ -57,7 +57,7 @@ def test_incremental_decoding_equals_full_forward(toy_data, activation):
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
     """Beam search (reordered, beam-shared incremental states) scores what a full forward scores."""
@@ -77,7 +77,7 @@ def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
             torch.testing.assert_close(hypo["positional_scores"], expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 @pytest.mark.parametrize("activation", ["rela", "softmax"])
 def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activation):
     """The generator fairseq-generate builds (task.build_generator) reaches the decoder's
@@ -134,7 +134,7 @@ def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
     """A beam-1 search after a beam-5 one (set_beam_size stays 5) finds what a fresh model finds."""
     task, model = build(toy_data)

@@ -43,14 +43,8 @@ def test_fairseq_generate_output_is_read_in_id_order(tmp_path):
 # Text made mostly of the characters that matter to the parsers, plus anything else.
 _ALPHABET = st.sampled_from(list("0123456789-p \t\n\r") + ["A-", "S-", "H-", "\ufeff", "\u0665", "\uff15", "\u2028",
                                                           "\x85", "9" * 12])
-
-
 _TEXT = st.lists(st.one_of(_ALPHABET, st.characters()), max_size=60).map("".join)
-
-
 _LINK_ITEM = st.builds("{}{}{}".format, st.integers(0, 14), st.sampled_from("-p"), st.integers(0, 14))
-
-
 # Well-formed link lines, sometimes with one piece of noise spliced in.
 _LINK_LINES = st.builds(
     lambda lines, noise, at: (lambda text: text[:at] + noise + text[at:])("\n".join(" ".join(l) for l in lines) + "\n"),

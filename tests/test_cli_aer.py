@@ -126,7 +126,6 @@ def test_bad_nbest_index_is_an_argparse_error(tmp_path, capsys):
     _one_line_error(_aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "1", check=False, capsys=capsys), r"applies to fairseq-generate")
 
 
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("gold,hyp,args,message", [
     ("1-1\n", "0-0\n0-1\n", [], "hyp: 2 sentences, but .*gold has 1"),

@@ -1,5 +1,5 @@
 """The reproduction recipes (examples/reproduce) end to end on small local data, their pair table and
-error paths, and fairseq-rela-average against a hand-computed average."""
+error paths (fairseq-rela-average: test_cli_average.py)."""
 import gzip
 import json
 import re

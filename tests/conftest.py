@@ -1,29 +1,11 @@
 """Shared fixtures: a synthetic parallel corpus with known word alignments, binarised and trained
-through the real fairseq console scripts."""
-import os
-import subprocess
-import sys
+through the real fairseq console scripts.  Non-fixture helpers are in helpers.py."""
 from pathlib import Path
 
 import pytest
 
 from fairseq_rela.toy import write_toy_corpus
-
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = str(REPO / "fairseq_rela")
-BIN = Path(sys.executable).parent
-SHARED_DATA = Path(os.environ.get("FAIRSEQ_RELA_DATA", REPO.parent / "shared" / "data"))
-
-
-def run_cli(name: str, *args: str, cwd=None, check=True, input=None) -> subprocess.CompletedProcess:
-    """Run an installed console script (fairseq-train, fairseq-rela-aer, ...) and return its result."""
-    proc = subprocess.run(
-        [str(BIN / name), *map(str, args)], cwd=cwd, capture_output=True, text=True, input=input,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
+from tests.helpers import TRAIN_ARGS, USER_DIR, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +15,6 @@ def toy_data(tmp_path_factory) -> Path:
     run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref", d / "train",
             "--validpref", d / "valid", "--testpref", d / "test", "--destdir", d / "bin", "--workers", "1")
     return d
-
-
-TRAIN_ARGS = (
-    "--arch", "rela_transformer_tiny", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
-    "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100", "--max-tokens", "1000",
-    "--dropout", "0.0", "--seed", "1", "--cpu",
-    "--no-progress-bar", "--log-interval", "50", "--no-epoch-checkpoints",
-)
 
 
 def train(toy_data: Path, activation: str, epochs: int, *extra: str) -> Path:

@@ -6,6 +6,8 @@ import torch
 from fairseq_rela.activations import ACTIVATIONS, entmax15, get_activation, rela, softmax, sparsemax
 from tests.reference import entmax15_ref, sparsemax_ref
 
+pytestmark = pytest.mark.unit
+
 
 def _scores(seed=0, shape=(3, 4, 5, 7)):
     g = torch.Generator().manual_seed(seed)

@@ -1,3 +1,8 @@
+"""ReLAMultiheadAttention (attention.py): equality with stock fairseq for softmax, the direct ReLA formula,
+fairseq's mask forms (-inf, -1e8 and -1e4 block; other float values are an additive bias), incremental and
+beam-shared states, and every activation under bf16 autocast on degenerate inputs."""
+import math
+
 import pytest
 import torch
 from fairseq.modules import MultiheadAttention
@@ -6,7 +11,10 @@ from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.normalization import build_head_norm
 from tests.reference import attention_ref
 
+pytestmark = pytest.mark.unit
+
 E, H = 16, 4
+T, B = 6, 3  # the mask tests' sequence length and batch size
 
 
 def _inputs(T=5, S=6, B=3, seed=0):
@@ -137,3 +145,121 @@ def test_beam_shared_encoder_states_match_expanded():
 def test_unsupported_options_are_refused():
     with pytest.raises(ValueError, match="add_bias_kv"):
         ReLAMultiheadAttention(E, H, add_bias_kv=True, self_attention=True)
+
+
+def _causal_mask(fill):
+    if fill == "bool":
+        return torch.ones(T, T, dtype=torch.bool).triu(1)
+    return torch.triu(torch.full((T, T), fill), 1)
+
+
+def _x(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, B, E, generator=g) * 3  # large enough that -1e4 vs -inf would show
+
+
+def _pad():
+    pad = torch.zeros(B, T, dtype=torch.bool)
+    pad[1, -2:] = True
+    return pad
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), -1e8, -1e4, "bool"])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_softmax_with_every_mask_form_equals_stock_fairseq(fill, need_weights):
+    torch.manual_seed(0)
+    stock = MultiheadAttention(E, H, self_attention=True).eval()
+    ours = ReLAMultiheadAttention(E, H, self_attention=True).eval()
+    ours.load_state_dict(stock.state_dict())
+    x = _x()
+    a, wa = stock(x, x, x, key_padding_mask=_pad(), attn_mask=_causal_mask(fill), need_weights=need_weights)
+    b, wb = ours(x, x, x, key_padding_mask=_pad(), attn_mask=_causal_mask(fill), need_weights=need_weights)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    if need_weights:
+        torch.testing.assert_close(wb, wa, atol=1e-6, rtol=1e-5)
+        assert (wb[:, 0, 1:] == 0).all()  # blocked: exactly 0
+
+
+def test_softmax_additive_bias_equals_stock_fairseq():
+    """A finite bias above the blocking level (ALiBi-like) is added to the scores, as stock does."""
+    torch.manual_seed(0)
+    stock = MultiheadAttention(E, H, self_attention=True).eval()
+    ours = ReLAMultiheadAttention(E, H, self_attention=True).eval()
+    ours.load_state_dict(stock.state_dict())
+    x = _x(1)
+    pos = torch.arange(T, dtype=torch.float)
+    bias = -0.5 * (pos[:, None] - pos[None, :]).abs() + _causal_mask(-1e8)
+    for need in (True, False):
+        a, _ = stock(x, x, x, attn_mask=bias, need_weights=need)
+        b, _ = ours(x, x, x, attn_mask=bias, need_weights=need)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["rela", "sparsemax", "entmax15"])
+@pytest.mark.parametrize("fill", [float("-inf"), -1e8, -1e4])
+def test_float_masks_block_as_the_boolean_mask(activation, fill):
+    """ReLA masks multiplicatively (authors' code): blocked positions are exactly 0, with any fill."""
+    torch.manual_seed(0)
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True).eval()
+    x = _x(2) * 100  # scores far above 1e4 would leak through an additive -1e4 in ReLU(s + mask)
+    ref, wref = mha(x, x, x, key_padding_mask=_pad(), attn_mask=_causal_mask("bool"), need_head_weights=True)
+    out, w = mha(x, x, x, key_padding_mask=_pad(), attn_mask=_causal_mask(fill), need_head_weights=True)
+    assert torch.equal(out, ref) and torch.equal(w, wref)
+    assert (w[..., _causal_mask("bool")] == 0).all() and (w > 0).any()
+
+
+def test_rela_additive_bias_goes_before_the_relu():
+    torch.manual_seed(0)
+    mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm("rms", "g", E),
+                                 self_attention=True).eval()
+    x = _x(3)
+    bias = torch.linspace(-2, 2, T * T).view(T, T) + _causal_mask(-1e8)
+    _, w = mha(x, x, x, attn_mask=bias, need_head_weights=True)
+    q = mha.q_proj(x).view(T, B, H, -1).permute(1, 2, 0, 3) / math.sqrt(E // H)
+    k = mha.k_proj(x).view(T, B, H, -1).permute(1, 2, 0, 3)
+    expected = torch.relu(q @ k.transpose(-1, -2) + bias).masked_fill(_causal_mask("bool"), 0).transpose(0, 1)
+    torch.testing.assert_close(w, expected, atol=1e-5, rtol=1e-5)
+
+
+ACTIVATIONS = ["rela", "sparsemax", "entmax15"]
+
+
+def _mha(activation):
+    torch.manual_seed(0)
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    return ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True).train()
+
+
+def _cases():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 2, E, generator=g)
+    full_pad = torch.zeros(2, 9, dtype=torch.bool)
+    full_pad[1] = True
+    yield "fully masked rows", x, full_pad, None
+    yield "all-negative rows", x, None, "negative"
+    yield "huge scores", x * 1e3, None, None
+    yield "length 1", x[:1], None, None
+    yield "length 1024", torch.randn(1024, 1, E, generator=g), None, None
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("case", [c[0] for c in _cases()])
+def test_bf16_autocast_forward_and_backward_stay_finite(activation, case):
+    _, x, pad, special = next(c for c in _cases() if c[0] == case)
+    mha = _mha(activation)
+    if special == "negative":  # q = -k for every token: every score of a query with itself is < 0
+        with torch.no_grad():
+            mha.q_proj.weight.copy_(-mha.k_proj.weight)
+            mha.q_proj.bias.copy_(-mha.k_proj.bias)
+    T = x.size(0)
+    causal = torch.triu(torch.full((T, T), float("-inf")), 1)
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, w = mha(x, x, x, key_padding_mask=pad, attn_mask=causal, need_weights=True)
+    assert torch.isfinite(out).all() and torch.isfinite(w).all()
+    if pad is not None:
+        assert (w[1] == 0).all()  # a fully masked row attends nowhere
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in mha.parameters() if p.grad is not None)

@@ -3,7 +3,11 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.e2e
 
 
 def test_benchmark_quick_run_reports_every_variant(tmp_path):

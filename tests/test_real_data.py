@@ -6,8 +6,9 @@ import json
 import pytest
 
 from fairseq_rela.analysis.aer import alignment_error_rate, read_gold
-from tests.conftest import REPO, SHARED_DATA, USER_DIR, run_cli
-from tests.test_statistics import _independent_sparsity
+from tests.helpers import REPO, SHARED_DATA, USER_DIR, independent_sparsity, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def multi30k(data, tmp_path_factory):
 
 @pytest.mark.parametrize("activation", ["rela", "softmax"])
 def test_analyze_models_trained_on_multi30k(multi30k, activation, tmp_path):
-    from tests.conftest import TRAIN_ARGS
+    from tests.helpers import TRAIN_ARGS
 
     ckpt_dir = multi30k / f"ckpt-{activation}"
     run_cli("fairseq-train", multi30k / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--attention-activation",
@@ -111,7 +112,7 @@ def test_analyze_models_trained_on_multi30k(multi30k, activation, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["sentences"] == 100
     assert (out / "heads.png").exists() and (out / "sentence-3-cross.png").exists()
-    expected, _ = _independent_sparsity(ckpt_dir / "checkpoint_last.pt", multi30k)
+    expected, _ = independent_sparsity(ckpt_dir / "checkpoint_last.pt", multi30k)
     assert stats["attention"]["cross"]["0"]["sparsity_mean"] == pytest.approx(expected, abs=1e-9)
     punct = stats["attention"]["encoder_self"]["0"]["token_share"]["punct"]
     assert punct["weight"] > 0 and punct["norm"] > 0  # real text has punctuation

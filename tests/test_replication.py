@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_rela.analysis.aer import alignment_error_rate, read_gold, read_hypothesis
-from tests.conftest import REPO, SHARED_DATA, USER_DIR, run_cli
+from tests.helpers import REPO, SHARED_DATA, USER_DIR, run_cli
 
 EXAMPLE = REPO / "examples" / "replication"
 RUN = EXAMPLE / "runs" / "2026-11-23-h100-fp16"
@@ -26,6 +26,8 @@ def _prepare():
     return module
 
 
+@pytest.mark.e2e
+@pytest.mark.realdata
 def test_corpus_reads_every_source_without_losing_pairs():
     prep = _prepare()
     corpus, read_lines = prep.corpus, prep.read_lines
@@ -41,6 +43,8 @@ def test_corpus_reads_every_source_without_losing_pairs():
     assert (en, de) == ("Hi.", "Hallo!")  # English<TAB>German, returned as (German, English)
 
 
+@pytest.mark.e2e
+@pytest.mark.realdata
 def test_en_de_gold_mirrors_the_de_en_gold():
     read_lines, swap_talp = _prepare().read_lines, _prepare().swap_talp
 
@@ -53,6 +57,7 @@ def test_en_de_gold_mirrors_the_de_en_gold():
                    (link.replace("p", "-").split("-") for link in line.split()))
 
 
+@pytest.mark.e2e
 def test_dump_links_equals_the_sweep(toy_data, trained, tmp_path):
     """Pharaoh files per layer score exactly the sweep's per-layer AER (an independent path:
     links written, read back by the scorer)."""
@@ -72,6 +77,7 @@ def test_dump_links_equals_the_sweep(toy_data, trained, tmp_path):
         assert sweep["per_layer"][f"{source}-{shift}"][layer[1:]] == pytest.approx(aer)
 
 
+@pytest.mark.unit
 def test_summary_of_the_gpu_run(tmp_path):
     from summarize import parse_train_log, summarise_model, table
 
@@ -89,6 +95,7 @@ def test_summary_of_the_gpu_run(tmp_path):
     assert parse_train_log("no log") == {"train": [], "valid": [], "last": {}, "overflows": 0, "crash": None}
 
 
+@pytest.mark.e2e
 def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "no DIR-VARIANT/train.log" in proc.stderr and "Traceback" not in proc.stderr

@@ -5,7 +5,7 @@ import pytest
 
 from fairseq_rela.analysis.symmetrize import METHODS, grow_diag_final_and
 from fairseq_rela.cli.symmetrize import cli_main
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 # Sentence 0 is worked by hand (links de-en): forward {0-0, 1-1, 3-4}; backward, an En->De model's
 # links en-de "0-0 1-1 2-1 4-5" = de-en {0-0, 1-1, 1-2, 5-4}.  Intersection {0-0, 1-1}; grow-diag adds
@@ -30,12 +30,14 @@ def _files(tmp_path, forward=FORWARD_GEN, backward=BACKWARD_PHARAOH):
             "--src", str(tmp_path / "src"), "--tgt", str(tmp_path / "tgt")]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_hand_made_case(tmp_path, capsys, method):
     cli_main(_files(tmp_path) + ["--method", method])
     assert capsys.readouterr().out.splitlines() == EXPECTED[method]
 
 
+@pytest.mark.e2e
 def test_console_script_writes_the_output_file(tmp_path):
     proc = run_cli("fairseq-rela-symmetrize", *_files(tmp_path), "--output", tmp_path / "sym")
     assert proc.stdout == "" and (tmp_path / "sym").read_text().splitlines() == EXPECTED["grow-diag-final-and"]
@@ -49,6 +51,7 @@ def _umask():
     return mask
 
 
+@pytest.mark.unit
 def test_agrees_with_the_symmetrize_functions(tmp_path, capsys):
     """Random directional alignments (forward as a fairseq output, backward as 1-based Pharaoh en-de)."""
     rng = random.Random(0)
@@ -69,6 +72,7 @@ def test_agrees_with_the_symmetrize_functions(tmp_path, capsys):
     assert sum(len(grow_diag_final_and(f, b) - (f & b)) for f, b in zip(fwd, bwd)) > 0  # growth happened
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("forward,backward,extra,pattern", [
     (FORWARD_GEN, "0-0\n", [], r"bwd: 1 sentences, but .*fwd has 2"),
     ("0-0\n0-0\n", "0-0\n0-0\n0-0\n", [], r"bwd: 3 sentences, but .*fwd has 2"),

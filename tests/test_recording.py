@@ -1,11 +1,14 @@
-"""The norm decomposition against the layers' real outputs (Σ_j Σ_h α f + b == y)."""
+"""The recorder and the norm decomposition (analysis/records.py: AttentionRecorder, decompose) against the
+layers' real outputs (Σ_j Σ_h α f + b == y)."""
 import pytest
 import torch
 
 from fairseq_rela.analysis.records import AttentionRecorder
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.normalization import build_head_norm
-from tests.test_model import build
+from tests.helpers import build
+
+pytestmark = pytest.mark.unit
 
 E, H = 16, 4
 ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]

@@ -1,19 +1,44 @@
-"""Property-based fuzzing (hypothesis) of the alignment parsers and the subword merge: any input either
-parses to links inside the sentence bounds or gives a one-line error naming the file.  Each test
-counts and reports the cases it tried."""
+"""The AER scorer's functions (analysis/aer.py) on hand-made cases, and a property-based fuzz (hypothesis) of
+its parsers: any input either parses to links inside the sentence bounds or gives a one-line error naming the
+file.  Each fuzz test counts and reports the cases it tried."""
 import os
 import tempfile
 
-import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from fairseq_rela.analysis.aer import MAX_DIGITS, AlignmentFileError, check_lengths, read_gold, read_hypothesis
-from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, word_ids
+from fairseq_rela.analysis.aer import (MAX_DIGITS, AlignmentFileError, Gold, alignment_error_rate, check_lengths,
+                                       read_gold, read_hypothesis)
+from tests.helpers import FUZZ
 
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+pytestmark = pytest.mark.unit
+
+
+def test_aer_hand_computed():
+    gold = [Gold(sure={(0, 0), (1, 1)}, possible={(0, 0), (1, 1), (2, 1)})]
+    hyp = [{(0, 0), (2, 1), (2, 2)}]
+    r = alignment_error_rate(gold, hyp)
+    # |A∩S| = 1, |A∩P| = 2, |A| = 3, |S| = 2 -> AER = 1 - 3/5
+    assert r.aer == pytest.approx(0.4) and r.precision == pytest.approx(2 / 3) and r.recall == pytest.approx(0.5)
+
+
+def test_gold_and_hypothesis_index_bases(tmp_path):
+    (tmp_path / "gold").write_text("1-1 2p3\n\n")
+    (tmp_path / "hyp").write_text("0-0 1-2\n0-0\n")
+    gold = read_gold(str(tmp_path / "gold"), base=1)
+    assert gold[0].sure == {(0, 0)} and gold[0].possible == {(0, 0), (1, 2)}
+    assert read_hypothesis(str(tmp_path / "hyp"), base=0)[0] == {(0, 0), (1, 2)}
+    assert read_hypothesis(str(tmp_path / "hyp"), base=0, reverse=True)[0] == {(0, 0), (2, 1)}
+
+
+def test_fairseq_generate_output_is_read_in_id_order(tmp_path):
+    (tmp_path / "gen").write_text("S-1\tx\nA-1\t0-1\nH-0\ty\nA-0\t1-0 0-0\n")
+    assert read_hypothesis(str(tmp_path / "gen")) == [{(1, 0), (0, 0)}, {(0, 1)}]
+    (tmp_path / "gap").write_text("A-0\t0-0\nA-2\t0-0\n")
+    with pytest.raises(AlignmentFileError, match="no A- line for sentence 1"):
+        read_hypothesis(str(tmp_path / "gap"))
+
 
 # Text made mostly of the characters that matter to the parsers, plus anything else.
 _ALPHABET = st.sampled_from(list("0123456789-p \t\n\r") + ["A-", "S-", "H-", "\ufeff", "\u0665", "\uff15", "\u2028",
@@ -146,40 +171,3 @@ def test_fuzz_fairseq_generate_output():
 
     run()
     _report("fairseq-generate output", tried, outcomes)
-
-
-_PIECES = st.sampled_from(["a", "b", "\u2581a", "\u2581b", "\u2581", "a@@", "@@", "b@@", "</s>", "", "x y"])
-
-
-def test_fuzz_subword_merge():
-    tried, outcomes = {"n": 0}, {}
-
-    @FUZZ
-    @given(src=st.lists(_PIECES, max_size=7), tgt=st.lists(_PIECES, max_size=7), eos=st.booleans(),
-           shift=st.booleans(), src_style=st.sampled_from(MERGE_STYLES), tgt_style=st.sampled_from(MERGE_STYLES),
-           rule=st.sampled_from(MERGE_RULES), seed=st.integers(0, 2 ** 16), zeros=st.floats(0, 1))
-    def run(src, tgt, eos, shift, src_style, tgt_style, rule, seed, zeros):
-        tried["n"] += 1
-        src = src + ["</s>"] if eos else src
-        rng = np.random.default_rng(seed)
-        rows = len(tgt) + 1  # decoder positions: </s> y1 .. yn
-        matrix = rng.random((rows, len(src))) * (rng.random((rows, len(src))) > zeros)
-        try:
-            links, words = align(matrix, src, tgt, shift, src_style, tgt_style, rule)
-        except ValueError as err:
-            assert "\n" not in str(err)
-            outcomes["error"] = outcomes.get("error", 0) + 1
-            return
-        words_src = src[:-1] if src and src[-1] == "</s>" else src
-        n_src = len(set(word_ids(words_src, src_style)))
-        n_tgt = len(set(word_ids(tgt, tgt_style)))
-        assert words.shape == (n_tgt, n_src)
-        for s, t in links:
-            assert 0 <= s < n_src and 0 <= t < n_tgt
-        if rule == "sum_mean":
-            assert len({t for _, t in links}) == len(links)  # one source word per target word at most
-        outcomes["links"] = outcomes.get("links", 0) + 1
-
-    run()
-    print(f"\nsubword merge: {tried['n']} cases tried, outcomes {outcomes}")
-    assert tried["n"] >= FUZZ.max_examples and outcomes.get("links", 0) > FUZZ.max_examples // 2

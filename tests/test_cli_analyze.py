@@ -1,5 +1,6 @@
-"""fairseq-rela-analyze through its console script: bad options and unusable inputs are one `error:`
-line before the pass over the data; the output folder is a whole run or absent, never a mix."""
+"""fairseq-rela-analyze (cli/analyze.py) through its console script: the statistics it writes match an
+independent computation; bad options and unusable inputs are one `error:` line before the pass over the data;
+the output folder is a whole run or absent, never a mix."""
 import json
 import os
 import re
@@ -7,7 +8,9 @@ import shutil
 
 import pytest
 
-from tests.conftest import USER_DIR, run_cli
+from tests.helpers import USER_DIR, independent_sparsity, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 def _analyze(toy_data, ckpt, out, *args, data=None):
@@ -29,6 +32,22 @@ def _leftovers(directory):
 @pytest.fixture(scope="module")
 def ckpt(trained):
     return trained("softmax", 1)
+
+
+def test_analyze_cli_writes_statistics_that_match_an_independent_computation(toy_data, trained, tmp_path):
+    ckpt = trained("rela")
+    proc = run_cli("fairseq-rela-analyze", toy_data / "bin", "--path", ckpt, "--gen-subset", "test", "--user-dir",
+                   USER_DIR, "--output-dir", tmp_path, "--plot-sentences", "0,2", "--plot-kinds", "cross,encoder_self",
+                   "--cpu", "--max-tokens", "300")  # several batches
+    assert "cross" in proc.stdout and "sparsity" in proc.stdout
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    for name in ("heads.png", "sentence-0-cross.png", "sentence-2-encoder_self.png", "stats.txt"):
+        assert (tmp_path / name).stat().st_size > 0
+    expected, n = independent_sparsity(ckpt, toy_data)
+    assert stats["sentences"] == n == 41
+    cross0 = stats["attention"]["cross"]["0"]
+    assert cross0["sparsity_mean"] == pytest.approx(expected, abs=1e-9)
+    assert 0 < expected < 1 and stats["attention_activation"] == "rela"
 
 
 @pytest.mark.parametrize("args,pattern", [

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from fairseq_rela.cli.aer import cli_main
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 GOLD = "1-1 2-2\n1-2 2-1\n"  # two sentences, 1-based
 
@@ -53,6 +53,7 @@ def _one_line_error(proc, pattern: str) -> str:
     return line
 
 
+@pytest.mark.e2e
 def test_nbest_output_scores_the_best_hypothesis_by_default(tmp_path):
     """Through the console script."""
     best = json.loads(_aer(tmp_path, _nbest_output()).stdout)
@@ -64,6 +65,7 @@ def test_nbest_output_scores_the_best_hypothesis_by_default(tmp_path):
     _one_line_error(_aer(tmp_path, _nbest_output(), "--nbest-index", "2", check=False), r"only 2 hypothesis")
 
 
+@pytest.mark.unit
 def test_concatenated_outputs_are_an_error_naming_the_ids(tmp_path, capsys):
     one = "S-0\ta b\nA-0\t0-0 1-1\nS-1\ta b\nA-1\t0-1 1-0\n"
     assert json.loads(_aer(tmp_path, one, capsys=capsys).stdout)["aer"] == pytest.approx(0.0)
@@ -74,6 +76,7 @@ def test_concatenated_outputs_are_an_error_naming_the_ids(tmp_path, capsys):
     _one_line_error(_aer(tmp_path, a_only * 2, check=False, capsys=capsys), r"A- lines repeat for sentence ids 0, 1")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("hyp,pattern", [
     ("0-0 1-1\n\u0660-\u0664\n", r"hyp:2: malformed link '٠-٤'"),  # Arabic-Indic digits
     ("0-0 1-1\n\uff10-\uff14\n", r"hyp:2: malformed link '０-４'"),  # full-width digits
@@ -90,16 +93,19 @@ def test_bad_hypothesis_is_one_line(tmp_path, hyp, pattern, capsys):
     _one_line_error(_aer(tmp_path, hyp, check=False, capsys=capsys), pattern)
 
 
+@pytest.mark.unit
 def test_empty_gold_is_an_error(tmp_path, capsys):
     _one_line_error(_aer(tmp_path, "", gold="", check=False, capsys=capsys), r"gold: no gold links at all \(0 lines\)")
     _one_line_error(_aer(tmp_path, "\n\n", gold="\n\n", check=False, capsys=capsys), r"gold: no gold links at all \(2 lines\)")
 
 
+@pytest.mark.unit
 def test_utf8_bom_is_stripped(tmp_path, capsys):
     out = json.loads(_aer(tmp_path, b"\xef\xbb\xbf0-0 1-1\n0-1 1-0\n", gold="\ufeff" + GOLD, capsys=capsys).stdout)
     assert out["aer"] == pytest.approx(0.0) and out["sentences"] == 2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("src,blamed", [("a b\n", "SRC: 1 sentences, but .*gold has 2"),
                                         ("a b\na b\na b\n", "SRC: 3 sentences, but .*gold has 2")])
 def test_src_with_another_sentence_count_is_blamed(tmp_path, src, blamed, capsys):
@@ -112,8 +118,52 @@ def test_src_with_another_sentence_count_is_blamed(tmp_path, src, blamed, capsys
     assert json.loads(ok.stdout)["aer"] == pytest.approx(0.0)
 
 
+@pytest.mark.unit
 def test_bad_nbest_index_is_an_argparse_error(tmp_path, capsys):
     proc = _aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "-1", check=False, capsys=capsys)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--nbest-index: expected a number >= 0" in proc.stderr.strip().splitlines()[-1]
     _one_line_error(_aer(tmp_path, "0-0\n0-0\n", "--nbest-index", "1", check=False, capsys=capsys), r"applies to fairseq-generate")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("gold,hyp,args,message", [
+    ("1-1\n", "0-0\n0-1\n", [], "hyp: 2 sentences, but .*gold has 1"),
+    ("1-x\n", "0-0\n", [], r"gold:1: malformed link '1-x'"),
+    ("1-1\n2p\n", "0-0\n0-0\n", [], r"gold:2: malformed link '2p'"),
+    ("1-1\n", "0p0\n", [], r"hyp:1: malformed link '0p0' \(expected i-j\)"),
+    ("0-1\n", "0-0\n", [], r"gold:1: link '0-1' has index 0, impossible in a 1-based file"),
+    ("1-1 3-3\n", "0-0 5-5\n", ["--src", "SRC", "--tgt", "TGT"], r"hyp:1: link 5-5 \(0-based\) is past the sentence length"),
+])
+def test_aer_cli_bad_input_is_one_line(tmp_path, gold, hyp, args, message):
+    (tmp_path / "gold").write_text(gold)
+    (tmp_path / "hyp").write_text(hyp)
+    (tmp_path / "SRC").write_text("a b c\n")
+    (tmp_path / "TGT").write_text("A B C\n")
+    args = [str(tmp_path / a) if a in ("SRC", "TGT") else a for a in args]
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", *args, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("fairseq-rela-aer: error: ")
+    import re
+    assert re.search(message, line), line
+
+
+@pytest.mark.e2e
+def test_aer_cli_warns_on_a_shifted_index_base_and_prints_json(tmp_path):
+    (tmp_path / "gold").write_text("1-1 2-2 3-3\n1-2 2-1\n")
+    (tmp_path / "hyp").write_text("1-1 2-2 3-3\n1-2 2-1\n")  # 1-based, read as 0-based
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--json")
+    assert "warning" in proc.stderr and "--hyp-base 1" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["aer"] == pytest.approx(0.6) and out["signature"].startswith("fairseq-rela-aer|gold-base:1|hyp-base:0")
+    ok = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--hyp-base", "1")
+    assert ok.stdout.startswith("AER 0.0") and not ok.stderr
+
+
+@pytest.mark.e2e
+def test_empty_gold_line_is_a_warning_not_an_error(tmp_path):
+    (tmp_path / "gold").write_text("1-1\n\n")
+    (tmp_path / "hyp").write_text("0-0\n\n")
+    proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp")
+    assert "gold:2: empty line" in proc.stderr and proc.stdout.startswith("AER 0.0")

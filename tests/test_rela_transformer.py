@@ -1,30 +1,22 @@
+"""The rela_transformer model and its archs (models/): every attention uses the chosen activation,
+incremental decoding and beam search equal a full forward, beam-shared encoder states; and (e2e) trained
+through the stock console scripts with --user-dir on CPU: train, generate, interactive, resume, bad options."""
+import re
+
 import pytest
 import torch
-from fairseq import options, tasks
+from fairseq import checkpoint_utils
 from fairseq.sequence_generator import SequenceGenerator
 
+import fairseq_rela  # noqa: F401  (allow-lists checkpoint globals, registers the model)
 from fairseq_rela.attention import ReLAMultiheadAttention
-from tests.conftest import USER_DIR
+from tests.helpers import TRAIN_ARGS, USER_DIR, batch, build, run_cli
 
 ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
+GEN_ARGS = ("--user-dir", USER_DIR, "--cpu", "--max-tokens", "4000", "--required-batch-size-multiple", "1")
 
 
-def build(toy_data, *extra):
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "rela_transformer_tiny", "--cpu", *extra]
-    )
-    task = tasks.setup_task(args)
-    torch.manual_seed(0)
-    model = task.build_model(args).eval()
-    return task, model
-
-
-def _batch(task, n=6):
-    ds = task.load_dataset("valid") or task.dataset("valid")
-    return ds.collater([ds[i] for i in range(n)])
-
-
+@pytest.mark.unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_attention_uses_the_activation(toy_data, activation):
     _, model = build(toy_data, "--attention-activation", activation)
@@ -34,12 +26,14 @@ def test_every_attention_uses_the_activation(toy_data, activation):
     assert {m.kind for m in mods} == {"encoder_self", "decoder_self", "cross"}
 
 
+@pytest.mark.unit
 def test_activation_in_selects_attention_kinds(toy_data):
     _, model = build(toy_data, "--attention-activation", "rela", "--attention-activation-in", "cross")
     acts = {m.kind: m.activation for m in model.modules() if isinstance(m, ReLAMultiheadAttention)}
     assert acts == {"encoder_self": "softmax", "decoder_self": "softmax", "cross": "rela"}
 
 
+@pytest.mark.unit
 def test_transformer_options_still_apply(toy_data):
     _, model = build(toy_data, "--encoder-normalize-before", "--decoder-normalize-before",
                      "--share-decoder-input-output-embed", "--encoder-layers", "3")
@@ -47,10 +41,11 @@ def test_transformer_options_still_apply(toy_data):
     assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
 
 
+@pytest.mark.e2e  # steps the decoder token by token: too slow for unit on a loaded CPU
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_incremental_decoding_equals_full_forward(toy_data, activation):
     task, model = build(toy_data, "--attention-activation", activation)
-    sample = _batch(task)
+    sample = batch(task)
     net = sample["net_input"]
     enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
     full, _ = model.decoder(net["prev_output_tokens"], encoder_out=enc)
@@ -62,11 +57,12 @@ def test_incremental_decoding_equals_full_forward(toy_data, activation):
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
     """Beam search (reordered, beam-shared incremental states) scores what a full forward scores."""
     task, model = build(toy_data, "--attention-activation", activation)
-    sample = _batch(task, 4)
+    sample = batch(task, 4)
     gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=12)
     hypos = gen.generate([model], sample)
     for i, nbest in enumerate(hypos):
@@ -81,11 +77,7 @@ def test_beam_search_scores_equal_full_forward_scores(toy_data, activation):
             torch.testing.assert_close(hypo["positional_scores"], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_bad_combination_is_one_line_error(toy_data):
-    with pytest.raises(SystemExit, match="--rela-variant applies only to --attention-activation rela"):
-        build(toy_data, "--attention-activation", "softmax", "--rela-variant", "i")
-
-
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 @pytest.mark.parametrize("activation", ["rela", "softmax"])
 def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activation):
     """The generator fairseq-generate builds (task.build_generator) reaches the decoder's
@@ -96,7 +88,7 @@ def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activa
     task, model = build(toy_data, "--attention-activation", activation)
     gen_args = parse_args_and_arch(get_generation_parser(), [str(toy_data / "bin"), "--user-dir", USER_DIR,
                                                             "--beam", "5", "--cpu"])
-    sample = _batch(task, 6)
+    sample = batch(task, 6)
     kv_batch = []
     cross = [m for m in model.modules() if isinstance(m, ReLAMultiheadAttention) and m.kind == "cross"]
 
@@ -127,10 +119,11 @@ def test_fairseq_generate_shares_encoder_states_across_the_beam(toy_data, activa
             torch.testing.assert_close(ha["positional_scores"], hb["positional_scores"], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
     """After beam search, the same model scores a batch of different sentences unchanged."""
     task, model = build(toy_data)
-    sample = _batch(task, 5)
+    sample = batch(task, 5)
     net = sample["net_input"]
     with torch.no_grad():
         first = net["prev_output_tokens"][:, :1]
@@ -141,10 +134,11 @@ def test_stale_beam_size_never_folds_unrelated_sentences(toy_data):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.e2e  # beam searches of an untrained model: too slow for unit
 def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
     """A beam-1 search after a beam-5 one (set_beam_size stays 5) finds what a fresh model finds."""
     task, model = build(toy_data)
-    sample = _batch(task, 5)
+    sample = batch(task, 5)
     gen1 = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=12)
     with torch.no_grad():
         fresh = gen1.generate([model], sample)
@@ -153,3 +147,75 @@ def test_stale_beam_size_leaves_a_beam1_search_unchanged(toy_data):
     for a, b in zip(fresh, stale):
         assert torch.equal(a[0]["tokens"], b[0]["tokens"])
         torch.testing.assert_close(a[0]["positional_scores"], b[0]["positional_scores"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_train_and_generate_beam4(toy_data, trained, activation):
+    ckpt = trained(activation)
+    proc = run_cli("fairseq-generate", toy_data / "bin", "--path", ckpt, "--beam", "4", "--gen-subset", "test", *GEN_ARGS)
+    hyps = [line for line in proc.stdout.splitlines() if line.startswith("H-")]
+    assert len(hyps) == 41  # every test sentence, none dropped by batch trimming
+    bleu = float(re.search(r"BLEU4 = ([\d.]+)", proc.stdout).group(1))
+    assert bleu > 30, proc.stdout[-500:]  # the reversal task is learnt by every activation
+
+
+def _cross_attention(ckpt, toy_data):
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])  # weights_only torch.load
+    model = models[0].eval()
+    task.load_dataset("valid")
+    ds = task.dataset("valid")
+    sample = ds.collater([ds[i] for i in range(8)])
+    net = sample["net_input"]
+    with torch.no_grad():
+        enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+        _, extra = model.decoder(net["prev_output_tokens"], encoder_out=enc, alignment_layer=0)
+    real = net["prev_output_tokens"].ne(task.target_dictionary.pad())
+    return extra["attn"][0][real]  # (rows, src_len), averaged over heads
+
+
+@pytest.mark.e2e
+def test_rela_cross_attention_is_sparse_and_unnormalised(toy_data, trained):
+    rela = _cross_attention(trained("rela"), toy_data)
+    assert (rela == 0).any()
+    assert not torch.allclose(rela.sum(-1), torch.ones(rela.size(0)), atol=1e-3)
+    soft = _cross_attention(trained("softmax"), toy_data)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(soft.size(0)))
+
+
+@pytest.mark.e2e
+def test_interactive(toy_data, trained):
+    lines = "w1 w2 w3\nw7 w8 w9 w10\n"
+    proc = run_cli("fairseq-interactive", toy_data / "bin", "--path", trained("rela"), "--beam", "4",
+                   "--source-lang", "src", "--target-lang", "tgt", "--user-dir", USER_DIR, "--cpu", input=lines)
+    hyps = [line.split("\t")[2] for line in proc.stdout.splitlines() if line.startswith("H-")]
+    assert hyps[0] == "W3 W2 W1" and len(hyps) == 2
+
+
+@pytest.mark.e2e
+def test_resume_training_from_checkpoint(toy_data, tmp_path):
+    common = (toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--attention-activation", "rela",
+              "--rela-variant", "i", "--save-dir", tmp_path)
+    run_cli("fairseq-train", *common, "--max-epoch", "1")
+    proc = run_cli("fairseq-train", *common, "--max-epoch", "2")
+    log = proc.stdout + proc.stderr
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 2 @ \d+ updates\)", log)  # resumes at epoch 2
+    assert re.search(r"end of epoch 2", log)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("args,message", [
+    (("--attention-activation", "relu"), "argument --attention-activation: invalid choice: 'relu'"),
+    (("--attention-activation", "softmax", "--rela-norm", "layer"),
+     "rela_transformer: error: --rela-norm applies only to --attention-activation rela"),
+    (("--rela-variant", "i", "--rela-gate-init", "ones"),
+     "rela_transformer: error: --rela-gate-init applies only to ReLA-g"),
+    (("--attention-activation-in", "decoder"), "--attention-activation-in: unknown value 'decoder'; use a comma-separated subset"),
+])
+def test_bad_options_fail_in_one_line(toy_data, tmp_path, args, message):
+    proc = run_cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--max-epoch", "1",
+                   "--save-dir", tmp_path, *args, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -1,0 +1,96 @@
+"""Shared non-fixture helpers of the test suite (fixtures live in conftest.py).  Test files import from
+here, never from one another."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from fairseq import options, tasks
+from hypothesis import HealthCheck, settings
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO / "fairseq_rela")
+BIN = Path(sys.executable).parent
+SHARED_DATA = Path(os.environ.get("FAIRSEQ_RELA_DATA", REPO.parent / "shared" / "data"))
+
+TRAIN_ARGS = (
+    "--arch", "rela_transformer_tiny", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
+    "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100", "--max-tokens", "1000",
+    "--dropout", "0.0", "--seed", "1", "--cpu",
+    "--no-progress-bar", "--log-interval", "50", "--no-epoch-checkpoints",
+)
+
+# hypothesis settings of the parser fuzz tests (test_aer.py, test_links.py)
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+def run_cli(name: str, *args: str, cwd=None, check=True, input=None) -> subprocess.CompletedProcess:
+    """Run an installed console script (fairseq-train, fairseq-rela-aer, ...) and return its result."""
+    proc = subprocess.run(
+        [str(BIN / name), *map(str, args)], cwd=cwd, capture_output=True, text=True, input=input,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def last_error_line(proc, prog: str) -> str:
+    """The one `prog: error:` line a failed console script ended with (no traceback)."""
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{prog}: error: "), line
+    return line
+
+
+def build(toy_data, *extra):
+    """An untrained model (seed 0) and its task on the binarised toy corpus, built in-process."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "rela_transformer_tiny", "--cpu", *extra]
+    )
+    task = tasks.setup_task(args)
+    torch.manual_seed(0)
+    model = task.build_model(args).eval()
+    return task, model
+
+
+def batch(task, n=6):
+    """The first ``n`` sentences of the valid split, collated."""
+    ds = task.load_dataset("valid") or task.dataset("valid")
+    return ds.collater([ds[i] for i in range(n)])
+
+
+def generate_alignments(toy_data, ckpt, *args):
+    """stdout of fairseq-generate --task translation_alignment --print-alignment on the toy test split."""
+    proc = run_cli("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--task", "translation_alignment",
+                   "--path", ckpt, "--print-alignment", "--cpu", "--required-batch-size-multiple", "8",
+                   "--gen-subset", "test", "--max-tokens", "300", *args)
+    return proc.stdout
+
+
+def independent_sparsity(ckpt, toy_data, kind_module="encoder_attn", layer=0):
+    """Sparsity of one attention straight from need_head_weights in a plain forward (no recorder)."""
+    from fairseq_rela.analysis.runner import load_checkpoint
+
+    model, task = load_checkpoint(str(ckpt), data=str(toy_data / "bin"), device="cpu")
+    task.load_dataset("test")
+    ds = task.dataset("test")
+    zeros = total = 0
+    captured = {}
+    attn = getattr(model.decoder.layers[layer], kind_module)
+    for i in range(len(ds)):
+        sample = ds.collater([ds[i]])
+        net = sample["net_input"]
+        with torch.no_grad():
+            enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+            handle = attn.register_forward_hook(lambda m, a, kw, out: captured.update(kw=kw), with_kwargs=True)
+            model.decoder(net["prev_output_tokens"], encoder_out=enc)
+            handle.remove()
+            kw = dict(captured["kw"], need_head_weights=True)
+            _, w = attn(**kw)
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / total, len(ds)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import fairseq_rela.models  # noqa: F401  (registers: fairseq's --user-dir loader skips an already imported package)
+import fairseq_rela.tasks  # noqa: F401
 from fairseq_rela.toy import write_toy_corpus
 from tests.helpers import TRAIN_ARGS, USER_DIR, run_cli
 

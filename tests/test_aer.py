@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fairseq_rela.analysis.aer import (MAX_DIGITS, AlignmentFileError, Gold, alignment_error_rate, check_lengths,
+from fairseq_rela.alignment.aer import (MAX_DIGITS, AlignmentFileError, Gold, alignment_error_rate, check_lengths,
                                        read_gold, read_hypothesis)
 from tests.helpers import FUZZ
 

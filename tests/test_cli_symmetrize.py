@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from fairseq_rela.analysis.symmetrize import METHODS, grow_diag_final_and
+from fairseq_rela.alignment.symmetrize import METHODS, grow_diag_final_and
 from fairseq_rela.cli.symmetrize import cli_main
 from tests.helpers import run_cli
 

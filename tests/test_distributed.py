@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 DUMP_PLUGIN = '''
 import os
 import torch
-import fairseq_rela  # noqa: F401  (registers rela_transformer)
+import fairseq_rela.models  # noqa: F401  (registers rela_transformer, allow-lists checkpoint globals)
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 

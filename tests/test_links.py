@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fairseq_rela.analysis.alignment import MERGE_RULES, MERGE_STYLES, align, word_ids
+from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES, align, word_ids
 from tests.helpers import FUZZ
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fairseq_rela.analysis.aer import alignment_error_rate, read_gold
+from fairseq_rela.alignment.aer import alignment_error_rate, read_gold
 from tests.helpers import REPO, SHARED_DATA, USER_DIR, independent_sparsity, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
@@ -59,7 +59,7 @@ def _nltk_corpus_aer(gold_path, hyp_links):
 
 
 def test_eflomal_baseline_on_europarl_and_rwth(data, tmp_path):
-    from fairseq_rela.analysis.eflomal_baseline import eflomal_alignments
+    from fairseq_rela.alignment.eflomal import eflomal_alignments
 
     prep = _prepare_module()
     de = prep.read_lines(data / "europarl/europarl-v7-head20k.de.gz")[:3000]

@@ -3,10 +3,10 @@ layers' real outputs (Σ_j Σ_h α f + b == y)."""
 import pytest
 import torch
 
-from fairseq_rela.analysis.records import AttentionRecorder
+from fairseq_rela.recording import AttentionRecorder
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.normalization import build_head_norm
-from tests.helpers import build
+from tests.helpers import batch as batch_of, build
 
 pytestmark = pytest.mark.unit
 
@@ -87,7 +87,7 @@ def test_recorder_refuses_a_model_without_our_attention():
 
 @pytest.mark.parametrize("norm", ["rms-g", "rms-i", "layer-g", "none-g"])
 def test_single_head_summed_norm_equals_that_heads_weighted_norm(norm):
-    from fairseq_rela.analysis.records import decompose
+    from fairseq_rela.recording import decompose
 
     torch.manual_seed(5)
     n, variant = norm.split("-")
@@ -115,3 +115,57 @@ def test_decomposition_is_exact_in_training_mode_with_attention_dropout(activati
     torch.testing.assert_close(r.vectors.sum(2) + r.bias, out.transpose(0, 1), atol=1e-5, rtol=1e-5)
     dropped = (r.weights == 0) & (w.unsqueeze(0) > 0).expand(H, -1, -1, -1).transpose(0, 1)
     assert dropped.any()  # dropout really acted on what was recorded
+
+
+@pytest.mark.parametrize("activation", ["softmax", "rela"])
+def test_record_matrix_is_the_same_on_a_batch_and_on_its_sentences(toy_data, activation):
+    """AttentionRecord.matrix (the one alignment-source function): on the recorder's batched torch
+    record (what fairseq-generate reads) and on each sentence's numpy record (what the sweep reads)."""
+    from fairseq_rela.recording import split_sentences
+    from tests.helpers import batch
+
+    task, model = build(toy_data, "--attention-activation", activation)
+    sample = batch(task)
+    rec = AttentionRecorder(model, kinds=("cross",))
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    sentences = list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+    src_pad = sample["net_input"]["src_tokens"].ne(task.source_dictionary.pad())
+    tgt_len = sample["target"].ne(task.target_dictionary.pad()).sum(1)
+    for layer in range(2):
+        (batched,) = rec.records[("cross", layer)]
+        for b, sent in enumerate(sentences):
+            one = sent.records[("cross", layer)]
+            for source, heads in (("weights", None), ("weights", [1]), ("weights", [0, 2]), ("norms", None),
+                                  ("norms", [3])):
+                full = batched.matrix(source, heads)[b][: tgt_len[b]][:, src_pad[b]].numpy()
+                assert full.shape == one.matrix(source, heads).shape
+                torch.testing.assert_close(torch.from_numpy(one.matrix(source, heads)), torch.from_numpy(full))
+            # weights over heads = the heads' mean; norms of one head = ‖α^h f_h‖
+            torch.testing.assert_close(torch.from_numpy(one.matrix("weights")), torch.from_numpy(one.weights.mean(0)))
+            torch.testing.assert_close(torch.from_numpy(one.matrix("norms", [3])), torch.from_numpy(one.weighted_norm[3]))
+    with pytest.raises(ValueError, match="heads \\(0, 2\\) were not recorded"):
+        batched.matrix("norms", [0, 2])
+    with pytest.raises(ValueError, match="--alignment-source: unknown value 'attn'"):
+        batched.matrix("attn")
+    only_weights = AttentionRecorder(model, kinds=("cross",), norms=False)
+    with torch.no_grad(), only_weights:
+        model(**sample["net_input"])
+    with pytest.raises(ValueError, match="recorded without norms"):
+        only_weights.records[("cross", 0)][0].matrix("norms")
+
+
+def test_recorder_restricted_to_heads_sums_only_those(toy_data):
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch_of(task)
+    full, some = AttentionRecorder(model, kinds=("cross",)), AttentionRecorder(model, kinds=("cross",), heads=[0, 2])
+    with torch.no_grad():
+        with full:
+            model(**sample["net_input"])
+        with some:
+            model(**sample["net_input"])
+    (a,), (b,) = full.records[("cross", 1)], some.records[("cross", 1)]
+    assert b.summed_heads == (0, 2) and a.summed_heads is None
+    torch.testing.assert_close(b.matrix("weights", [0, 2]), a.matrix("weights", [0, 2]))
+    torch.testing.assert_close(b.matrix("norms", [0, 2]), b.summed_norm)
+    assert not torch.allclose(b.matrix("norms", [0, 2]), a.matrix("norms"))

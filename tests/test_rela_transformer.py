@@ -8,7 +8,7 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.sequence_generator import SequenceGenerator
 
-import fairseq_rela  # noqa: F401  (allow-lists checkpoint globals, registers the model)
+import fairseq_rela.models  # noqa: F401  (registers rela_transformer, allow-lists checkpoint globals)
 from fairseq_rela.attention import ReLAMultiheadAttention
 from tests.helpers import TRAIN_ARGS, USER_DIR, batch, build, run_cli
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rela.analysis.aer import alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.aer import alignment_error_rate, read_gold, read_hypothesis
 from tests.helpers import REPO, SHARED_DATA, USER_DIR, run_cli
 
 EXAMPLE = REPO / "examples" / "replication"

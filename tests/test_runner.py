@@ -17,5 +17,5 @@ def test_given_sentences_are_analysed_like_the_binarised_split(toy_data, trained
     split = {s.id: s for s in iter_sentences(model, task, "test") if s.id < 3}
     assert [s.src[:-1] for s in given] == [line.split() for line in src]
     for s in given:
-        np.testing.assert_allclose(s.maps[("cross", 0)]["weighted_norm"], split[s.id].maps[("cross", 0)]["weighted_norm"],
+        np.testing.assert_allclose(s.records[("cross", 0)].weighted_norm, split[s.id].records[("cross", 0)].weighted_norm,
                                    atol=1e-5)

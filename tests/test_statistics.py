@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 from fairseq_rela.analysis.runner import SentenceAttention, iter_sentences, load_checkpoint
+from fairseq_rela.recording import AttentionRecord
 from fairseq_rela.analysis.statistics import AttentionStatistics, head_jsd_rows, is_punct
 
 
 def _sentence(kind, weights, keys, norms=None):
     sent = SentenceAttention(0, src=keys, tgt_in=keys, tgt_out=keys)
     w = np.array(weights, dtype=float)
-    maps = {"weights": w}
+    record = AttentionRecord(kind, 0, w)
     if norms is not None:
-        maps.update(fx_norm=np.ones_like(w), weighted_norm=w, summed_norm=np.array(norms, dtype=float))
-    sent.maps[(kind, 0)] = maps
+        record.fx_norm, record.weighted_norm, record.summed_norm = np.ones_like(w), w, np.array(norms, dtype=float)
+    sent.records[(kind, 0)] = record
     return sent
 
 
@@ -62,7 +63,7 @@ def test_softmax_model_is_dense_with_no_null_rows(toy_data, trained):
     stats = AttentionStatistics(set(), set())
     for sent in iter_sentences(model, task, "test", max_tokens=500):
         stats.update(sent)
-        w = sent.maps[("cross", 1)]["weights"]
+        w = sent.records[("cross", 1)].weights
         np.testing.assert_allclose(w.sum(-1), 1, atol=1e-5)
     res = stats.result()["attention"]
     assert all(s["sparsity_mean"] == 0 and s["null_rate_mean"] == 0 for layers in res.values() for s in layers.values())

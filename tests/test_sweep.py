@@ -8,7 +8,7 @@ import sys
 import pytest
 from fairseq import checkpoint_utils
 
-from fairseq_rela.analysis.aer import alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.aer import alignment_error_rate, read_gold, read_hypothesis
 from tests.helpers import REPO, USER_DIR, generate_alignments, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -1,7 +1,7 @@
 """The symmetrisation functions (analysis/symmetrize.py) on hand-made cases."""
 import pytest
 
-from fairseq_rela.analysis.symmetrize import grow_diag_final_and
+from fairseq_rela.alignment.symmetrize import grow_diag_final_and
 
 pytestmark = pytest.mark.unit
 

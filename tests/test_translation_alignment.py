@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from fairseq_rela.analysis.aer import alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.aer import alignment_error_rate, read_gold, read_hypothesis
 from tests.helpers import USER_DIR, generate_alignments, last_error_line, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def test_bad_alignment_options(toy_data, trained):
     ("--alignment-heads", "1,1", r"--alignment-heads '1,1': a head is listed twice"),
     ("--alignment-heads", "0,9", r"--alignment-heads 0,9: heads are 0..3"),
     ("--alignment-layer", "99", r"--alignment-layer 99: the decoder has layers 0..1"),
-    ("--alignment-source", "foo", r"--alignment-source: unknown value 'foo'; choose weights or norms"),
+    ("--alignment-source", "foo", r"--alignment-source: unknown value 'foo'; choose one of weights, norms"),
     ("--alignment-merge", "foo", r"--alignment-merge: unknown value 'foo'"),
     ("--alignment-merge-rule", "foo", r"--alignment-merge-rule: unknown value 'foo'"),
 ])

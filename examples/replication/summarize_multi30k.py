@@ -1,0 +1,150 @@
+"""Summarise the CPU-scale replication (``multi30k.sh``): one row per attention variant.
+
+Reads ``RUN/de-en-VARIANT/`` (``train.log``, ``times.txt``, ``gen-test.txt``, ``analysis/stats.json``)
+and the references of ``prepare_multi30k.py``; writes ``RUN/results.md``, ``RUN/results.json`` and
+``RUN/curves.png`` (validation perplexity by epoch; sparsity, null rate and head JSD by layer).
+Speeds are relative to softmax in the same run; a part that is missing is reported missing.
+
+    python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summarize import bleu, fmt, hypotheses, parse_train_log, read_lines  # noqa: E402
+
+ORDER = ["softmax", "sparsemax", "entmax15", "rela-i", "rela-g"]
+KINDS = ("encoder_self", "decoder_self", "cross")
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarise(folder: Path, refs) -> dict:
+    log = parse_train_log((folder / "train.log").read_text(encoding="utf-8", errors="replace"))
+    times = {}
+    if (folder / "times.txt").is_file():
+        for line in (folder / "times.txt").read_text().split("\n"):
+            if line.strip():
+                key, value = line.split(maxsplit=1)
+                times[key] = value
+    epochs = [int(float(v)) for v in _epoch_values(folder)]
+    best = min(log["valid"], key=lambda uv: uv[1]) if log["valid"] else None
+    row = {
+        "variant": folder.name.split("-", 2)[2], "epochs": max(epochs) if epochs else 0,
+        "updates": log["train"][-1][0] if log["train"] else 0,
+        "best_updates": int(times["best_updates"]) if times.get("best_updates", "None") != "None" else None,
+        "train_seconds": int(times["train_seconds"]) if "train_seconds" in times else None,
+        "train_wps": _mean([float(kv) for kv in _train_wps(folder)]),
+        "valid_ppl_best": best[1] if best else None, "valid_curve": log["valid"],
+        "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None,
+        "bleu": None, "bleu_signature": None, "attention": None,
+    }
+    hyps = hypotheses(folder / "gen-test.txt", len(refs))
+    if hyps is not None:
+        row["bleu"], row["bleu_signature"] = bleu(hyps, refs, "13a")
+    stats = folder / "analysis" / "stats.json"
+    if stats.is_file():
+        attention = json.loads(stats.read_text())["attention"]
+        row["attention"] = {kind: {layer: {"sparsity": s["sparsity_mean"], "null_rate": s["null_rate_mean"],
+                                           "head_jsd": s["head_jsd"],
+                                           "eos_weight": s["token_share"]["eos"]["weight"],
+                                           "eos_norm": s["token_share"]["eos"]["norm"]}
+                                   for layer, s in layers.items()} for kind, layers in attention.items()}
+    return row
+
+
+def _epoch_values(folder: Path):
+    for line in (folder / "train.log").read_text(encoding="utf-8", errors="replace").split("\n"):
+        if "| valid | epoch" in line:
+            yield line.split("| valid | epoch")[1].split("|")[0].strip()
+
+
+def _train_wps(folder: Path):
+    """Words per second of each finished epoch (fairseq's ``train`` lines)."""
+    for line in (folder / "train.log").read_text(encoding="utf-8", errors="replace").split("\n"):
+        if "| train | epoch" in line and "| wps " in line:
+            yield line.split("| wps ")[1].split("|")[0].strip()
+
+
+def kind_mean(row, kind, key):
+    if not row["attention"] or kind not in row["attention"]:
+        return None
+    return _mean([s[key] for s in row["attention"][kind].values()])
+
+
+def table(rows) -> str:
+    soft = next((r for r in rows if r["variant"] == "softmax"), None)
+    lines = ["| variant | epochs (best at update) | valid ppl | BLEU test2016 | train wps (x softmax) | "
+             "decode s (x softmax) | cross sparsity | cross null | cross JSD | enc-self sparsity | enc-self null | "
+             "dec-self sparsity | dec-self null |", "|" + "---|" * 13]
+    for r in rows:
+        def rel(key, invert=False):
+            if r[key] is None or soft is None or not soft[key]:
+                return fmt(r[key], ".0f")
+            ratio = r[key] / soft[key]
+            return f"{r[key]:.0f} ({(1 / ratio if invert else ratio):.2f}x)"
+
+        lines.append(
+            f"| {r['variant']} | {r['epochs']} ({fmt(r['best_updates'], 'd')}) | {fmt(r['valid_ppl_best'], '.2f')} | "
+            f"{fmt(r['bleu'], '.1f')} | {rel('train_wps')} | {rel('decode_seconds', invert=True)} | "
+            + " | ".join(fmt(kind_mean(r, k, key), ".3f") for k, key in (
+                ("cross", "sparsity"), ("cross", "null_rate"), ("cross", "head_jsd"), ("encoder_self", "sparsity"),
+                ("encoder_self", "null_rate"), ("decoder_self", "sparsity"), ("decoder_self", "null_rate")))
+            + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, path: Path) -> None:
+    from fairseq_rela.analysis.plots import pyplot
+    from fairseq_rela.cli.files import save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.3))
+    for r in rows:
+        if r["valid_curve"]:
+            axes[0].plot(range(1, len(r["valid_curve"]) + 1), [p for _, p in r["valid_curve"]], marker="o",
+                         label=r["variant"])
+        if r["attention"] and "cross" in r["attention"]:
+            layers = sorted(r["attention"]["cross"], key=int)
+            for ax, key in zip(axes[1:], ("sparsity", "null_rate", "head_jsd")):
+                ax.plot([int(l) for l in layers], [r["attention"]["cross"][l][key] or 0 for l in layers],
+                        marker="o", label=r["variant"])
+    axes[0].set(xlabel="epoch", ylabel="validation ppl (Multi30k val)", yscale="log")
+    for ax, name in zip(axes[1:], ("sparsity", "null rate", "head JSD (nats)")):
+        ax.set(xlabel="decoder layer", ylabel=f"cross-attention {name}")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, str(path))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="prepare_multi30k.py's folder (test.raw.en)")
+    args = p.parse_args()
+    folders = [f for f in args.run.iterdir() if (f / "train.log").is_file() and f.name.startswith("de-en-")]
+    if not folders:
+        sys.exit(f"summarize_multi30k.py: error: {args.run}: no de-en-VARIANT/train.log folders (multi30k.sh writes them)")
+    refs_path = args.data / "test.raw.en"
+    if not refs_path.is_file():
+        sys.exit(f"summarize_multi30k.py: error: {refs_path} missing (run prepare_multi30k.py)")
+    refs = read_lines(refs_path)
+    rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
+                  if r["variant"] in ORDER else len(ORDER))
+    (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = table(rows)
+    sig = next((r["bleu_signature"] for r in rows if r["bleu_signature"]), None)
+    (args.run / "results.md").write_text(text + ("\n\nSacreBLEU: " + sig if sig else "") + "\n")
+    plot(rows, args.run / "curves.png")
+    print(text)
+    if sig:
+        print("SacreBLEU:", sig)
+
+
+if __name__ == "__main__":
+    main()

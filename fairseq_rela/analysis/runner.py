@@ -16,20 +16,24 @@ from fairseq.data import LanguagePairDataset
 
 from fairseq_rela import models, tasks  # noqa: F401  (registers the model and tasks, allow-lists checkpoints)
 from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
 from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_sentences
 
 __all__ = ["SentenceAttention", "iter_batches", "iter_sentences", "load_checkpoint", "sentence_dataset",
-           "split_sentences", "trained_updates"]
+           "split_sentences", "trained_updates", "UnsupportedModelError"]
 
 
 def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str] = None,
                     fp16: bool = False, **overrides):
-    """Load a ``rela_transformer`` checkpoint (and its task) for analysis, in eval mode."""
+    """Load a checkpoint (and its task) for analysis, in eval mode: a ``rela_transformer``, or a stock
+    ``transformer``/``transformer_align`` rebuilt as a ``rela_transformer`` softmax model with the same
+    weights (exact; the file is not touched).  Other models raise
+    :class:`~fairseq_rela.models.conversion.UnsupportedModelError` (an OptionError)."""
     arg_overrides = dict(overrides)
     if data is not None:
         arg_overrides["data"] = data
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
-    model = models[0].eval()
+    model = as_rela_transformer(models[0]).eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if fp16:

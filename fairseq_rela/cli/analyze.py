@@ -140,12 +140,14 @@ def build_sweep(args, task, dataset):
 
 
 def _load(args, device):
-    from fairseq_rela.analysis.runner import load_checkpoint
+    from fairseq_rela.analysis.runner import UnsupportedModelError, load_checkpoint
 
     try:
         return load_checkpoint(args.path, data=args.data, device=device, fp16=args.fp16, **eval(args.model_overrides))
     except SystemExit:
         raise
+    except UnsupportedModelError as err:  # a model without attention we can analyse (LSTM, language model, ...)
+        _fail(f"--path {args.path}: {err}")
     except Exception as err:  # a checkpoint that cannot be used, whatever torch/fairseq raise for it
         text = str(err)
         if "size mismatch" in text:

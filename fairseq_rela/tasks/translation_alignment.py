@@ -9,7 +9,9 @@ stock ``fairseq-generate --print-alignment`` for beam-search hypotheses or, with
 ``A-`` lines hold word-level ``src-tgt`` links (0-based, Pharaoh) when the data are sentencepiece or
 subword-nmt pieces (``--alignment-merge auto`` detects it from the dictionaries; pass
 ``--post-process sentencepiece`` too so that ``H-`` lines are words); ``--print-alignment soft``
-prints per target word the source words' scores.
+prints per target word the source words' scores.  Stock ``transformer`` and ``transformer_align``
+checkpoints are converted (in memory, same weights, exact) to ``rela_transformer`` softmax models
+(:mod:`fairseq_rela.models.conversion`); other models are one ``error:`` line.
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from fairseq.tasks import register_task
 
 from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES, align, merge_styles
 from fairseq_rela.errors import OptionError, check_choice
+from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
 from fairseq_rela.recording import ALIGNMENT_SOURCES, AlignmentSource
 from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, TranslationRelaTask, option_errors
 
@@ -91,6 +94,9 @@ class AlignmentSequenceGenerator(SequenceGenerator):
         self.aligner, self.source = aligner, source
 
     def generate(self, models, sample, **kwargs):
+        """Decodes with the models it was built with (``models``, as fairseq-generate passes them, may be
+        the stock models they were converted from)."""
+        models = self.model.models
         with _reporting(models, self.source):
             finalized = super().generate(models, sample, **kwargs)
         _attach(finalized, sample, self.aligner, self.pad, rows_first=False)
@@ -100,11 +106,14 @@ class AlignmentSequenceGenerator(SequenceGenerator):
 class AlignmentSequenceScorer(SequenceScorer):
     """Teacher-forced scoring of the reference, with word alignments of the reference."""
 
-    def __init__(self, tgt_dict, aligner: WordAligner, source: AlignmentSource, **kwargs):
+    def __init__(self, tgt_dict, aligner: WordAligner, source: AlignmentSource, models=None, **kwargs):
         super().__init__(tgt_dict, **kwargs)
-        self.aligner, self.source = aligner, source
+        self.aligner, self.source, self.models = aligner, source, models
 
     def generate(self, models, sample, **kwargs):
+        """Scores with the models it was built with, if given (``models``, as fairseq-generate passes them,
+        may be the stock models they were converted from)."""
+        models = self.models or models
         with _reporting(models, self.source):
             hypos = super().generate(models, sample, **kwargs)
         _attach(hypos, sample, self.aligner, self.pad, rows_first=True)
@@ -142,20 +151,27 @@ class TranslationAlignmentTask(TranslationRelaTask):
             check_alignment_options(cfg)
         super().__init__(cfg, src_dict, tgt_dict)
 
+    @staticmethod
+    def alignable(model):
+        """``model`` as a model whose decoder reports alignments: a ``rela_transformer`` as it is, a stock
+        ``transformer``/``transformer_align`` converted with the same weights, device, dtype and mode
+        (:func:`~fairseq_rela.models.conversion.as_rela_transformer`); others are an OptionError."""
+        try:
+            return as_rela_transformer(model)
+        except UnsupportedModelError as err:
+            raise OptionError(f"--task translation_alignment --print-alignment: {err}") from None
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         mode = getattr(args, "print_alignment", None)
         if not mode:
             return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
         with option_errors():
             source = check_alignment_options(self.cfg)
+            models = [self.alignable(model) for model in models]
             for model in models:
-                decoder = getattr(model, "decoder", None)
-                if not hasattr(decoder, "reporting"):
-                    raise OptionError("--task translation_alignment needs rela_transformer models "
-                                      f"(got {type(model).__name__})")
-                decoder.check_alignment(source)
+                model.decoder.check_alignment(source)
             aligner = WordAligner(self.cfg, self.source_dictionary, self.target_dictionary, soft=mode == "soft")
         if getattr(args, "score_reference", False):
-            return AlignmentSequenceScorer(self.target_dictionary, aligner, source)
+            return AlignmentSequenceScorer(self.target_dictionary, aligner, source, models=models)
         extra = dict(extra_gen_cls_kwargs or {}, aligner=aligner, source=source)
         return super().build_generator(models, args, seq_gen_cls or AlignmentSequenceGenerator, extra, **kwargs)

@@ -23,11 +23,11 @@ import copy
 import types
 
 import torch
-from torch import nn
 from fairseq.models import MODEL_REGISTRY
 from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer_align import TransformerAlignModel
 from omegaconf import OmegaConf
+from torch import nn
 
 from fairseq_rela.errors import OptionError
 from fairseq_rela.models.rela_transformer import RelaTransformerModel

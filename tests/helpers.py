@@ -199,3 +199,20 @@ def render_in_chromium(page: Path, workdir: Path, size=(1200, 1600)):
                if re.search(r":CONSOLE[:(]", line)]
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     return dom.stdout, console, pixels
+
+
+def heatmap_colours(pixels, block: int = 5) -> int:
+    """Distinct colours of the report's white-to-blue scale that fill a block x block square of a
+    screenshot: heatmap cells (and shaded table cells); text and its anti-aliasing never do."""
+    import numpy as np
+
+    rgb = np.asarray(pixels).astype(np.int32)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    h, w = code.shape
+    core = code[: h - block + 1, : w - block + 1]
+    uniform = np.ones(core.shape, bool)
+    for di in range(block):
+        for dj in range(block):
+            uniform &= code[di: di + h - block + 1, dj: dj + w - block + 1] == core
+    r, b = (core >> 16) & 255, core & 255
+    return len(np.unique(core[uniform & (b - r > 25) & (core != 0xFFFFFF)]))

@@ -8,7 +8,7 @@ import pytest
 
 from fairseq_rela.analysis.report import JS, LEVELS, link_overlay, render_report, sentence_data
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
-from tests.helpers import ParsedPage, render_in_chromium
+from tests.helpers import ParsedPage, heatmap_colours, render_in_chromium
 
 pytestmark = pytest.mark.unit
 
@@ -161,25 +161,10 @@ def test_chromium_renders_the_heatmaps_without_script_errors(tmp_path):
     body = ParsedPage(dom).find("body")[0]
     assert "data-errors" not in body, dom[-2000:]
     assert body["data-rendered"] == str(2 * 2 * 2)  # 2 kinds x 2 layers x (weights, norms)
-    assert _shaded_colours(pixels) > 30
+    assert heatmap_colours(pixels) > 30
     # the check tells a drawn page from one whose script did not run
     inert = tmp_path / "inert.html"  # the same page without its renderer
     inert.write_text(html.replace(f"<script>{JS}</script>", ""), encoding="utf-8")
     _, _, blank = render_in_chromium(inert, tmp_path)
-    assert _shaded_colours(blank) <= 2  # the selected head buttons
+    assert heatmap_colours(blank) <= 2  # the selected head buttons
 
-
-def _shaded_colours(pixels: np.ndarray, block: int = 5) -> int:
-    """Distinct colours of the heatmaps' white-to-blue scale that fill a block x block square (a heatmap
-    cell; text and its anti-aliasing never do, a button fills one colour)."""
-    rgb = pixels.astype(np.int32)
-    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    h, w = code.shape
-    core = code[: h - block + 1, : w - block + 1]
-    uniform = np.ones(core.shape, bool)
-    for di in range(block):
-        for dj in range(block):
-            uniform &= code[di: di + h - block + 1, dj: dj + w - block + 1] == core
-    r, g, b = (core >> 16) & 255, (core >> 8) & 255, core & 255
-    shaded = uniform & (b - r > 25) & (r + g + b < 740)
-    return len(np.unique(core[shaded]))

@@ -320,7 +320,7 @@ JS = r"""
 
   function draw(canvas, m, rows, cols, links) {
     var T = rows.length, S = cols.length;
-    var cell = Math.max(6, Math.min(18, Math.floor(420 / Math.max(T, S, 1))));
+    var cell = Math.max(6, Math.min(22, Math.floor(440 / Math.max(T, S, 1))));
     var ctx = canvas.getContext("2d");
     ctx.font = "11px sans-serif";
     var left = 6 + Math.max.apply(null, rows.map(function (t) { return ctx.measureText(short(t)).width; }).concat([0]));

@@ -123,6 +123,17 @@ def test_quantisation_keeps_exact_zeros_and_the_maximum():
     assert np.allclose(np.array(norms["q"]) / LEVELS * norms["max"], record.summed_norm, atol=norms["max"] / LEVELS)
 
 
+def test_non_finite_values_are_drawn_as_zero_and_counted():
+    sent = _sentence()
+    sent.records[("cross", 0)].weights[1, 0, :2] = [np.nan, np.inf]
+    layer = sentence_data(sent, ["cross"])["kinds"]["cross"]["layers"][0]
+    assert layer["weights"]["heads"][1]["nonfinite"] == 2 and layer["weights"]["heads"][1]["q"][0][:2] == [0, 0]
+    assert "nonfinite" not in layer["weights"]["heads"][0]
+    stats = {"attention": {"cross": {"0": {"sparsity": [float("nan"), 0.5], "null_rate": [0.0, 0.1]}}}}
+    page = ParsedPage(render_report(stats, [sentence_data(sent, ["cross"])]))
+    assert page.problems == [] and "nan" in "".join(page.text)
+
+
 def test_without_norms_or_alignment_the_page_says_so():
     data = sentence_data(_sentence(norms=False), ["cross"])
     assert data["kinds"]["cross"]["layers"][0]["norms"] is None

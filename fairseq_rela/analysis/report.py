@@ -37,6 +37,9 @@ KIND_TITLES = {"encoder_self": "encoder self-attention", "decoder_self": "decode
 
 def _quantise(matrix) -> dict:
     m = np.asarray(matrix, dtype=np.float64)
+    bad = ~np.isfinite(m)
+    if bad.any():  # an overflowed run: draw those cells as zeros rather than fail the whole page
+        m = np.where(bad, 0.0, m)
     top = float(m.max()) if m.size else 0.0
     if top <= 0:
         q = np.zeros(m.shape, dtype=np.int64)
@@ -44,7 +47,10 @@ def _quantise(matrix) -> dict:
         q = np.rint(m / top * LEVELS).astype(np.int64)
         q[(q == 0) & (m > 0)] = 1
         q[m <= 0] = 0
-    return {"max": top, "q": q.tolist()}
+    out = {"max": top, "q": q.tolist()}
+    if bad.any():
+        out["nonfinite"] = int(bad.sum())
+    return out
 
 
 def sentence_data(sent, kinds: Sequence[str]) -> dict:
@@ -115,7 +121,7 @@ def _e(text) -> str:
 
 def _shade(value: Optional[float]) -> str:
     """Background for a value in [0, 1]: white to dark blue, with readable text."""
-    if value is None:
+    if value is None or not np.isfinite(value):
         return ""
     v = min(max(float(value), 0.0), 1.0)
     r, g, b = (int(round(255 + (c - 255) * v)) for c in (8, 48, 107))
@@ -133,7 +139,7 @@ def _head_overview(stats: dict) -> str:
             rows = []
             for l in order:
                 values = layers[l].get(metric, [])
-                cells = "".join(f"<td{_shade(v)}>{v:.2f}</td>" for v in values)
+                cells = "".join(f"<td{_shade(v)}>{'–' if v is None else f'{v:.2f}'}</td>" for v in values)
                 mean = layers[l].get(f"{metric}_mean")
                 jsd = layers[l].get("head_jsd")
                 rows.append(f'<tr data-layer="{_e(l)}"><th>layer {_e(l)}</th>{cells}'
@@ -393,12 +399,13 @@ JS = r"""
     var which = head === "all" ? "all" : Number(head);
     var pick = function (src) { return which === "all" ? src.all : (src.heads ? src.heads[which] : null); };
     var w = pick(entry.weights);
+    var note = function (m) { return m.nonfinite ? " (" + m.nonfinite + " non-finite cells shown as 0)" : ""; };
     draw(figure(maps, (which === "all" ? "weights \u03b1 (head mean)" : "weights \u03b1, head " + which)
-                + ", max " + w.max.toPrecision(3)), w, kd.queries, kd.keys, links);
+                + ", max " + w.max.toPrecision(3) + note(w)), w, kd.queries, kd.keys, links);
     var n = entry.norms ? pick(entry.norms) : null;
     if (n) {
       draw(figure(maps, (which === "all" ? "norms \u2016\u03a3h \u03b1 f(x)\u2016" : "norms \u2016\u03b1 f(x)\u2016, head " + which)
-                  + ", max " + n.max.toPrecision(3)), n, kd.queries, kd.keys, links);
+                  + ", max " + n.max.toPrecision(3) + note(n)), n, kd.queries, kd.keys, links);
     } else {
       var p = document.createElement("p");
       p.textContent = "norms not recorded";

@@ -31,7 +31,7 @@ for act in rela softmax; do
   sacrebleu "$W/text/test.tgt" -i "$W/hyp-$act.txt" -m bleu -b | sed 's/^/   sacreBLEU: /'
   echo "== attention statistics and alignment sweep (teacher-forced) -> $W/analysis-$act/"
   fairseq-rela-analyze "$W/bin" --user-dir "$USER_DIR" --path "$W/ckpt-$act/checkpoint_last.pt" --gen-subset test \
-      --output-dir "$W/analysis-$act" --gold-alignment "$W/text/test.align" --gold-base 0 --plot-sentences 0 \
+      --output-dir "$W/analysis-$act" --gold-alignment "$W/text/test.align" --gold-base 0 --plot-sentences 0 --html \
       --cpu --no-progress-bar 2>>"$W/log.txt" | sed 's/^/   /'
   echo "== alignments from stock fairseq-generate (norms, last layer, predicted token), AER:"
   fairseq-generate "$W/bin" --user-dir "$USER_DIR" --task translation_alignment --path "$W/ckpt-$act/checkpoint_last.pt" \

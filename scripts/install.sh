@@ -32,4 +32,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   echo "$deps_hash" > "$stamp"
 fi
 $PIP install --no-deps --no-build-isolation -e .
+# Headless chromium renders report.html in the tests (tests/test_report.py).  Installed where it can be
+# (root, Debian/Ubuntu apt, non-interactive); never fails the install.  Without it the browser tests fail
+# with instructions unless FAIRSEQ_RELA_NO_BROWSER=1 says the machine cannot have one.
+if ! command -v chromium > /dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
+    echo "installing chromium (headless browser for the report.html tests) with apt-get"
+    if ! { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends chromium \
+             > /tmp/fairseq-rela-chromium.log 2>&1 \
+           || { timeout 300 apt-get update -q > /dev/null 2>&1 \
+                && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends chromium \
+                   > /tmp/fairseq-rela-chromium.log 2>&1; }; }; then
+      echo "warning: could not install chromium (see /tmp/fairseq-rela-chromium.log); the browser tests need it" \
+           "or FAIRSEQ_RELA_NO_BROWSER=1" >&2
+    fi
+  else
+    echo "note: chromium not found and not installable here (needs root and apt-get); the report.html browser" \
+         "tests need it (apt-get install chromium) or FAIRSEQ_RELA_NO_BROWSER=1" >&2
+  fi
+fi
 echo "fairseq-rela installed in $VENV ($("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)'))"

@@ -94,3 +94,125 @@ def independent_sparsity(ckpt, toy_data, kind_module="encoder_attn", layer=0):
         zeros += int((w == 0).sum())
         total += w.numel()
     return zeros / total, len(ds)
+
+
+class ParsedPage:
+    """An HTML page read by the standard library's parser: well-formedness checked while parsing
+    (every non-void element closed, in order), tags with their attributes, the text, the scripts."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        page = self
+        self.tags, self.text, self.scripts, self.problems = [], [], [], []
+        stack = []
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                page.tags.append((tag, dict(attrs)))
+                if tag not in ParsedPage.VOID:
+                    stack.append(tag)
+
+            def handle_startendtag(self, tag, attrs):
+                page.tags.append((tag, dict(attrs)))
+
+            def handle_endtag(self, tag):
+                if not stack or stack[-1] != tag:
+                    page.problems.append(f"</{tag}> closes {stack[-1] if stack else 'nothing'}")
+                else:
+                    stack.pop()
+
+            def handle_data(self, data):
+                if stack and stack[-1] in ("script", "style"):
+                    if stack[-1] == "script":
+                        page.scripts.append((page.tags[-1][1], data))
+                else:
+                    page.text.append(data)
+
+        parser = Parser(convert_charrefs=True)
+        parser.feed(text)
+        parser.close()
+        self.problems += [f"<{t}> never closed" for t in stack]
+
+    def find(self, tag: str, **attrs):
+        """Attributes of every ``tag`` whose attributes include ``attrs`` (``data_x`` for ``data-x``)."""
+        want = {k.replace("_", "-"): str(v) for k, v in attrs.items()}
+        return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in want.items())]
+
+    def external_references(self):
+        """Attributes and CSS that would load something from elsewhere (anything but #fragments, data:)."""
+        bad = []
+        for tag, attrs in self.tags:
+            for name in ("src", "href", "action", "srcset", "poster", "data", "formaction", "xlink:href"):
+                value = (attrs.get(name) or "").strip()
+                if value and not value.startswith("#") and not value.startswith("data:"):
+                    bad.append(f"<{tag} {name}={value!r}>")
+            if tag == "link":
+                bad.append(f"<link {attrs}>")
+        for tag, _ in self.tags:
+            if tag in ("iframe", "object", "embed", "base"):
+                bad.append(f"<{tag}>")
+        return bad
+
+
+def chromium_binary():
+    """Debian's headless chromium (``$FAIRSEQ_RELA_CHROMIUM`` to name another): the path, or a test failure
+    that says how to get one.  Only ``FAIRSEQ_RELA_NO_BROWSER=1`` (a machine known to have none) turns the
+    failure into a reported skip."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which(os.environ.get("FAIRSEQ_RELA_CHROMIUM", "chromium"))
+    if found:
+        return found
+    if os.environ.get("FAIRSEQ_RELA_NO_BROWSER") == "1":
+        pytest.skip("FAIRSEQ_RELA_NO_BROWSER=1: this machine has no chromium, the page was not rendered")
+    pytest.fail("chromium is not installed: the report must be rendered by a real browser. Install it "
+                "(`apt-get install -y chromium`, which `bash scripts/install.sh` does as root where apt works) "
+                "or set FAIRSEQ_RELA_NO_BROWSER=1 on a machine that cannot have one")
+
+
+def render_in_chromium(page: Path, workdir: Path, size=(1200, 1600)):
+    """Load ``page`` in headless chromium: (the DOM after its scripts ran, the console messages it logged,
+    a screenshot as an (H, W, 3) uint8 array)."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    binary = chromium_binary()
+    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+              f"--user-data-dir={workdir / 'chromium-profile'}", f"--window-size={size[0]},{size[1]}",
+              "--enable-logging=stderr", "--v=0"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    shot = workdir / f"screenshot-{page.stem}.png"
+    if shot.exists():
+        shot.unlink()
+    run = subprocess.run(common + [f"--screenshot={shot}", url], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-3000:]
+    console = [line for out in (dom.stderr, run.stderr) for line in out.splitlines()
+               if re.search(r":CONSOLE[:(]", line)]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    return dom.stdout, console, pixels
+
+
+def heatmap_colours(pixels, block: int = 5) -> int:
+    """Distinct colours of the report's white-to-blue scale that fill a block x block square of a
+    screenshot: heatmap cells (and shaded table cells); text and its anti-aliasing never do."""
+    import numpy as np
+
+    rgb = np.asarray(pixels).astype(np.int32)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    h, w = code.shape
+    core = code[: h - block + 1, : w - block + 1]
+    uniform = np.ones(core.shape, bool)
+    for di in range(block):
+        for dj in range(block):
+            uniform &= code[di: di + h - block + 1, dj: dj + w - block + 1] == core
+    r, b = (core >> 16) & 255, core & 255
+    return len(np.unique(core[uniform & (b - r > 25) & (core != 0xFFFFFF)]))

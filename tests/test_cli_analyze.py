@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import USER_DIR, independent_sparsity, run_cli
+from tests.helpers import USER_DIR, ParsedPage, heatmap_colours, independent_sparsity, render_in_chromium, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +124,49 @@ def test_skip_invalid_size_inputs_is_honoured(toy_data, ckpt, tmp_path):
     assert "the alignment sweep needs every sentence" in gold.stderr.strip().splitlines()[-1]
     shutil.rmtree(tmp_path / "out")
     assert not os.listdir(tmp_path)
+
+
+def test_html_report_is_one_self_contained_page_that_a_browser_renders(toy_data, ckpt, tmp_path):
+    out = tmp_path / "out"
+    proc = _analyze(toy_data, ckpt, out, "--html", "--no-plots", "--plot-sentences", "3,0",
+                    "--plot-kinds", "cross,decoder_self", "--gold-alignment", toy_data / "test.align", "--gold-base", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # --no-plots: no PNG, but the report still draws the chosen sentences
+    assert sorted(os.listdir(out)) == ["alignment.json", "alignment.txt", "report.html", "stats.json", "stats.txt"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    page = ParsedPage(html)
+    assert page.problems == [] and page.external_references() == []
+    assert "http://" not in html and "https://" not in html
+    assert [a["id"] for a in page.find("section", **{"class": "sentence"})] == ["sentence-0", "sentence-3"]
+    for kind in ("cross", "decoder_self"):
+        layers = page.find("div", **{"class": "layer", "data_sentence": 0, "data_kind": kind})
+        assert [(a["data-layer"], a["data-heads"]) for a in layers] == [("0", "4"), ("1", "4")]
+    assert page.find("div", data_kind="encoder_self", data_sentence=0) == []
+    text = "".join(page.text)
+    src0, tgt0 = [(toy_data / f"test.{s}").read_text().splitlines()[0] for s in ("src", "tgt")]
+    assert f"{src0} </s>" in text and f"{tgt0} </s>" in text  # </s> shown as text, not a tag
+    assert "s" not in {t for t, _ in page.tags}
+    stats, alignment = (json.loads((out / f).read_text()) for f in ("stats.json", "alignment.json"))
+    assert len(page.find("table", data_metric="sparsity")) == len(stats["attention"]) == 3
+    for kind, layers in stats["attention"].items():
+        (overview,) = page.find("div", **{"class": "overview", "data_kind": kind})
+        assert overview["data-kind"] == kind
+    assert [a["data-layer"] for a in page.find("tr") if "data-layer" in a][-2:] == ["0", "1"]  # the AER table
+    (blob,) = [t for a, t in page.scripts if a.get("id") == "report-data"]
+    sent0 = json.loads(blob)["sentences"][0]
+    links = sent0["links"]
+    assert links["config"] == alignment["best_layer"]["config"] and links["shift"] in ("AWO", "AWI")
+    gold = [tuple(map(int, link.split("-"))) for link in (toy_data / "test.align").read_text().splitlines()[0].split()]
+    d = links["shift"] == "AWI"
+    assert sorted(map(tuple, links["sure"])) == sorted((t + d, s) for s, t in gold)  # words = tokens here
+    assert 0 < len(links["predicted"]) <= len(tgt0.split())
+    # a real browser: no script error, every map drawn, the maps visible in the screenshot
+    dom, console, pixels = render_in_chromium(out / "report.html", tmp_path)
+    assert console == [], console
+    body = ParsedPage(dom).find("body")[0]
+    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 2)  # sentences x kinds x layers x 2
+    inert = tmp_path / "inert.html"  # the same page without its renderer: only the tables are shaded
+    inert.write_text(html.replace(html[html.rindex("<script>"):html.rindex("</script>") + 9], ""), encoding="utf-8")
+    _, _, blank = render_in_chromium(inert, tmp_path)
+    assert heatmap_colours(pixels) > heatmap_colours(blank) + 30
+

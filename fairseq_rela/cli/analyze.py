@@ -5,7 +5,8 @@
 Takes fairseq's usual data options (``--source-lang``, ``--max-tokens``, ``--batch-size``, ``--cpu``,
 ``--fp16``, ...) and writes ``stats.json``, ``stats.txt``, ``heads.png`` and, for chosen sentences,
 ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment`` it also writes the
-alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`).  The run writes into a fresh
+alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with ``--html`` one self-contained page
+``report.html`` of all of it (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
 ``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
 it has finished: a folder is a whole run, never old files mixed with new.  Bad options are one
 ``error:`` line, found before the pass over the data.
@@ -34,7 +35,10 @@ def get_parser():
     group.add_argument("--output-dir", required=True, help="where to write stats.json, stats.txt and plots")
     group.add_argument("--plot-sentences", default="0", help="comma-separated sentence ids to draw (''=none)")
     group.add_argument("--plot-kinds", default="cross", help=f"attention kinds to draw: {','.join(ATTENTION_KINDS)}")
-    group.add_argument("--no-plots", action="store_true", help="write statistics only")
+    group.add_argument("--no-plots", action="store_true", help="write statistics only (no PNG figures)")
+    group.add_argument("--html", action="store_true",
+                       help="also write report.html: one self-contained page (heatmaps of the --plot-sentences "
+                            "for --plot-kinds, head overview, AER table); with --no-plots it still draws them")
     group.add_argument("--top-frequent", type=int, default=50, help="size of the 'frequent' token category")
     group.add_argument("--gold-alignment", default=None,
                        help="talp gold alignment of --gen-subset: also run the AER sweep over layers/heads")
@@ -76,10 +80,10 @@ def check_options(args) -> Set[int]:
             import matplotlib  # noqa: F401
         except ImportError:
             _fail("plots need matplotlib: pip install matplotlib (or pass --no-plots)")
-    return {int(i) for i in ids} if not args.no_plots else set()
+    return {int(i) for i in ids} if not args.no_plots or args.html else set()
 
 
-OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|alignment\.(json|txt|png)|sentence-\d+-\w+\.png)")
+OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|report\.html|alignment\.(json|txt|png)|sentence-\d+-\w+\.png)")
 
 
 def stage_output(output_dir: str) -> str:
@@ -173,7 +177,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     import torch
     from tqdm import tqdm
 
-    from fairseq_rela.analysis.plots import plot_head_heatmaps, plot_sweep, plot_weight_vs_norm
+    from fairseq_rela.analysis.report import link_overlay, render_report, sentence_data
     from fairseq_rela.analysis.runner import iter_sentences, trained_updates
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens
     from fairseq_rela.analysis.sweep import format_sweep
@@ -197,7 +201,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     sentences = iter_sentences(model, task, dataset=dataset, max_tokens=args.max_tokens, batch_size=args.batch_size,
                                max_positions=max_positions,
                                skip_invalid=args.skip_invalid_size_inputs_valid_test)
-    seen, plotted = 0, set()
+    seen, plotted, report_sentences = 0, set(), []
     try:
         for sent in tqdm(sentences, total=len(dataset), desc="analyse", disable=args.no_progress_bar,
                          file=sys.stderr):
@@ -207,8 +211,14 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
                 sweep.update(sent)
             if sent.id in plot_ids:
                 plotted.add(sent.id)
-                for kind in kinds:
-                    save_figure(plot_weight_vs_norm(sent, kind), os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
+                if args.html:
+                    report_sentences.append(sentence_data(sent, kinds))
+                if not args.no_plots:
+                    from fairseq_rela.analysis.plots import plot_weight_vs_norm
+
+                    for kind in kinds:
+                        save_figure(plot_weight_vs_norm(sent, kind),
+                                    os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
     except Exception as err:
         if "skip-invalid-size-inputs-valid-test" not in str(err):
             raise
@@ -232,18 +242,33 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     table = format_table(result)
     write_text(os.path.join(output_dir, "stats.txt"), table + "\n")
     print(table)
+    title = f"{result['attention_activation']}: {os.path.basename(args.path)}"
     if not args.no_plots:
-        title = f"{result['attention_activation']}: {os.path.basename(args.path)}"
+        from fairseq_rela.analysis.plots import plot_head_heatmaps
+
         save_figure(plot_head_heatmaps(result, title=title), os.path.join(output_dir, "heads.png"))
+    out = None
     if sweep is not None:
-        out = sweep.result().to_json()
+        swept = sweep.result()
+        out = swept.to_json()
         write_json(out, os.path.join(output_dir, "alignment.json"))
         text = format_sweep(out)
         write_text(os.path.join(output_dir, "alignment.txt"), text + "\n")
         print(text)
         if not args.no_plots:
+            from fairseq_rela.analysis.plots import plot_sweep
+
             save_figure(plot_sweep(out), os.path.join(output_dir, "alignment.png"))
+        if args.html:  # gold and best-layer links of the drawn sentences, on their cross-attention maps
+            best, _ = swept.best(per_head=False)
+            for data in report_sentences:
+                gold = sweep.gold[data["id"]]
+                link_overlay(data, gold.sure, gold.possible, sweep.hyps[best][data["id"]], out["best_layer"]["config"],
+                             best.shift, sweep.src_style, sweep.tgt_style)
         result["alignment"] = out
+    if args.html:
+        report_sentences.sort(key=lambda d: d["id"])
+        write_text(os.path.join(output_dir, "report.html"), render_report(result, report_sentences, out, title=title))
     return result
 
 

@@ -33,8 +33,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
 fi
 $PIP install --no-deps --no-build-isolation -e .
 # Headless chromium renders report.html in the tests (tests/test_report.py).  Installed where it can be
-# (root, Debian/Ubuntu apt, non-interactive); never fails the install.  Without it the browser tests fail
-# with instructions unless FAIRSEQ_RELA_NO_BROWSER=1 says the machine cannot have one.
+# (root, Debian/Ubuntu apt, non-interactive); never fails the install.  Where it cannot be installed,
+# the reason goes to $VENV/no-browser.txt and the browser tests report themselves skipped with it (as with
+# FAIRSEQ_RELA_NO_BROWSER=1); with neither, a missing chromium fails them.
+rm -f "$VENV/no-browser.txt"
 if ! command -v chromium > /dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
     echo "installing chromium (headless browser for the report.html tests) with apt-get"
@@ -45,10 +47,13 @@ if ! command -v chromium > /dev/null 2>&1; then
                    > /tmp/fairseq-rela-chromium.log 2>&1; }; }; then
       echo "warning: could not install chromium (see /tmp/fairseq-rela-chromium.log); the browser tests need it" \
            "or FAIRSEQ_RELA_NO_BROWSER=1" >&2
+      echo "scripts/install.sh: apt-get install chromium failed ($(tail -n 1 /tmp/fairseq-rela-chromium.log))" \
+        > "$VENV/no-browser.txt"
     fi
   else
     echo "note: chromium not found and not installable here (needs root and apt-get); the report.html browser" \
          "tests need it (apt-get install chromium) or FAIRSEQ_RELA_NO_BROWSER=1" >&2
+    echo "scripts/install.sh: chromium missing and not installable (needs root and apt-get)" > "$VENV/no-browser.txt"
   fi
 fi
 echo "fairseq-rela installed in $VENV ($("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)'))"

@@ -114,6 +114,7 @@ def plot(rows, path: Path) -> None:
             for ax, key in zip(axes[1:], ("sparsity", "null_rate", "head_jsd")):
                 ax.plot([int(l) for l in layers], [r["attention"]["cross"][l][key] or 0 for l in layers],
                         marker="o", label=r["variant"])
+                ax.set_xticks([int(l) for l in layers])
     axes[0].set(xlabel="epoch", ylabel="validation ppl (Multi30k val)", yscale="log")
     for ax, name in zip(axes[1:], ("sparsity", "null rate", "head JSD (nats)")):
         ax.set(xlabel="decoder layer", ylabel=f"cross-attention {name}")

@@ -86,6 +86,7 @@ class Keys:
 
     valid: np.ndarray  # (T, S) bool
     categories: np.ndarray  # (S, C)
+    counts: tuple  # AttentionRecord.zero_counts(), computed once for every statistic that needs it
 
 
 class Statistic:
@@ -120,7 +121,7 @@ class Sparsity(Statistic):
         self.zeros, self.valid = np.zeros(heads), np.zeros(heads)
 
     def update(self, record, keys):
-        zeros, valid, _, _ = record.zero_counts()
+        zeros, valid, _, _ = keys.counts
         self.zeros += zeros
         self.valid += valid
 
@@ -143,7 +144,7 @@ class NullRate(Statistic):
         self.null_rows, self.rows = np.zeros(heads), 0
 
     def update(self, record, keys):
-        _, _, null_rows, rows = record.zero_counts()
+        _, _, null_rows, rows = keys.counts
         self.null_rows += null_rows
         self.rows += rows
 
@@ -296,7 +297,7 @@ class AttentionStatistics:
             H, T, S = record.weights.shape
             valid = np.tril(np.ones((T, S), bool)) if kind == "decoder_self" else np.ones((T, S), bool)
             cats = categorise(sent.tokens(kind)[1], self.frequent["src" if kind != "decoder_self" else "tgt"])
-            keys = Keys(valid, np.eye(len(CATEGORIES))[cats])
+            keys = Keys(valid, np.eye(len(CATEGORIES))[cats], record.zero_counts())
             for stat in self._statistics((kind, layer), H):
                 if record.has_norms or not stat.needs_norms:
                     stat.update(record, keys)

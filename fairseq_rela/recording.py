@@ -8,10 +8,12 @@ Kobayashi et al. (2020, eq. 5): ``y_i = Σ_j Σ_h α^h_ij f_h(x_j) + b_O`` with
     f^h_i(x_j) = W_O s_i ⊙ C(P_h v^h_j),      y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + (b_O + W_O c)
 
 (``P_h`` puts head h's value into its slice).  The decomposition is exact for every activation
-and normaliser; :func:`decompose` computes it, :class:`AttentionRecorder` collects it as
+and normaliser; :func:`decompose` computes it; with ``block=True`` the recorder carries it on
+through the residual connection and LayerNorm that follow (:mod:`fairseq_rela.block`, Kobayashi et
+al. 2021); :class:`AttentionRecorder` collects it as
 :class:`AttentionRecord` s (a batch), and :func:`split_sentences` cuts those into one
 :class:`SentenceAttention` per sentence pair.  :meth:`AttentionRecord.matrix` is the one place that
-turns a record into an alignment matrix (weights or norms, all heads or some), for
+turns a record into an alignment matrix (weights, norms or block contributions), for
 ``fairseq-generate`` and for the analysis sweep alike.
 """
 import re
@@ -23,10 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from fairseq_rela.attention import ATTENTION_KINDS, ReLAMultiheadAttention
+from fairseq_rela.block import decompose_block
 from fairseq_rela.errors import OptionError, check_choice
 
 Array = Union[Tensor, np.ndarray]
-ALIGNMENT_SOURCES = ("weights", "norms")
+ALIGNMENT_SOURCES = ("weights", "norms", "block")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class AlignmentSource:
 
     def __post_init__(self):
         check_choice("--alignment-source", self.source, ALIGNMENT_SOURCES)
+        if self.source == "block" and self.heads is not None:
+            raise OptionError("--alignment-heads: --alignment-source block covers all heads (the residual and "
+                              "LayerNorm act on their sum); leave --alignment-heads out")
 
     def resolve(self, n_layers: int, n_heads: int) -> "AlignmentSource":
         """The same source with a 0-based layer, checked against a decoder's size."""
@@ -69,19 +75,38 @@ class AttentionRecord:
     summed_heads: Optional[Tuple[int, ...]] = None  # None: all heads
     vectors: Optional[Array] = None  # (B, T, S, E) Σ_h α^h_ij f_h(x_j), only with keep_vectors
     bias: Optional[Array] = None  # (E,) b_O + W_O c: Σ_j vectors_ij + bias == output_i
+    # the attention block (attention + residual + LayerNorm), recorded with block=True (fairseq_rela.block)
+    block_norm: Optional[Array] = None  # (B, T, S) ‖F_i(c_ij)‖, key j's share of the block's output i
+    block_residual_norm: Optional[Array] = None  # (B, T) cross-attention: the residual's ‖F_i(x_i)‖
+    mixing_ratio: Optional[Array] = None  # (B, T, 3) at block.MIXING_LEVELS (attention, residual, block)
+    block_vectors: Optional[Array] = None  # (B, T, S, E) F_i(c_ij), with keep_vectors
+    block_residual: Optional[Array] = None  # (B, T, E) F_i(x_i) (cross-attention), with keep_vectors
+    block_bias: Optional[Array] = None  # (B, T, E): Σ_j block_vectors + block_residual + block_bias == block output
 
     @property
     def has_norms(self) -> bool:
         return self.summed_norm is not None
 
+    @property
+    def has_block(self) -> bool:
+        return self.block_norm is not None
+
     def matrix(self, source: str = "weights", heads: Optional[Sequence[int]] = None) -> Array:
         """The (…, T, S) alignment matrix of ``source`` over ``heads`` (None: all).
 
         ``weights``: ``mean_h α^h`` over the heads; ``norms``: ``‖Σ_h α^h f_h(x_j)‖`` over the heads
-        (Kobayashi et al.'s norm of the summed vectors; one head: ``‖α^h f_h(x_j)‖``).
+        (Kobayashi et al.'s norm of the summed vectors; one head: ``‖α^h f_h(x_j)‖``); ``block``: the
+        norm of key j's contribution to the block's output, after the residual and LayerNorm (all heads).
         """
         check_choice("--alignment-source", source, ALIGNMENT_SOURCES)
         heads = None if heads is None else tuple(heads)
+        if source == "block":
+            if self.block_norm is None:
+                raise OptionError("--alignment-source block: the attention was recorded without its block")
+            if heads is not None:
+                raise OptionError("--alignment-source block covers all heads (the residual and LayerNorm act on "
+                                  "their sum)")
+            return self.block_norm
         if source == "weights":
             w = self.weights if heads is None else self.weights[..., list(heads), :, :]
             return w.mean(-3)
@@ -197,23 +222,29 @@ class AttentionRecorder:
     ``records[(kind, layer)]`` is a list with one :class:`AttentionRecord` per forward call.
     With ``norms=False`` only weights are kept (cheap: for training-time statistics).
     Outside the context nothing is recorded and the attention does no extra work.
+    With ``block=True`` (implies norms) each record also holds the decomposition of its attention
+    block (:mod:`fairseq_rela.block`): exact in eval mode; the layers must be :class:`~fairseq_rela.block.ResidualTap` s.
     """
 
     def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
                  keep_vectors: bool = False, layers: Optional[Iterable[int]] = None,
-                 heads: Optional[Sequence[int]] = None):
+                 heads: Optional[Sequence[int]] = None, block: bool = False):
         self.kinds = tuple(kinds)
         self.heads = heads
-        self.norms, self.keep_vectors = norms, keep_vectors
+        self.norms, self.keep_vectors, self.block = norms or block, keep_vectors, block
         self.layers = None if layers is None else set(layers)
         self.records: Dict[Tuple[str, int], List[AttentionRecord]] = {}
         self.modules: List[Tuple[ReLAMultiheadAttention, int]] = []
+        self.parents: Dict[int, nn.Module] = {}  # id(attention) -> its layer (block only)
+        self._pending: Dict[int, Tuple[AttentionRecord, Tensor]] = {}  # id(layer) -> record awaiting its residual
         for name, module in model.named_modules():
             if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
                 match = _LAYER.search(name + ".")
                 layer = int(match.group(1)) if match else 0
                 if self.layers is None or layer in self.layers:
                     self.modules.append((module, layer))
+                    if block:
+                        self.parents[id(module)] = _block_layer(model, name, module.kind.value)
         if not self.modules:
             raise ValueError("AttentionRecorder: the model has no ReLAMultiheadAttention to record "
                              "(is it a rela_transformer?)")
@@ -221,11 +252,16 @@ class AttentionRecorder:
     def __enter__(self) -> "AttentionRecorder":
         for module, layer in self.modules:
             module.recorder = self._recorder_for(layer)
+        for parent in self.parents.values():
+            parent.residual_observer = self._observe_residual
         return self
 
     def __exit__(self, *exc) -> None:
         for module, _ in self.modules:
             module.recorder = None
+        for parent in self.parents.values():
+            parent.residual_observer = None
+        self._pending.clear()
 
     def clear(self) -> None:
         self.records.clear()
@@ -239,12 +275,42 @@ class AttentionRecorder:
                 rec.key_padding_mask = rec.key_padding_mask.repeat_interleave(
                     weights.size(0) // rec.key_padding_mask.size(0), dim=0)
             if self.norms:
-                rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
-                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
+                rec.fx_norm, rec.weighted_norm, rec.summed_norm, vectors, rec.bias = decompose(
+                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors or self.block,
                     None if self.heads is None else list(self.heads))
+                rec.vectors = vectors if self.keep_vectors else None
+                if self.block:
+                    parent = self.parents[id(module)]
+                    if parent.training and parent.dropout_module.p > 0:
+                        raise RuntimeError("AttentionRecorder(block=True): dropout makes the block decomposition "
+                                           "inexact; call model.eval() first")
+                    self._pending[id(parent)] = (rec, vectors)
             self.records.setdefault((rec.kind, layer), []).append(rec)
 
         return record
+
+    def _observe_residual(self, layer: nn.Module, x: Tensor, residual: Tensor) -> None:
+        """A layer's residual connection: if it follows a recorded attention, decompose that block."""
+        pending = self._pending.pop(id(layer), None)
+        if pending is None:  # the feed-forward's residual, or an attention not recorded
+            return
+        rec, vectors = pending
+        T = rec.weights.size(2)
+        parts = decompose_block(vectors, rec.bias, residual.detach().transpose(0, 1),
+                                None if rec.kind == "cross" else vectors.size(2) - T,
+                                layer.block_layer_norm(rec.kind), self.keep_vectors)
+        rec.block_norm, rec.block_residual_norm, rec.mixing_ratio = parts.norms, parts.residual_norm, parts.mixing
+        rec.block_vectors, rec.block_residual, rec.block_bias = parts.vectors, parts.residual, parts.bias
+
+
+def _block_layer(model: nn.Module, name: str, kind: str) -> nn.Module:
+    """The layer around the attention ``name``, checked to report its residual for ``kind``."""
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+    if parent is None or not hasattr(parent, "residual_observer") or not hasattr(parent, "block_layer_norm"):
+        raise OptionError(f"block decomposition: the layer around {name} does not report its residual "
+                          "connection (not a fairseq-rela Transformer layer)")
+    parent.block_layer_norm(kind)  # an OptionError where this block cannot be decomposed
+    return parent
 
 
 @dataclass
@@ -254,8 +320,9 @@ class SentenceAttention:
     ``src``: source tokens (ending in ``</s>``); ``tgt_in``: decoder input tokens (``</s> y1 .. yn``);
     ``tgt_out``: the tokens each decoder position predicts (``y1 .. yn </s>``).
     ``records[(kind, layer)]``: an :class:`AttentionRecord` with ``weights``, ``weighted_norm``
-    (H,T,S), ``fx_norm`` (H,T|1,S), ``summed_norm`` (T,S); queries T and keys S are positions of
-    ``src`` (encoder) or ``tgt_in``.
+    (H,T,S), ``fx_norm`` (H,T|1,S), ``summed_norm`` (T,S), and when the block was recorded
+    ``block_norm`` (T,S), ``block_residual_norm`` (T,) (cross) and ``mixing_ratio`` (T,3); queries T and
+    keys S are positions of ``src`` (encoder) or ``tgt_in``.
     """
 
     id: int
@@ -271,6 +338,8 @@ class SentenceAttention:
 
 
 _NORM_FIELDS = ("weighted_norm", "fx_norm", "summed_norm")
+_QUERY_KEY_FIELDS = ("summed_norm", "block_norm")  # (B, T, S)
+_QUERY_FIELDS = ("block_residual_norm", "mixing_ratio")  # (B, T, ...)
 
 
 def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
@@ -292,13 +361,15 @@ def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> 
                               "cross": (tgt_keep, src_keep)}[kind]
             out = AttentionRecord(kind, layer, rec.weights[b][:, q_keep][:, :, k_keep].cpu().numpy(),
                                   summed_heads=rec.summed_heads)
-            for name in _NORM_FIELDS:
+            for name in _NORM_FIELDS + _QUERY_FIELDS + ("block_norm",):
                 value = getattr(rec, name)
                 if value is None:
                     continue
                 value = value[b]
-                if name == "summed_norm":
+                if name in _QUERY_KEY_FIELDS:
                     value = value[q_keep][:, k_keep]
+                elif name in _QUERY_FIELDS:
+                    value = value[q_keep]
                 else:
                     value = value[:, q_keep if value.size(1) > 1 else slice(None)][:, :, k_keep]
                 setattr(out, name, value.cpu().numpy())

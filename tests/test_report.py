@@ -18,7 +18,7 @@ TGT_OUT = ["T1", "</s>x", "&amp;", "'z'", "</s>"]
 HEADS = 3
 
 
-def _sentence(sid=7, norms=True, seed=0) -> SentenceAttention:
+def _sentence(sid=7, norms=True, seed=0, block=False) -> SentenceAttention:
     rng = np.random.default_rng(seed)
     sent = SentenceAttention(sid, list(SRC), ["</s>"] + TGT_OUT[:-1], list(TGT_OUT))
     for kind in ("cross", "encoder_self", "decoder_self"):
@@ -29,6 +29,8 @@ def _sentence(sid=7, norms=True, seed=0) -> SentenceAttention:
             if norms:
                 record.weighted_norm = 3 * w
                 record.summed_norm = 2 * w.sum(0)
+            if block and kind == "cross":
+                record.block_norm = rng.uniform(size=(len(queries), len(keys)))
             sent.records[(kind, layer)] = record
     return sent
 
@@ -121,6 +123,11 @@ def test_quantisation_keeps_exact_zeros_and_the_maximum():
     assert q.max() == LEVELS and q.min() >= 0
     norms = data["kinds"]["cross"]["layers"][0]["norms"]["all"]
     assert np.allclose(np.array(norms["q"]) / LEVELS * norms["max"], record.summed_norm, atol=norms["max"] / LEVELS)
+    assert data["kinds"]["cross"]["layers"][0]["block"] is None  # not recorded
+    sent = _sentence(block=True)
+    block = sentence_data(sent, ["cross"])["kinds"]["cross"]["layers"][1]["block"]
+    assert np.allclose(np.array(block["q"]) / LEVELS * block["max"], sent.records[("cross", 1)].block_norm,
+                       atol=block["max"] / LEVELS)
 
 
 def test_non_finite_values_are_drawn_as_zero_and_counted():
@@ -162,7 +169,7 @@ def test_word_links_cover_the_subword_cells_of_both_words(shift):
 @pytest.mark.e2e
 def test_chromium_renders_the_heatmaps_without_script_errors(tmp_path):
     # no head overview or AER table: the only shaded pixels on the page are the heatmaps'
-    data = sentence_data(_sentence(), ["cross", "encoder_self"])
+    data = sentence_data(_sentence(block=True), ["cross", "encoder_self"])
     link_overlay(data, {(0, 0)}, {(0, 0), (1, 1)}, {(0, 0)}, "norms-AWI-1", "AWI", "subword_nmt", "none")
     page = tmp_path / "report.html"
     html = render_report({"sentences": 1, "attention": {}}, [data], None, title="<s> & </s>")
@@ -171,7 +178,7 @@ def test_chromium_renders_the_heatmaps_without_script_errors(tmp_path):
     assert console == [], console
     body = ParsedPage(dom).find("body")[0]
     assert "data-errors" not in body, dom[-2000:]
-    assert body["data-rendered"] == str(2 * 2 * 2)  # 2 kinds x 2 layers x (weights, norms)
+    assert body["data-rendered"] == str(2 * 2 * 2 + 2)  # 2 kinds x 2 layers x (weights, norms) + cross blocks
     assert heatmap_colours(pixels) > 30
     # the check tells a drawn page from one whose script did not run
     inert = tmp_path / "inert.html"  # the same page without its renderer

@@ -21,14 +21,14 @@ def test_sweep_agrees_with_generate(toy_data, trained, tmp_path):
             "--no-plots")
     sweep = json.loads((tmp_path / "alignment.json").read_text())
     gold = read_gold(str(toy_data / "test.align"), base=0)
-    for source, shift, layer in (("norms", "AWI", 0), ("weights", "AWO", 1)):
+    for source, shift, layer in (("norms", "AWI", 0), ("weights", "AWO", 1), ("block", "AWI", 1)):
         out = generate_alignments(toy_data, ckpt, "--score-reference", "--alignment-source", source, "--alignment-layer",
                         str(layer), *(["--alignment-shift"] if shift == "AWI" else []))
         (tmp_path / "gen").write_text(out)
         aer = alignment_error_rate(gold, read_hypothesis(str(tmp_path / "gen"))).aer
         assert sweep["per_layer"][f"{source}-{shift}"][str(layer)] == pytest.approx(aer)
-    assert set(sweep["per_layer"]) == {"weights-AWO", "weights-AWI", "norms-AWO", "norms-AWI"}
-    assert len(sweep["per_head"]) == 2 * 2 * 2 * 4  # layers x sources x shifts x heads
+    assert set(sweep["per_layer"]) == {f"{s}-{sh}" for s in ("weights", "norms", "block") for sh in ("AWO", "AWI")}
+    assert len(sweep["per_head"]) == 2 * 2 * 2 * 4  # layers x sources (weights, norms: the block is per layer) x shifts x heads
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["num_updates"] == checkpoint_utils.load_checkpoint_to_cpu(str(ckpt))["optimizer_history"][-1]["num_updates"]
     _summarize_example(tmp_path, sweep, stats["num_updates"])

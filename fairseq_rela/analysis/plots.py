@@ -77,7 +77,7 @@ def plot_sweep(out: dict):
     for name, per_layer in out["per_layer"].items():
         layers = sorted(per_layer, key=int)
         ax.plot([int(l) for l in layers], [100 * per_layer[l] for l in layers], marker="o",
-                linestyle="-" if name.startswith("norms") else "--", label=name)
+                linestyle={"norms": "-", "block": "-."}.get(name.split("-")[0], "--"), label=name)
     for name, r in out["baselines"].items():
         ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
         ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")

@@ -9,8 +9,9 @@ JSON blob) and a small vanilla-JS canvas renderer are inline.  Every piece of te
 Page content:
 
 * per drawn sentence, attention kind and layer: the weights (``α``, mean over heads, or one head)
-  beside the norms (``‖Σ_h α f(x)‖``, or ``‖α^h f_h(x)‖`` of one head), tokens on the axes, a head
-  selector per layer;
+  beside the norms (``‖Σ_h α f(x)‖``, or ``‖α^h f_h(x)‖`` of one head) and, over all heads, the block
+  contributions (attention + residual + LayerNorm, ``‖F_i(c_ij)‖``, :mod:`fairseq_rela.block`), tokens
+  on the axes, a head selector per layer;
 * cross-attention with a gold alignment: gold links (sure: solid square, possible: dashed square) and
   the links of the sweep's best layer configuration (dot), overlaid on the *subword* cells: a word link
   marks every cell whose source subword and target subword belong to the two linked words (word ids
@@ -69,7 +70,7 @@ def sentence_data(sent, kinds: Sequence[str]) -> dict:
             entry = {"layer": int(layer), "heads": heads,
                      "weights": {"all": _quantise(record.matrix("weights")),
                                  "heads": [_quantise(record.matrix("weights", [h])) for h in range(heads)]},
-                     "norms": None}
+                     "norms": None, "block": _quantise(record.matrix("block")) if record.has_block else None}
             if record.has_norms and record.summed_heads is None:
                 per_head = ([_quantise(record.matrix("norms", [h])) for h in range(heads)]
                             if record.weighted_norm is not None else None)
@@ -410,6 +411,10 @@ JS = r"""
       var p = document.createElement("p");
       p.textContent = "norms not recorded";
       maps.appendChild(p);
+    }
+    if (which === "all" && entry.block) {
+      draw(figure(maps, "block \u2016F(\u03b1 f(x) + residual)\u2016 after LayerNorm, max " + entry.block.max.toPrecision(3)
+                  + note(entry.block)), entry.block, kd.queries, kd.keys, links);
     }
   }
 

@@ -8,6 +8,7 @@ sentence by sentence, what every attention did (weights and norms, every layer a
 
 Batched; memory grows with the batch, not with the data set.  Runs on the model's device.
 """
+import logging
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -16,8 +17,11 @@ from fairseq.data import LanguagePairDataset
 
 from fairseq_rela import models, tasks  # noqa: F401  (registers the model and tasks, allow-lists checkpoints)
 from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.errors import OptionError
 from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
 from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_sentences
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SentenceAttention", "iter_batches", "iter_sentences", "load_checkpoint", "sentence_dataset",
            "split_sentences", "trained_updates", "UnsupportedModelError"]
@@ -70,20 +74,31 @@ def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Op
     yield from itr
 
 
+def _recorder(model, kinds, norms, layers, block: Optional[bool]) -> AttentionRecorder:
+    if block is None and norms:
+        try:
+            return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=True)
+        except OptionError as err:
+            logger.warning("no block decomposition: %s", err)
+    return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=bool(block))
+
+
 def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, kinds: Iterable[str] = ATTENTION_KINDS,
                    layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
                    batch_size: Optional[int] = None, max_positions=None,
-                   skip_invalid: bool = False) -> Iterator[SentenceAttention]:
+                   skip_invalid: bool = False, block: Optional[bool] = None) -> Iterator[SentenceAttention]:
     """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair.
     ``max_positions`` (source, target) limits lengths further than the task and model do; longer
-    sentences are skipped with ``skip_invalid``, else an error."""
+    sentences are skipped with ``skip_invalid``, else an error.  ``block``: also decompose each
+    attention block (attention + residual + LayerNorm, :mod:`fairseq_rela.block`); None: whenever the
+    model's layers allow it (with norms)."""
     if dataset is None:
         if subset not in task.datasets:
             task.load_dataset(subset)
         dataset = task.dataset(subset)
     device = next(model.parameters()).device
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-    recorder = AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers)
+    recorder = _recorder(model, kinds, norms, layers, block)
     limits = utils.resolve_max_positions(task.max_positions(), model.max_positions(),
                                          *([max_positions] if max_positions and None not in max_positions else []))
     for sample in iter_batches(task, dataset, max_tokens, batch_size, limits, skip_invalid):

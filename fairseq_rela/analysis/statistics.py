@@ -10,7 +10,9 @@ per layer:
   ``frequent``, ``other``), by weight (mean over heads) and by norm (``‖Σ_h α f‖``), each row
   normalised to 1 — Kobayashi et al.'s "big weight, small norm" for special tokens;
 - ``fx_norm_mean``: mean ``‖f(x)‖`` per key category; ``spearman_weight_fx``: rank correlation of
-  ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap).
+  ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap);
+- ``mixing_ratio``: Kobayashi et al. (2021)'s context-mixing ratio of the attention block (attention,
+  + residual, + LayerNorm; by norm, and by weight), when the records hold the block.
 
 Each statistic is one small class (:class:`Statistic`: ``update`` per sentence, ``result`` as JSON
 fields, ``format`` as a ``stats.txt`` column); :class:`AttentionStatistics` keeps one of each per
@@ -23,6 +25,7 @@ from typing import Dict, Iterable, List, Set, Tuple, Type
 
 import numpy as np
 
+from fairseq_rela.block import MIXING_LEVELS
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
 CATEGORIES = ("eos", "punct", "frequent", "other")
@@ -94,6 +97,7 @@ class Statistic:
 
     header = ""  # its stats.txt column ("" for none)
     needs_norms = False  # updated only when the records hold norms
+    needs_block = False  # updated only when the records hold the block decomposition
 
     def __init__(self, heads: int):
         self.heads = heads
@@ -267,7 +271,55 @@ class FxNorm(Statistic):
                                  for i, c in enumerate(CATEGORIES)}}
 
 
-STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm)
+class MixingRatio(Statistic):
+    """Context-mixing ratio (Kobayashi et al. 2021, §5), mean over query tokens: the share of the
+    block's output that comes from other tokens, ``‖Σ_{j≠i} c_ij‖ / (‖Σ_{j≠i} c_ij‖ + ‖c_ii‖)``, at the
+    levels of :data:`~fairseq_rela.block.MIXING_LEVELS` (their Attn-N, AttnRes-N, AttnResLn-N), and by
+    weight: ``attention_weights`` = the row's weight on other tokens over its total weight (Attn-W),
+    ``residual_weights`` = half of it (AttnRes-W: the residual counted as weight 1).  Cross-attention:
+    all source tokens against the decoder token's own state (residual and block levels only)."""
+
+    header = f"{'mix attn/res/blk':>17}"
+    needs_block = True
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.total, self.count = np.zeros(len(MIXING_LEVELS)), np.zeros(len(MIXING_LEVELS))
+        self.weight_total, self.weight_rows = 0.0, 0
+
+    def update(self, record, keys):
+        ratio = np.asarray(record.mixing_ratio)
+        defined = ~np.isnan(ratio)
+        self.total += np.where(defined, ratio, 0).sum(0)
+        self.count += defined.sum(0)
+        if record.kind != "cross":
+            w = record.weights.mean(0) * keys.valid  # (T, S)
+            T, S = w.shape
+            own = w[np.arange(T), np.arange(T) + S - T]
+            mass = w.sum(-1)
+            alive = mass > 0
+            self.weight_total += float(((mass - own)[alive] / mass[alive]).sum())
+            self.weight_rows += int(alive.sum())
+
+    def result(self):
+        if not self.count.any():
+            return {}
+        levels = {level: (self.total[i] / self.count[i] if self.count[i] else None)
+                  for i, level in enumerate(MIXING_LEVELS)}
+        weights = self.weight_total / self.weight_rows if self.weight_rows else None
+        return {"mixing_ratio": {**levels, "attention_weights": weights,
+                                 "residual_weights": None if weights is None else weights / 2}}
+
+    @staticmethod
+    def format(fields):
+        mix = fields.get("mixing_ratio")
+        if not mix:
+            return " " * 17
+        return f"{'/'.join('  -  ' if mix[k] is None else f'{mix[k]:.3f}' for k in MIXING_LEVELS):>17}"
+
+
+STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm,
+                                           MixingRatio)
 CHEAP: Tuple[Type[Statistic], ...] = (Sparsity, NullRate)  # weights_only: no per-row work
 
 
@@ -299,7 +351,7 @@ class AttentionStatistics:
             cats = categorise(sent.tokens(kind)[1], self.frequent["src" if kind != "decoder_self" else "tgt"])
             keys = Keys(valid, np.eye(len(CATEGORIES))[cats], record.zero_counts())
             for stat in self._statistics((kind, layer), H):
-                if record.has_norms or not stat.needs_norms:
+                if (record.has_norms or not stat.needs_norms) and (record.has_block or not stat.needs_block):
                     stat.update(record, keys)
 
     def result(self) -> dict:

@@ -1,5 +1,6 @@
-"""Teacher-forced AER for every decoder layer x {weights, norms} x {AWO, AWI}, per layer (weights
-averaged over heads, norms of the head sum) and per head, against gold alignments.
+"""Teacher-forced AER for every decoder layer x {weights, norms, block} x {AWO, AWI}, per layer
+(weights averaged over heads, norms of the head sum, block: attention + residual + LayerNorm) and per
+head (weights, norms), against gold alignments.
 
 Pure: :class:`AlignmentSweep` takes sentences and returns a :class:`SweepResult`; the command line
 writes it (``alignment.json``, ``alignment.txt``, ``alignment.png``).  Matrices come from
@@ -13,7 +14,7 @@ from fairseq_rela.alignment.aer import AERResult, Gold, Link, alignment_error_ra
 from fairseq_rela.alignment.links import align
 from fairseq_rela.recording import SentenceAttention
 
-SOURCES = ("weights", "norms")
+SOURCES = ("weights", "norms", "block")
 SHIFTS = ("AWO", "AWI")
 
 
@@ -96,6 +97,8 @@ class LinkSweep:
             for head in heads:
                 sources = ["weights"] + (["norms"] if record.has_norms and (head is None or record.weighted_norm
                                                                              is not None) else [])
+                if head is None and record.has_block:  # the block is over all heads
+                    sources.append("block")
                 for source in sources:
                     matrix = record.matrix(source, None if head is None else [head])
                     for shift in SHIFTS:

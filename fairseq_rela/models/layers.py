@@ -14,6 +14,7 @@ from torch import nn
 
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.config import AttentionOptions
+from fairseq_rela.errors import OptionError
 from fairseq_rela.recording import AlignmentSource, AttentionRecorder
 
 
@@ -33,7 +34,22 @@ def wrap_layer(layer: nn.Module, cfg: TransformerConfig) -> nn.Module:
     return fsdp_wrap(layer, min_num_params=0 if cfg.checkpoint_activations else cfg.min_params_to_wrap)
 
 
-class RelaEncoderLayer(TransformerEncoderLayerBase):
+class _ResidualTap:
+    """A :class:`~fairseq_rela.block.ResidualTap`: reports each residual connection to
+    ``residual_observer`` (the recorder's block decomposition) before making it."""
+
+    residual_observer = None
+
+    def residual_connection(self, x, residual):
+        if self.residual_observer is not None:
+            self.residual_observer(self, x, residual)
+        return super().residual_connection(x, residual)
+
+
+class RelaEncoderLayer(_ResidualTap, TransformerEncoderLayerBase):
+    def block_layer_norm(self, kind: str):
+        return None if self.normalize_before else self.self_attn_layer_norm
+
     def build_self_attention(self, embed_dim, cfg):
         return build_attention(
             cfg, "encoder_self", embed_dim, cfg.encoder.attention_heads, self_attention=True,
@@ -41,7 +57,17 @@ class RelaEncoderLayer(TransformerEncoderLayerBase):
         )
 
 
-class RelaDecoderLayer(TransformerDecoderLayerBase):
+class RelaDecoderLayer(_ResidualTap, TransformerDecoderLayerBase):
+    def block_layer_norm(self, kind: str):
+        if kind == "decoder_self" and (self.attn_ln is not None or self.c_attn is not None):
+            raise OptionError("block decomposition: NormFormer layers (--scale-attn, --scale-heads) scale the "
+                              "self-attention between the attention and its residual; not supported")
+        if kind == "decoder_self" and self.cross_self_attention:
+            raise OptionError("block decomposition: --cross-self-attention layers are not supported")
+        if self.normalize_before:
+            return None
+        return self.encoder_attn_layer_norm if kind == "cross" else self.self_attn_layer_norm
+
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         return build_attention(
             cfg, "decoder_self", embed_dim, cfg.decoder.attention_heads,
@@ -64,8 +90,8 @@ class RelaTransformerEncoder(TransformerEncoderBase):
 
 class RelaTransformerDecoder(TransformerDecoderBase):
     """The decoder; inside :meth:`reporting` its ``extra["attn"]`` is the matrix an
-    :class:`~fairseq_rela.recording.AlignmentSource` names (weights or norms, any layer, any heads),
-    for alignment extraction at generation time."""
+    :class:`~fairseq_rela.recording.AlignmentSource` names (weights, norms or block contributions, any
+    layer and heads), for alignment extraction at generation time."""
 
     _report: Optional[tuple] = None  # (layer, source, recorder) inside reporting()
 
@@ -81,7 +107,7 @@ class RelaTransformerDecoder(TransformerDecoderBase):
         """Within the block, report ``source`` as the cross-attention of every forward call."""
         source = self.check_alignment(source)
         recorder = AttentionRecorder(self, kinds=("cross",), layers=[source.layer], norms=source.source == "norms",
-                                     heads=source.heads)
+                                     heads=source.heads, block=source.source == "block")
         self._report = (source, recorder)
         try:
             yield

@@ -31,7 +31,8 @@ from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, Translati
 
 @dataclass
 class TranslationAlignmentConfig(TranslationRelaConfig):
-    alignment_source: str = field(default="norms", metadata={"help": "weights (α) or norms (‖Σ_h α f(x)‖)"})
+    alignment_source: str = field(default="norms", metadata={"help": "weights (α), norms (‖Σ_h α f(x)‖) or block (attention + residual + "
+                                                              "LayerNorm, Kobayashi et al. 2021: ‖F_i(α f(x_j))‖)"})
     alignment_layer: int = field(default=-1, metadata={"help": "0-based decoder layer; negative counts from the top"})
     alignment_heads: str = field(default="all", metadata={"help": "'all' or comma-separated 0-based heads"})
     alignment_shift: bool = field(default=False, metadata={

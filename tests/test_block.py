@@ -1,0 +1,193 @@
+"""The attention block decomposition (fairseq_rela/block.py, through AttentionRecorder(block=True))
+against the layers' real outputs: Σ_j F_i(c_ij) + F_i(x_i) + bias == the block's output, read from
+stock fairseq's forward (the LayerNorm after the residual, or the next LayerNorm's input in pre-norm)."""
+import numpy as np
+import pytest
+import torch
+
+from fairseq_rela.block import MIXING_LEVELS, decompose_block
+from fairseq_rela.errors import OptionError
+from fairseq_rela.recording import AlignmentSource, AttentionRecorder, split_sentences
+from tests.helpers import batch, build
+
+pytestmark = pytest.mark.unit
+
+ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
+PRE_NORM = ("--encoder-normalize-before", "--decoder-normalize-before")
+
+
+def _block_outputs(model, pre_norm: bool):
+    """Hooks that capture each attention block's real output, keyed like the recorder's records."""
+    outputs, hooks = {}, []
+
+    def keep(key, post):
+        def hook(module, args, out=None):
+            outputs[key] = (out if post else args[0]).transpose(0, 1)
+        return hook
+
+    for side in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(model, side).layers):
+            if side == "encoder":
+                blocks = [("encoder_self", layer.self_attn_layer_norm, layer.final_layer_norm)]
+            else:
+                blocks = [("decoder_self", layer.self_attn_layer_norm, layer.encoder_attn_layer_norm),
+                          ("cross", layer.encoder_attn_layer_norm, layer.final_layer_norm)]
+            for kind, post_ln, next_ln in blocks:
+                if pre_norm:  # the block's output is the residual sum: the next LayerNorm's input
+                    hooks.append(next_ln.register_forward_pre_hook(keep((kind, i), post=False)))
+                else:
+                    hooks.append(post_ln.register_forward_hook(keep((kind, i), post=True)))
+    return outputs, hooks
+
+
+def _kobayashi_mixing(contrib, own_index, residual):
+    """Kobayashi et al. 2021's ratio, directly: ‖Σ_{j≠i} c_ij‖ / (‖Σ_{j≠i} c_ij‖ + ‖c_ii‖) (cross: the
+    residual is the token's own part)."""
+    out = []
+    for i in range(contrib.shape[1]):
+        if residual is None:
+            own = contrib[:, i, own_index(i)]
+            others = contrib[:, i].sum(1) - own
+        else:
+            own, others = residual[:, i], contrib[:, i].sum(1)
+        m, k = others.norm(dim=-1), own.norm(dim=-1)
+        out.append(m / (m + k))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_block_contributions_sum_to_the_real_block_output(toy_data, activation, pre_norm):
+    extra = ("--attention-activation", activation) + (PRE_NORM if pre_norm else ())
+    task, model = build(toy_data, *extra)
+    with torch.no_grad():  # LayerNorm gains and biases away from 1 and 0, so that they matter
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    sample = batch(task, 5)
+    outputs, hooks = _block_outputs(model, pre_norm)
+    with torch.no_grad(), AttentionRecorder(model, keep_vectors=True, block=True) as rec:
+        model(**sample["net_input"])
+    for h in hooks:
+        h.remove()
+    assert len(rec.records) == 6 and set(outputs) == set(rec.records)
+    for (kind, layer), real in outputs.items():
+        (r,) = rec.records[(kind, layer)]
+        total = r.block_vectors.sum(2) + r.block_bias + (r.block_residual if kind == "cross" else 0)
+        torch.testing.assert_close(total, real, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(r.block_norm, r.block_vectors.norm(dim=-1))
+        if kind == "cross":
+            torch.testing.assert_close(r.block_residual_norm, r.block_residual.norm(dim=-1))
+        else:
+            assert r.block_residual is None and r.block_residual_norm is None
+        level = MIXING_LEVELS.index("block")
+        expected = _kobayashi_mixing(r.block_vectors, lambda i: i, r.block_residual if kind == "cross" else None)
+        torch.testing.assert_close(r.mixing_ratio[..., level], expected, atol=1e-5, rtol=1e-5)
+        assert ((r.mixing_ratio[..., 1:] >= 0) & (r.mixing_ratio[..., 1:] <= 1)).all()
+        if pre_norm:  # no LayerNorm after the residual: block level = residual level
+            torch.testing.assert_close(r.mixing_ratio[..., 2], r.mixing_ratio[..., 1])
+        if kind != "cross":  # the attention level: the attention's own vectors, without the residual
+            expected = _kobayashi_mixing(r.vectors, lambda i: i, None)
+            torch.testing.assert_close(r.mixing_ratio[..., 0], expected, atol=1e-5, rtol=1e-5)
+        else:
+            assert torch.isnan(r.mixing_ratio[..., 0]).all()
+
+
+def test_decompose_block_by_hand():
+    """One query, two keys, a LayerNorm: the formula of Kobayashi et al. 2021 written out."""
+    torch.manual_seed(0)
+    E = 6
+    v, b, x = torch.randn(1, 1, 2, E), torch.randn(E), torch.randn(1, 1, E)
+    ln = torch.nn.LayerNorm(E)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-1, 1)
+    parts = decompose_block(v, b, x, self_offset=None, layer_norm=ln, keep_vectors=True)
+    u = v[0, 0].sum(0) + b + x[0, 0]
+    s = torch.sqrt(u.var(unbiased=False) + ln.eps)
+    for j in range(2):
+        c = v[0, 0, j]
+        torch.testing.assert_close(parts.vectors[0, 0, j], ln.weight * (c - c.mean()) / s)
+    torch.testing.assert_close(parts.residual[0, 0], ln.weight * (x[0, 0] - x[0, 0].mean()) / s)
+    torch.testing.assert_close(parts.bias[0, 0], ln.weight * (b - b.mean()) / s + ln.bias)
+    torch.testing.assert_close(parts.vectors[0, 0].sum(0) + parts.residual[0, 0] + parts.bias[0, 0],
+                               ln(u[None])[0].detach())
+
+
+@pytest.mark.parametrize("source", ["block", "norms", "weights"])
+def test_block_matrix_is_the_same_on_a_batch_and_on_its_sentences(toy_data, source):
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch(task)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    sentences = list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+    src_keep = sample["net_input"]["src_tokens"].ne(task.source_dictionary.pad())
+    tgt_len = sample["target"].ne(task.target_dictionary.pad()).sum(1)
+    (batched,) = rec.records[("cross", 1)]
+    for b, sent in enumerate(sentences):
+        one = sent.records[("cross", 1)]
+        full = batched.matrix(source)[b][: tgt_len[b]][:, src_keep[b]].numpy()
+        np.testing.assert_allclose(one.matrix(source), full)
+        np.testing.assert_allclose(one.mixing_ratio, batched.mixing_ratio[b][: tgt_len[b]].numpy())
+        np.testing.assert_allclose(one.block_residual_norm, batched.block_residual_norm[b][: tgt_len[b]].numpy())
+        enc = sent.records[("encoder_self", 0)]
+        assert enc.block_norm.shape == (len(sent.src), len(sent.src)) and enc.mixing_ratio.shape == (len(sent.src), 3)
+
+
+def test_block_errors(toy_data):
+    with pytest.raises(OptionError, match="--alignment-source block covers all heads"):
+        AlignmentSource("block", heads=(0,))
+    task, model = build(toy_data, "--attention-activation", "softmax")
+    sample = batch(task)
+    rec = AttentionRecorder(model, kinds=("cross",))
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    with pytest.raises(OptionError, match="recorded without its block"):
+        rec.records[("cross", 0)][0].matrix("block")
+    model.train()
+    with pytest.raises(RuntimeError, match="call model.eval"), AttentionRecorder(model, block=True):
+        model(**sample["net_input"])
+    model.eval()
+    layer = model.decoder.layers[0]  # a NormFormer layer (--scale-attn): a LayerNorm between attention and residual
+    layer.attn_ln = torch.nn.LayerNorm(layer.embed_dim)
+    with pytest.raises(OptionError, match="NormFormer"):
+        AttentionRecorder(model, kinds=("decoder_self",), block=True)
+    AttentionRecorder(model, kinds=("cross", "encoder_self"), block=True)  # those blocks are plain
+    class Bare(torch.nn.Module):  # our attention outside a fairseq-rela layer
+        def __init__(self):
+            super().__init__()
+            from fairseq_rela.attention import ReLAMultiheadAttention
+
+            self.attn = ReLAMultiheadAttention(8, 2, self_attention=True)
+
+    with pytest.raises(OptionError, match="does not report its residual"):
+        AttentionRecorder(Bare(), block=True)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
+def test_decoder_reports_block_contributions_step_by_step_as_in_a_full_forward(toy_data, pre_norm):
+    """fairseq-generate's path: decoder.reporting(block) in incremental decoding (one query per step)
+    gives each step the row a teacher-forced full forward gives."""
+    task, model = build(toy_data, "--attention-activation", "rela", *(PRE_NORM if pre_norm else ()))
+    sample = batch(task, 4)
+    net = sample["net_input"]
+    source = AlignmentSource("block", layer=0)
+    with torch.no_grad(), model.decoder.reporting(source):
+        enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+        _, full = model.decoder(net["prev_output_tokens"], encoder_out=enc)
+        state, rows = {}, []
+        for t in range(net["prev_output_tokens"].size(1)):
+            _, extra = model.decoder(net["prev_output_tokens"][:, : t + 1], encoder_out=enc, incremental_state=state)
+            rows.append(extra["attn"][0])
+    rec = AttentionRecorder(model, kinds=("cross",), layers=[0], block=True)
+    with torch.no_grad(), rec:
+        model(**net)
+    (r,) = rec.records[("cross", 0)]
+    torch.testing.assert_close(full["attn"][0], r.block_norm)
+    real = net["prev_output_tokens"].ne(task.target_dictionary.pad())
+    torch.testing.assert_close(torch.cat(rows, 1)[real], r.block_norm[real], atol=1e-5, rtol=1e-4)
+    if pre_norm:  # no LayerNorm after the residual, which is not a source token: the source terms are the norms
+        torch.testing.assert_close(r.block_norm, r.matrix("norms"))
+    else:  # the LayerNorm rescales each row and reweighs the dimensions
+        assert not torch.allclose(r.block_norm, r.matrix("norms"))

@@ -53,7 +53,8 @@ def summarise(folder: Path, refs) -> dict:
         row["attention"] = {kind: {layer: {"sparsity": s["sparsity_mean"], "null_rate": s["null_rate_mean"],
                                            "head_jsd": s["head_jsd"],
                                            "eos_weight": s["token_share"]["eos"]["weight"],
-                                           "eos_norm": s["token_share"]["eos"]["norm"]}
+                                           "eos_norm": s["token_share"]["eos"]["norm"],
+                                           "mixing": s.get("mixing_ratio")}
                                    for layer, s in layers.items()} for kind, layers in attention.items()}
     return row
 
@@ -99,6 +100,25 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+MIXING = (("encoder_self", "attention_weights"), ("encoder_self", "attention"), ("encoder_self", "block"),
+          ("decoder_self", "attention_weights"), ("decoder_self", "block"), ("cross", "block"))
+
+
+def mixing_mean(row, kind, level):
+    if not row["attention"] or kind not in row["attention"]:
+        return None
+    return _mean([(s.get("mixing") or {}).get(level) for s in row["attention"][kind].values()])
+
+
+def mixing_table(rows) -> str:
+    """Kobayashi et al. (2021)'s mixing ratios, mean over layers (rows without a block analysis: missing)."""
+    lines = ["| variant | enc-self Attn-W | enc-self Attn-N | enc-self AttnResLn-N | dec-self Attn-W | "
+             "dec-self AttnResLn-N | cross AttnResLn-N (source vs own state) |", "|" + "---|" * 7]
+    for r in rows:
+        lines.append(f"| {r['variant']} | " + " | ".join(fmt(mixing_mean(r, k, lvl), ".3f") for k, lvl in MIXING) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows, path: Path) -> None:
     from fairseq_rela.analysis.plots import pyplot
     from fairseq_rela.cli.files import save_figure
@@ -139,6 +159,8 @@ def main() -> None:
                   if r["variant"] in ORDER else len(ORDER))
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows)
+    if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
+        text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)
     sig = next((r["bleu_signature"] for r in rows if r["bleu_signature"]), None)
     (args.run / "results.md").write_text(text + ("\n\nSacreBLEU: " + sig if sig else "") + "\n")
     plot(rows, args.run / "curves.png")

@@ -6,8 +6,8 @@ Per attention kind, layer and head:
 per layer:
 - ``head_jsd``: generalised Jensen–Shannon divergence between the heads' (row-normalised) weight
   distributions, ``H(mean_h p_h) - mean_h H(p_h)`` in nats, averaged over rows (null heads left out);
-- ``token_share``: share of attention that goes to each key category (``eos``, ``punct``,
-  ``frequent``, ``other``), by weight (mean over heads) and by norm (``‖Σ_h α f‖``), each row
+- ``token_share``: share of attention that goes to each key category (``bos``: ``<s>``, a masked
+  LM's [CLS]; ``eos``: ``</s>``, its [SEP]; ``punct``, ``frequent``, ``other``), by weight (mean over heads) and by norm (``‖Σ_h α f‖``), each row
   normalised to 1 — Kobayashi et al.'s "big weight, small norm" for special tokens;
 - ``fx_norm_mean``: mean ``‖f(x)‖`` per key category; ``spearman_weight_fx``: rank correlation of
   ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap).
@@ -25,7 +25,7 @@ import numpy as np
 
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
-CATEGORIES = ("eos", "punct", "frequent", "other")
+CATEGORIES = ("bos", "eos", "punct", "frequent", "other")
 _PUNCT = set(string.punctuation) | set("«»„“”‘’–—…")
 
 
@@ -50,7 +50,7 @@ def categorise(tokens: List[str], frequent: Set[str]) -> np.ndarray:
     """Index into CATEGORIES for each token."""
     out = []
     for t in tokens:
-        out.append(0 if t == "</s>" else 1 if is_punct(t) else 2 if t in frequent else 3)
+        out.append(0 if t == "<s>" else 1 if t == "</s>" else 2 if is_punct(t) else 3 if t in frequent else 4)
     return np.array(out)
 
 
@@ -182,7 +182,7 @@ class HeadJSD(Statistic):
 class TokenShare(Statistic):
     """Share of each row's attention per key category, by weight (head mean) and by norm."""
 
-    header = f"{'eos w/n':>13} {'punct w/n':>13}"
+    header = f"{'bos w/n':>13} {'eos w/n':>13} {'punct w/n':>13}"
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -202,8 +202,7 @@ class TokenShare(Statistic):
     @staticmethod
     def format(fields):
         ts = fields["token_share"]
-        return (f"{ts['eos']['weight']:>6.3f}/{ts['eos']['norm']:<6.3f} "
-                f"{ts['punct']['weight']:>6.3f}/{ts['punct']['norm']:<6.3f}")
+        return " ".join(f"{ts[c]['weight']:>6.3f}/{ts[c]['norm']:<6.3f}" for c in ("bos", "eos", "punct"))
 
 
 class WeightNormCorrelation(Statistic):

@@ -6,7 +6,7 @@ import pytest
 
 from fairseq_rela.analysis.runner import SentenceAttention, iter_sentences, load_checkpoint
 from fairseq_rela.recording import AttentionRecord
-from fairseq_rela.analysis.statistics import AttentionStatistics, head_jsd_rows, is_punct
+from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, head_jsd_rows, is_punct
 
 
 def _sentence(kind, weights, keys, norms=None):
@@ -34,6 +34,23 @@ def test_hand_computed_cross_attention_statistics():
     assert shares["other"]["weight"] == pytest.approx(0.375) and shares["punct"]["weight"] == pytest.approx(0.5)
     assert shares["eos"]["weight"] == pytest.approx(0.125)
     assert shares["eos"]["norm"] == pytest.approx((3 / 4) / 2) and shares["punct"]["norm"] == pytest.approx(0.5)
+
+
+@pytest.mark.unit
+def test_masked_lm_special_tokens_have_their_own_categories():
+    """<s> ([CLS]) and </s> ([SEP]) apart, as in Kobayashi et al.'s BERT study; the table shows both."""
+    w = [[[0.6, 0.1, 0.1, 0.2], [0.5, 0.0, 0.0, 0.5]]]
+    stats = AttentionStatistics(set(), set())
+    stats.update(_sentence("encoder_self", w, ["<s>", "word", ",", "</s>"], norms=[[0.6, 0.2, 0.2, 1.0],
+                                                                                [0.0, 0.0, 0.0, 1.0]]))
+    result = stats.result()
+    shares = result["attention"]["encoder_self"]["0"]["token_share"]
+    assert list(shares) == ["bos", "eos", "punct", "frequent", "other"]
+    assert shares["bos"]["weight"] == pytest.approx(0.55) and shares["eos"]["weight"] == pytest.approx(0.35)
+    assert shares["bos"]["norm"] == pytest.approx(0.3 / 2) and shares["eos"]["norm"] == pytest.approx((0.5 + 1) / 2)
+    assert shares["punct"]["weight"] == pytest.approx(0.05) and shares["other"]["weight"] == pytest.approx(0.05)
+    header, row = format_table(result).split("\n")[1:]
+    assert "bos w/n" in header and " 0.550/0.150 " in row and " 0.350/0.750 " in row
 
 
 @pytest.mark.unit

@@ -183,7 +183,7 @@ def test_a_roberta_checkpoint_is_analysed_sentence_by_sentence(mlm_data, mlm_tra
     from fairseq_rela.attention import ReLAMultiheadAttention
     from fairseq_rela.recording import AttentionRecorder
 
-    proc = _analyze(None, mlm_trained, tmp_path / "out", "--task", "masked_lm", "--plot-sentences", "0,2",
+    proc = _analyze(None, mlm_trained, tmp_path / "out", "--task", "masked_lm", "--plot-sentences", "0,2", "--html",
                     data=mlm_data / "bin")
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -198,8 +198,9 @@ def test_a_roberta_checkpoint_is_analysed_sentence_by_sentence(mlm_data, mlm_tra
             assert shares["bos"][source] > 0 and shares["eos"][source] > 0
         assert fields["fx_norm_mean"]["bos"] > 0 and -1 <= fields["spearman_weight_fx"] <= 1
     assert "bos w/n" in proc.stdout and (tmp_path / "out" / "stats.txt").read_text() == proc.stdout
-    assert sorted(os.listdir(tmp_path / "out")) == ["heads.png", "sentence-0-encoder_self.png",
+    assert sorted(os.listdir(tmp_path / "out")) == ["heads.png", "report.html", "sentence-0-encoder_self.png",
                                                     "sentence-2-encoder_self.png", "stats.json", "stats.txt"]
+    assert "encoder_self" in (tmp_path / "out" / "report.html").read_text()
 
     model, task = load_checkpoint(str(mlm_trained), data=str(mlm_data / "bin"), device="cpu")
     src = task.source_dictionary

@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("--stats", required=True, help="stats.json of fairseq-rela-analyze on the masked LM")
     p.add_argument("--path", required=True, help="the masked-LM checkpoint (for the scatter)")
     p.add_argument("--data", required=True, help="its binarised data (the test split is read)")
-    p.add_argument("--sentences", type=int, default=100, help="test sentences in the scatter")
+    p.add_argument("--sentences", type=int, default=40, help="test sentences in the scatter")
     p.add_argument("--out", default="examples/masked_lm")
     args = p.parse_args()
     import matplotlib

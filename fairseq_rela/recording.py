@@ -343,17 +343,17 @@ _QUERY_FIELDS = ("block_residual_norm", "mixing_ratio")  # (B, T, ...)
 
 
 def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
-    """Cut a batch's records into per-sentence records without padding."""
-    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
-    target = sample["target"]
+    """Cut a batch's records into per-sentence records without padding (an encoder-only batch, with no
+    ``prev_output_tokens``, gives empty ``tgt_in``/``tgt_out``)."""
+    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"].get("prev_output_tokens")
     for b in range(src_tokens.size(0)):
         src_keep = src_tokens[b].ne(src_dict.pad())
-        tgt_keep = target[b].ne(tgt_dict.pad())
+        tgt_keep = None if prev is None else sample["target"][b].ne(tgt_dict.pad())
         sent = SentenceAttention(
             id=int(sample["id"][b]),
             src=[src_dict[t] for t in src_tokens[b][src_keep].tolist()],
-            tgt_in=[tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
-            tgt_out=[tgt_dict[t] for t in target[b][tgt_keep].tolist()],
+            tgt_in=[] if prev is None else [tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
+            tgt_out=[] if prev is None else [tgt_dict[t] for t in sample["target"][b][tgt_keep].tolist()],
         )
         for (kind, layer), records in recorder.records.items():
             (rec,) = records

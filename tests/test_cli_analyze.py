@@ -164,7 +164,7 @@ def test_html_report_is_one_self_contained_page_that_a_browser_renders(toy_data,
     dom, console, pixels = render_in_chromium(out / "report.html", tmp_path)
     assert console == [], console
     body = ParsedPage(dom).find("body")[0]
-    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 2)  # sentences x kinds x layers x 2
+    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 3)  # sentences x kinds x layers x maps
     inert = tmp_path / "inert.html"  # the same page without its renderer: only the tables are shaded
     inert.write_text(html.replace(html[html.rindex("<script>"):html.rindex("</script>") + 9], ""), encoding="utf-8")
     _, _, blank = render_in_chromium(inert, tmp_path)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fairseq_rela.attention import ATTENTION_KINDS, ReLAMultiheadAttention
-from fairseq_rela.block import decompose_block
+from fairseq_rela.block import BlockParts, decompose_block
 from fairseq_rela.errors import OptionError, check_choice
 
 Array = Union[Tensor, np.ndarray]
@@ -232,11 +232,13 @@ class AttentionRecorder:
         self.kinds = tuple(kinds)
         self.heads = heads
         self.norms, self.keep_vectors, self.block = norms or block, keep_vectors, block
+        if block and heads is not None:
+            raise OptionError("AttentionRecorder: the block decomposition covers all heads (heads=None)")
         self.layers = None if layers is None else set(layers)
         self.records: Dict[Tuple[str, int], List[AttentionRecord]] = {}
         self.modules: List[Tuple[ReLAMultiheadAttention, int]] = []
         self.parents: Dict[int, nn.Module] = {}  # id(attention) -> its layer (block only)
-        self._pending: Dict[int, Tuple[AttentionRecord, Tensor]] = {}  # id(layer) -> record awaiting its residual
+        self._pending: Dict[int, tuple] = {}  # id(layer) -> (record, what decompose needs) awaiting its residual
         for name, module in model.named_modules():
             if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
                 match = _LAYER.search(name + ".")
@@ -275,16 +277,15 @@ class AttentionRecorder:
                 rec.key_padding_mask = rec.key_padding_mask.repeat_interleave(
                     weights.size(0) // rec.key_padding_mask.size(0), dim=0)
             if self.norms:
-                rec.fx_norm, rec.weighted_norm, rec.summed_norm, vectors, rec.bias = decompose(
-                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors or self.block,
+                rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
+                    module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
                     None if self.heads is None else list(self.heads))
-                rec.vectors = vectors if self.keep_vectors else None
                 if self.block:
                     parent = self.parents[id(module)]
                     if parent.training and parent.dropout_module.p > 0:
                         raise RuntimeError("AttentionRecorder(block=True): dropout makes the block decomposition "
                                            "inexact; call model.eval() first")
-                    self._pending[id(parent)] = (rec, vectors)
+                    self._pending[id(parent)] = (rec, module, weights.detach(), values.detach(), head_outputs.detach())
             self.records.setdefault((rec.kind, layer), []).append(rec)
 
         return record
@@ -294,11 +295,20 @@ class AttentionRecorder:
         pending = self._pending.pop(id(layer), None)
         if pending is None:  # the feed-forward's residual, or an attention not recorded
             return
-        rec, vectors = pending
-        T = rec.weights.size(2)
-        parts = decompose_block(vectors, rec.bias, residual.detach().transpose(0, 1),
-                                None if rec.kind == "cross" else vectors.size(2) - T,
-                                layer.block_layer_norm(rec.kind), self.keep_vectors)
+        rec, module, weights, values, head_outputs = pending
+        B, _, T, S = weights.shape
+        group = B // values.size(0)  # hypotheses sharing one encoder state (beam search)
+        chunk = max(1, _CHUNK_FLOATS // max(1, T * S * module.embed_dim) // group) * group  # (chunk, T, S, E) at a time
+        residual, norm = residual.detach().transpose(0, 1), layer.block_layer_norm(rec.kind)
+        chunks = []
+        for b0 in range(0, B, chunk):
+            b1 = min(B, b0 + chunk)
+            vectors = decompose(module, weights[b0:b1], values[b0 // group: -(-b1 // group)],
+                                head_outputs[:, b0:b1], keep_vectors=True)[3]
+            chunks.append(decompose_block(vectors, rec.bias, residual[b0:b1], None if rec.kind == "cross" else S - T,
+                                          norm, self.keep_vectors))
+        parts = BlockParts(*(None if getattr(chunks[0], f) is None else torch.cat([getattr(c, f) for c in chunks])
+                             for f in ("norms", "residual_norm", "mixing", "vectors", "residual", "bias")))
         rec.block_norm, rec.block_residual_norm, rec.mixing_ratio = parts.norms, parts.residual_norm, parts.mixing
         rec.block_vectors, rec.block_residual, rec.block_bias = parts.vectors, parts.residual, parts.bias
 
@@ -343,17 +353,17 @@ _QUERY_FIELDS = ("block_residual_norm", "mixing_ratio")  # (B, T, ...)
 
 
 def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
-    """Cut a batch's records into per-sentence records without padding."""
-    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"]["prev_output_tokens"]
-    target = sample["target"]
+    """Cut a batch's records into per-sentence records without padding (an encoder-only batch, with no
+    ``prev_output_tokens``, gives empty ``tgt_in``/``tgt_out``)."""
+    src_tokens, prev = sample["net_input"]["src_tokens"], sample["net_input"].get("prev_output_tokens")
     for b in range(src_tokens.size(0)):
         src_keep = src_tokens[b].ne(src_dict.pad())
-        tgt_keep = target[b].ne(tgt_dict.pad())
+        tgt_keep = None if prev is None else sample["target"][b].ne(tgt_dict.pad())
         sent = SentenceAttention(
             id=int(sample["id"][b]),
             src=[src_dict[t] for t in src_tokens[b][src_keep].tolist()],
-            tgt_in=[tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
-            tgt_out=[tgt_dict[t] for t in target[b][tgt_keep].tolist()],
+            tgt_in=[] if prev is None else [tgt_dict[t] for t in prev[b][tgt_keep].tolist()],
+            tgt_out=[] if prev is None else [tgt_dict[t] for t in sample["target"][b][tgt_keep].tolist()],
         )
         for (kind, layer), records in recorder.records.items():
             (rec,) = records

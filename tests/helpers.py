@@ -21,6 +21,13 @@ TRAIN_ARGS = (
     "--no-progress-bar", "--log-interval", "50", "--no-epoch-checkpoints",
 )
 
+# a tiny roberta masked LM on the toy corpus's source side (mlm_data), one sentence per sample
+MLM_ARGS = (
+    "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "roberta_base", "--encoder-layers", "2",
+    "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4",
+    "--sample-break-mode", "eos", "--tokens-per-sample", "64", "--max-positions", "64",
+)
+
 # hypothesis settings of the parser fuzz tests (test_aer.py, test_links.py)
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -51,6 +58,16 @@ def build(toy_data, *extra):
     args = options.parse_args_and_arch(
         parser, [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "rela_transformer_tiny", "--cpu", *extra]
     )
+    task = tasks.setup_task(args)
+    torch.manual_seed(0)
+    model = task.build_model(args).eval()
+    return task, model
+
+
+def build_mlm(mlm_data, *extra):
+    """An untrained tiny roberta (seed 0) and its masked_lm task on ``mlm_data``, built in-process."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(mlm_data / "bin"), "--user-dir", USER_DIR, *MLM_ARGS, "--cpu", *extra])
     task = tasks.setup_task(args)
     torch.manual_seed(0)
     model = task.build_model(args).eval()

@@ -191,3 +191,25 @@ def test_decoder_reports_block_contributions_step_by_step_as_in_a_full_forward(t
         torch.testing.assert_close(r.block_norm, r.matrix("norms"))
     else:  # the LayerNorm rescales each row and reweighs the dimensions
         assert not torch.allclose(r.block_norm, r.matrix("norms"))
+
+
+def test_block_is_computed_in_bounded_chunks_with_the_same_result(toy_data, monkeypatch):
+    """The block needs (batch, T, S, E) vectors: made a few sentences at a time (beam groups kept whole)."""
+    import fairseq_rela.recording as recording
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch(task, 6)
+    whole = AttentionRecorder(model, block=True)
+    with torch.no_grad(), whole:
+        model(**sample["net_input"])
+    T, S, E = sample["target"].size(1), sample["net_input"]["src_tokens"].size(1), model.decoder.embed_dim
+    monkeypatch.setattr(recording, "_CHUNK_FLOATS", 2 * T * S * E)  # two sentences per chunk
+    chunked = AttentionRecorder(model, block=True)
+    with torch.no_grad(), chunked:
+        model(**sample["net_input"])
+    for key, (a,) in whole.records.items():
+        (b,) = chunked.records[key]
+        for name in ("block_norm", "mixing_ratio") + (("block_residual_norm",) if key[0] == "cross" else ()):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), equal_nan=True)
+    with pytest.raises(OptionError, match="covers all heads"):
+        AttentionRecorder(model, block=True, heads=[0])

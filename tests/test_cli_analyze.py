@@ -164,9 +164,71 @@ def test_html_report_is_one_self_contained_page_that_a_browser_renders(toy_data,
     dom, console, pixels = render_in_chromium(out / "report.html", tmp_path)
     assert console == [], console
     body = ParsedPage(dom).find("body")[0]
-    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 2)  # sentences x kinds x layers x 2
+    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 3)  # sentences x kinds x layers x maps
     inert = tmp_path / "inert.html"  # the same page without its renderer: only the tables are shaded
     inert.write_text(html.replace(html[html.rindex("<script>"):html.rindex("</script>") + 9], ""), encoding="utf-8")
     _, _, blank = render_in_chromium(inert, tmp_path)
     assert heatmap_colours(pixels) > heatmap_colours(blank) + 30
 
+
+
+# --- masked LMs: a roberta checkpoint of the stock fairseq-train --task masked_lm ----------------------------------
+
+def test_a_roberta_checkpoint_is_analysed_sentence_by_sentence(mlm_data, mlm_trained, tmp_path):
+    """Only encoder self-attention, every layer, with <s> and </s> shares by weight and by norm; each test line
+    is one unmasked sentence; the converted model's vectors still sum to each attention's output."""
+    import torch
+
+    from fairseq_rela.analysis.runner import load_checkpoint
+    from fairseq_rela.attention import ReLAMultiheadAttention
+    from fairseq_rela.recording import AttentionRecorder
+
+    proc = _analyze(None, mlm_trained, tmp_path / "out", "--task", "masked_lm", "--plot-sentences", "0,2", "--html",
+                    data=mlm_data / "bin")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    lines = (mlm_data.parent / "test.src").read_text().split("\n")[:-1]
+    assert stats["sentences"] == len(lines) and stats["skipped_sentences"] == 0
+    assert list(stats["attention"]) == ["encoder_self"] and list(stats["attention"]["encoder_self"]) == ["0", "1"]
+    assert stats["attention_activation"] == "softmax" and stats["num_updates"] == 5
+    for fields in stats["attention"]["encoder_self"].values():
+        shares = fields["token_share"]
+        for source in ("weight", "norm"):
+            assert sum(s[source] for s in shares.values()) == pytest.approx(1.0)
+            assert shares["bos"][source] > 0 and shares["eos"][source] > 0
+        assert fields["fx_norm_mean"]["bos"] > 0 and -1 <= fields["spearman_weight_fx"] <= 1
+    assert "bos w/n" in proc.stdout and (tmp_path / "out" / "stats.txt").read_text() == proc.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == ["heads.png", "report.html", "sentence-0-encoder_self.png",
+                                                    "sentence-2-encoder_self.png", "stats.json", "stats.txt"]
+    assert "encoder_self" in (tmp_path / "out" / "report.html").read_text()
+
+    model, task = load_checkpoint(str(mlm_trained), data=str(mlm_data / "bin"), device="cpu")
+    src = task.source_dictionary
+    tokens = [torch.tensor([src.bos(), *(src.index(w) for w in line.split()), src.eos()]) for line in lines[:4]]
+    src_tokens = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=src.pad())
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, out[0]))
+             for name, m in model.named_modules() if isinstance(m, ReLAMultiheadAttention)]
+    with torch.no_grad(), AttentionRecorder(model, keep_vectors=True) as rec:
+        model(src_tokens, features_only=True)
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == 2
+    for name, out in outputs.items():
+        (r,) = rec.records[("encoder_self", int(name.split(".")[3]))]
+        torch.testing.assert_close(r.vectors.sum(2) + r.bias, out.transpose(0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_a_task_that_does_not_fit_the_checkpoint_is_one_line(toy_data, ckpt, mlm_data, mlm_trained, tmp_path):
+    for data, path, args, pattern in (
+            (mlm_data / "bin", mlm_trained, (), r"--task translation: the checkpoint is a masked LM \(roberta_base "
+             r"\(RobertaModel\)\); analyse it with --task masked_lm$"),
+            (toy_data / "bin", ckpt, ("--task", "masked_lm"), r"--task masked_lm: the checkpoint is a translation model "
+             r"\(rela_transformer_tiny \(RelaTransformerModel\)\); analyse it with its translation task"),
+            (mlm_data / "bin", mlm_trained, ("--task", "masked_lm", "--plot-kinds", "cross"),
+             r"--plot-kinds cross: a masked LM has only encoder_self attention$"),
+            (mlm_data / "bin", mlm_trained, ("--task", "masked_lm", "--gold-alignment", toy_data / "test.align",
+                                             "--gold-base", "0"),
+             r"--gold-alignment: a masked LM has no cross-attention to align$")):
+        _error(_analyze(None, path, tmp_path / "out", *args, data=data), pattern)
+        assert not os.listdir(tmp_path)

@@ -1,6 +1,7 @@
-"""Stock fairseq translation Transformers as rela_transformer softmax models (models/conversion.py): the
-converted model computes exactly what the stock one does (full forward, incremental decoding, beam search),
-keeps its device, dtype and mode, leaves it untouched; models without attention we can analyse are refused
+"""Stock fairseq translation Transformers as rela_transformer softmax models, and stock roberta masked LMs
+with our softmax attention (models/conversion.py): the converted model computes exactly what the stock one
+does (full forward, incremental decoding, beam search; MLM logits, features, classification heads), keeps
+its device, dtype and mode, leaves it untouched; models without attention we can analyse are refused
 in one line; and (e2e) a checkpoint trained by the stock fairseq-train is analysed by fairseq-rela-analyze
 and aligned by fairseq-generate --task translation_alignment like the same weights loaded as rela_transformer."""
 import argparse
@@ -10,15 +11,17 @@ import re
 import pytest
 import torch
 from fairseq import options, tasks
+from fairseq.models.roberta.model import RobertaModel
 from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer_align import TransformerAlignModel
 from fairseq.sequence_generator import SequenceGenerator
 
 import fairseq_rela.models  # noqa: F401  (registers rela_transformer)
 from fairseq_rela.attention import ReLAMultiheadAttention
-from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
+from fairseq_rela.models.conversion import UnsupportedModelError, as_analysable, as_rela_roberta, as_rela_transformer
+from fairseq_rela.models.rela_roberta import RelaRobertaModel
 from fairseq_rela.models.rela_transformer import RelaTransformerModel
-from tests.helpers import TRAIN_ARGS, USER_DIR, batch, build, last_error_line, run_cli
+from tests.helpers import TRAIN_ARGS, USER_DIR, batch, build, build_mlm, last_error_line, run_cli
 
 TINY = ("--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--encoder-layers", "2",
         "--encoder-attention-heads", "4", "--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "128",
@@ -150,6 +153,57 @@ def test_models_without_attention_we_can_analyse_are_refused(toy_data, tmp_path)
                             r"\(--arch transformer\*\) and transformer_align translation models", message), message
 
 
+MASKED_LMS = {"roberta": (), "roberta-prenorm": ("--encoder-normalize-before",)}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", list(MASKED_LMS))
+def test_converted_roberta_computes_what_the_stock_model_does(mlm_data, name):
+    task, stock = build_mlm(mlm_data, *MASKED_LMS[name])
+    assert type(stock) is RobertaModel
+    stock.register_classification_head("nli", num_classes=3)
+    _randomise(stock)
+    before = {k: v.clone() for k, v in stock.state_dict().items()}
+    rela = as_rela_roberta(stock)
+    assert type(rela) is RelaRobertaModel and not rela.training
+    attentions = [m for m in rela.modules() if isinstance(m, ReLAMultiheadAttention)]
+    assert [m.kind for m in attentions] == ["encoder_self", "encoder_self"]
+    assert not any(isinstance(m, ReLAMultiheadAttention) for m in stock.modules())  # the stock model is untouched
+    assert rela.args.attention_activation == "softmax" and rela.args.converted_from == "roberta_base (RobertaModel)"
+    after = rela.state_dict()
+    assert list(after) == list(before)  # same names (loaded with strict=True), same values
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    net_input = batch(task)["net_input"]  # masked input (<mask> tokens), as in training
+    with torch.no_grad():
+        for kwargs in ({}, {"features_only": True}, {"features_only": True, "return_all_hiddens": True},
+                       {"classification_head_name": "nli"}):
+            out, extra = stock(**net_input, **kwargs)
+            ours, our_extra = rela(**net_input, **kwargs)
+            torch.testing.assert_close(ours, out, atol=1e-5, rtol=1e-5)
+            for theirs, mine in zip(extra["inner_states"] or [], our_extra["inner_states"] or []):
+                torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(stock.state_dict()[k], v) for k, v in before.items())
+    assert as_rela_roberta(rela) is rela and as_analysable(rela) is rela
+    assert type(as_analysable(stock.train())) is RelaRobertaModel and as_analysable(stock).training
+
+
+@pytest.mark.unit
+def test_masked_lms_we_cannot_analyse_are_refused(mlm_data, toy_data):
+    _, legacy = build_mlm(mlm_data, "--arch", "masked_lm")  # the legacy TransformerSentenceEncoder model
+    _, translation = _stock(toy_data, "transformer")
+    for convert, model, message in (
+            (as_analysable, legacy, r"the model is masked_lm \(MaskedLMModel\): fairseq-rela analyses only rela_transformer, "
+             r"transformer \(--arch transformer\*\) and transformer_align translation models, and roberta masked LMs"),
+            (as_rela_roberta, translation, r"the model is transformer \(TransformerModel\): fairseq-rela analyses only "
+             r"roberta masked LMs"),
+            (as_rela_transformer, build_mlm(mlm_data)[1], r"the model is roberta_base \(RobertaModel\): fairseq-rela "
+             r"analyses only rela_transformer, transformer \(--arch transformer\*\) and transformer_align translation "
+             r"models")):
+        with pytest.raises(UnsupportedModelError) as err:
+            convert(model)
+        assert re.fullmatch(message, str(err.value)), str(err.value)
+
+
 # --- end to end: a checkpoint of the stock fairseq-train --------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -249,7 +303,7 @@ def lstm_ckpt(toy_data, tmp_path_factory):
 
 
 LSTM_REFUSED = (r"the model is lstm \(LSTMModel\): fairseq-rela analyses only rela_transformer, transformer "
-                r"\(--arch transformer\*\) and transformer_align translation models$")
+                r"\(--arch transformer\*\) and transformer_align translation models")
 
 
 @pytest.mark.e2e
@@ -257,11 +311,11 @@ def test_an_lstm_checkpoint_is_refused_in_one_line(toy_data, lstm_ckpt, tmp_path
     proc = run_cli("fairseq-rela-analyze", toy_data / "bin", "--path", lstm_ckpt, "--gen-subset", "test", "--user-dir",
                    USER_DIR, "--output-dir", tmp_path / "out", "--cpu", "--no-progress-bar", check=False)
     line = last_error_line(proc, "fairseq-rela-analyze")
-    assert re.search(rf"--path .*checkpoint_last\.pt: {LSTM_REFUSED}", line), line
+    assert re.search(rf"--path .*checkpoint_last\.pt: {LSTM_REFUSED}, and roberta masked LMs$", line), line
     assert not list(tmp_path.iterdir())  # no output folder, no staging folder
     for mode in ("--score-reference", "--beam=2"):
         proc = run_cli("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--task", "translation_alignment",
                        "--path", lstm_ckpt, "--print-alignment", mode, "--cpu", "--gen-subset", "test", check=False)
         line = last_error_line(proc, "fairseq-generate")
-        assert re.search(rf"--task translation_alignment --print-alignment: {LSTM_REFUSED}", line), line
+        assert re.search(rf"--task translation_alignment --print-alignment: {LSTM_REFUSED}$", line), line
         assert "A-" not in proc.stdout

@@ -1,12 +1,11 @@
-"""The analysis runner (analysis/runner.py): given sentences are analysed like the binarised split."""
+"""The analysis runner (analysis/runner.py): given sentences are analysed like the binarised split; a masked LM's
+split is read unmasked, one sentence at a time, and a task that does not fit the model is one line."""
 import numpy as np
 import pytest
 
 from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint
 
-pytestmark = pytest.mark.e2e  # needs a trained toy model
-
-
+@pytest.mark.e2e  # needs a trained toy model
 def test_given_sentences_are_analysed_like_the_binarised_split(toy_data, trained):
     from fairseq_rela.analysis.runner import sentence_dataset
 
@@ -19,3 +18,58 @@ def test_given_sentences_are_analysed_like_the_binarised_split(toy_data, trained
     for s in given:
         np.testing.assert_allclose(s.records[("cross", 0)].weighted_norm, split[s.id].records[("cross", 0)].weighted_norm,
                                    atol=1e-5)
+
+
+def _masked_lm(mlm_data):
+    from fairseq_rela.models.conversion import as_analysable
+    from tests.helpers import build_mlm
+
+    task, stock = build_mlm(mlm_data)
+    return as_analysable(stock), task
+
+
+@pytest.mark.unit
+def test_a_masked_lm_is_read_unmasked_one_sentence_at_a_time(mlm_data):
+    """As Kobayashi et al. fed BERT: every test line whole, `<s> w1 .. wn </s>`, no <mask>; only encoder_self
+    records, the target lists empty; given sentences (text_dataset) give the same records."""
+    from fairseq_rela.analysis.runner import text_dataset
+
+    model, task = _masked_lm(mlm_data)
+    lines = (mlm_data.parent / "test.src").read_text().split("\n")[:-1]
+    sentences = sorted(iter_sentences(model, task, "test", max_tokens=200), key=lambda s: s.id)
+    assert [s.id for s in sentences] == list(range(len(lines)))
+    for sent, line in zip(sentences, lines):
+        assert sent.src == ["<s>", *line.split(), "</s>"] and sent.tgt_in == sent.tgt_out == []
+        assert sorted(sent.records) == [("encoder_self", 0), ("encoder_self", 1)]
+        record = sent.records[("encoder_self", 1)]
+        assert record.weights.shape == (4, len(sent.src), len(sent.src))
+        np.testing.assert_allclose(record.weights.sum(-1), 1, atol=1e-5)  # softmax rows, no padding left
+    given = sorted(iter_sentences(model, task, dataset=text_dataset(task, lines[:3])), key=lambda s: s.id)
+    for a, b in zip(given, sentences[:3]):
+        assert a.src == b.src
+        np.testing.assert_allclose(a.records[("encoder_self", 0)].weighted_norm,
+                                   b.records[("encoder_self", 0)].weighted_norm, atol=1e-5)
+
+
+@pytest.mark.unit
+def test_the_task_must_fit_the_model(mlm_data, toy_data):
+    from fairseq_rela.analysis.runner import check_task
+    from fairseq_rela.errors import OptionError
+    from tests.helpers import build
+
+    mlm, mlm_task = _masked_lm(mlm_data)
+    translation_task, translation = build(toy_data)
+    check_task(mlm, mlm_task, "masked_lm")
+    check_task(translation, translation_task, "translation_alignment")
+    for model, task, name, message in (
+            (mlm, mlm_task, "translation", "--task translation: the checkpoint is a masked LM (roberta_base "
+             "(RobertaModel)); analyse it with --task masked_lm"),
+            (mlm, translation_task, None, "--task masked_lm: the checkpoint is a masked LM (roberta_base (RobertaModel)) "
+             "trained with TranslationTask; fairseq-rela reads only checkpoints of the masked_lm task"),
+            (translation, translation_task, "masked_lm", "--task masked_lm: the checkpoint is a translation model "
+             "(rela_transformer_tiny (RelaTransformerModel)); analyse it with its translation task (--task translation)")):
+        with pytest.raises(OptionError) as err:
+            check_task(model, task, name)
+        assert str(err.value) == message
+    with pytest.raises(OptionError):  # the runner checks it too
+        next(iter_sentences(mlm, translation_task, "test"))

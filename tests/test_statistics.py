@@ -6,7 +6,7 @@ import pytest
 
 from fairseq_rela.analysis.runner import SentenceAttention, iter_sentences, load_checkpoint
 from fairseq_rela.recording import AttentionRecord
-from fairseq_rela.analysis.statistics import AttentionStatistics, head_jsd_rows, is_punct
+from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, head_jsd_rows, is_punct
 
 
 def _sentence(kind, weights, keys, norms=None):
@@ -34,6 +34,23 @@ def test_hand_computed_cross_attention_statistics():
     assert shares["other"]["weight"] == pytest.approx(0.375) and shares["punct"]["weight"] == pytest.approx(0.5)
     assert shares["eos"]["weight"] == pytest.approx(0.125)
     assert shares["eos"]["norm"] == pytest.approx((3 / 4) / 2) and shares["punct"]["norm"] == pytest.approx(0.5)
+
+
+@pytest.mark.unit
+def test_masked_lm_special_tokens_have_their_own_categories():
+    """<s> ([CLS]) and </s> ([SEP]) apart, as in Kobayashi et al.'s BERT study; the table shows both."""
+    w = [[[0.6, 0.1, 0.1, 0.2], [0.5, 0.0, 0.0, 0.5]]]
+    stats = AttentionStatistics(set(), set())
+    stats.update(_sentence("encoder_self", w, ["<s>", "word", ",", "</s>"], norms=[[0.6, 0.2, 0.2, 1.0],
+                                                                                [0.0, 0.0, 0.0, 1.0]]))
+    result = stats.result()
+    shares = result["attention"]["encoder_self"]["0"]["token_share"]
+    assert list(shares) == ["bos", "eos", "punct", "frequent", "other"]
+    assert shares["bos"]["weight"] == pytest.approx(0.55) and shares["eos"]["weight"] == pytest.approx(0.35)
+    assert shares["bos"]["norm"] == pytest.approx(0.3 / 2) and shares["eos"]["norm"] == pytest.approx((0.5 + 1) / 2)
+    assert shares["punct"]["weight"] == pytest.approx(0.05) and shares["other"]["weight"] == pytest.approx(0.05)
+    header, row = format_table(result).split("\n")[1:]
+    assert "bos w/n" in header and " 0.550/0.150 " in row and " 0.350/0.750 " in row
 
 
 @pytest.mark.unit
@@ -67,3 +84,28 @@ def test_softmax_model_is_dense_with_no_null_rows(toy_data, trained):
         np.testing.assert_allclose(w.sum(-1), 1, atol=1e-5)
     res = stats.result()["attention"]
     assert all(s["sparsity_mean"] == 0 and s["null_rate_mean"] == 0 for layers in res.values() for s in layers.values())
+
+
+@pytest.mark.unit
+def test_capped_correlation_samples_the_whole_split_not_its_first_sentences():
+    """Batches come sorted by length: the first triples are the shortest sentences.  With a cap, ρ must
+    come from a uniform sample of every sentence: here the first half is correlated +1, the second −1."""
+    from scipy.stats import spearmanr
+
+    from fairseq_rela.analysis.statistics import WeightNormCorrelation, Keys
+
+    rng = np.random.default_rng(1)
+    stat, all_w, all_f = WeightNormCorrelation(1), [], []
+    stat.cap = 500
+    for i in range(40):
+        w = rng.random((1, 5, 6))
+        f = (w if i < 20 else 1 - w) + 0.01 * rng.random((1, 5, 6))
+        record = AttentionRecord("cross", 0, w)
+        record.fx_norm = f
+        stat.update(record, Keys(np.ones((5, 6), bool), np.zeros((6, 1)), ()))
+        all_w.append(w.ravel())
+        all_f.append(f.ravel())
+    full = spearmanr(np.concatenate(all_w), np.concatenate(all_f)).statistic
+    sampled = stat.result()["spearman_weight_fx"]
+    assert abs(full) < 0.1 and abs(sampled - full) < 0.15  # the first 500 triples alone give ρ ≈ +1
+    assert stat.kept == 500

@@ -6,38 +6,48 @@ sentence by sentence, what every attention did (weights and norms, every layer a
     for sent in iter_sentences(model, task, subset="test", max_tokens=4000):
         sent.records[("cross", 1)].weighted_norm   # (heads, tgt_len, src_len) numpy array
 
+Masked LMs (``roberta``) are read the way Kobayashi et al. fed BERT: each sentence whole and unmasked,
+``<s> w1 .. wn </s>``; their sentences have only ``encoder_self`` records (``tgt_in``/``tgt_out`` empty).
+
 Batched; memory grows with the batch, not with the data set.  Runs on the model's device.
 """
 import logging
+import os
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from fairseq import checkpoint_utils, utils
-from fairseq.data import LanguagePairDataset
+from fairseq.data import (IdDataset, LanguagePairDataset, ListDataset, NestedDictionaryDataset, NumelDataset,
+                          PrependTokenDataset, RightPadDataset, SortDataset, data_utils)
+from fairseq.tasks.masked_lm import MaskedLMTask
 
 from fairseq_rela import models, tasks  # noqa: F401  (registers the model and tasks, allow-lists checkpoints)
 from fairseq_rela.attention import ATTENTION_KINDS
 from fairseq_rela.errors import OptionError
-from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
+from fairseq_rela.models.conversion import ENCODER_ONLY, UnsupportedModelError, as_analysable, describe_model
 from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_sentences
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SentenceAttention", "iter_batches", "iter_sentences", "load_checkpoint", "sentence_dataset",
-           "split_sentences", "trained_updates", "UnsupportedModelError"]
+__all__ = ["SentenceAttention", "UnsupportedModelError", "check_task", "is_masked_lm", "iter_batches",
+           "iter_sentences", "load_checkpoint", "load_split", "masked_lm_dataset", "sentence_dataset",
+           "split_sentences", "text_dataset", "trained_updates"]
+
+MASKED_LM_TASK = "masked_lm"  # the --task that reads masked-LM data (fairseq's MaskedLMTask)
 
 
 def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str] = None,
                     fp16: bool = False, **overrides):
     """Load a checkpoint (and its task) for analysis, in eval mode: a ``rela_transformer``, or a stock
     ``transformer``/``transformer_align`` rebuilt as a ``rela_transformer`` softmax model with the same
-    weights (exact; the file is not touched).  Other models raise
+    weights, or a stock ``roberta`` masked LM rebuilt with our softmax attention (exact; the file is not
+    touched; :func:`~fairseq_rela.models.conversion.as_analysable`).  Other models raise
     :class:`~fairseq_rela.models.conversion.UnsupportedModelError` (an OptionError)."""
     arg_overrides = dict(overrides)
     if data is not None:
         arg_overrides["data"] = data
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
-    model = as_rela_transformer(models[0]).eval()
+    model = as_analysable(models[0]).eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if fp16:
@@ -61,6 +71,67 @@ def sentence_dataset(task, pairs: Sequence[Tuple[str, str]]) -> LanguagePairData
     return LanguagePairDataset(src, torch.tensor([len(s) for s in src]), src_dict,
                                tgt, torch.tensor([len(t) for t in tgt]), tgt_dict,
                                left_pad_source=True, left_pad_target=False, shuffle=False)
+
+
+def is_masked_lm(model) -> bool:
+    """Whether ``model`` (as :func:`load_checkpoint` returns it) is an encoder-only masked LM."""
+    return isinstance(model, ENCODER_ONLY)
+
+
+def check_task(model, task, task_name: Optional[str] = None) -> None:
+    """The loaded ``task`` (and ``--task task_name``, when given) fit the model: masked LMs are analysed
+    with ``masked_lm``, translation models with a translation task; else an
+    :class:`~fairseq_rela.errors.OptionError` (one line)."""
+    if is_masked_lm(model):
+        if task_name is not None and task_name != MASKED_LM_TASK:
+            raise OptionError(f"--task {task_name}: the checkpoint is a masked LM ({describe_model(model)}); "
+                              f"analyse it with --task {MASKED_LM_TASK}")
+        if not isinstance(task, MaskedLMTask):
+            raise OptionError(f"--task {MASKED_LM_TASK}: the checkpoint is a masked LM ({describe_model(model)}) "
+                              f"trained with {type(task).__name__}; fairseq-rela reads only checkpoints of the "
+                              f"{MASKED_LM_TASK} task")
+    elif task_name == MASKED_LM_TASK or isinstance(task, MaskedLMTask):
+        raise OptionError(f"--task {task_name or MASKED_LM_TASK}: the checkpoint is a translation model "
+                          f"({describe_model(model)}); analyse it with its translation task (--task translation)")
+
+
+def _encoder_dataset(dictionary, tokens) -> SortDataset:
+    """``<s>`` + each token sequence (which ends in ``</s>``), as an encoder's net_input; batched by length."""
+    src = PrependTokenDataset(tokens, dictionary.bos())
+    dataset = NestedDictionaryDataset(
+        {"id": IdDataset(), "net_input": {"src_tokens": RightPadDataset(src, pad_idx=dictionary.pad()),
+                                          "src_lengths": NumelDataset(src, reduce=False)}},
+        sizes=[src.sizes],
+    )
+    return SortDataset(dataset, sort_order=[src.sizes])
+
+
+def masked_lm_dataset(task, subset: str) -> SortDataset:
+    """A masked-LM task's split as Kobayashi et al. fed BERT: one sentence (one line of the binarised
+    text) per item, ``<s> w1 .. wn </s>``, unmasked; ids are line numbers."""
+    path = os.path.join(utils.split_paths(task.cfg.data)[0], subset)
+    tokens = data_utils.load_indexed_dataset(path, task.source_dictionary)
+    if tokens is None:
+        raise FileNotFoundError(f"Dataset not found: {subset} ({path})")
+    return _encoder_dataset(task.source_dictionary, tokens)
+
+
+def text_dataset(task, lines: Sequence[str]) -> SortDataset:
+    """:func:`masked_lm_dataset` of given sentences, tokenised on spaces with the task's dictionary
+    (apply BPE/sentencepiece first, as for training)."""
+    dictionary = task.source_dictionary
+    tokens = [dictionary.encode_line(line, add_if_not_exist=False, append_eos=True).long() for line in lines]
+    return _encoder_dataset(dictionary, ListDataset(tokens, [len(t) for t in tokens]))
+
+
+def load_split(task, subset: str):
+    """The dataset the analysis reads for ``subset``: the task's own for translation tasks, the unmasked
+    :func:`masked_lm_dataset` for a masked-LM task (whose own split is masked for training)."""
+    if isinstance(task, MaskedLMTask):
+        return masked_lm_dataset(task, subset)
+    if subset not in task.datasets:
+        task.load_dataset(subset)
+    return task.dataset(subset)
 
 
 def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Optional[int] = None,
@@ -87,23 +158,25 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
                    layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
                    batch_size: Optional[int] = None, max_positions=None,
                    skip_invalid: bool = False, block: Optional[bool] = None) -> Iterator[SentenceAttention]:
-    """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair.
-    ``max_positions`` (source, target) limits lengths further than the task and model do; longer
-    sentences are skipped with ``skip_invalid``, else an error.  ``block``: also decompose each
-    attention block (attention + residual + LayerNorm, :mod:`fairseq_rela.block`); None: whenever the
-    model's layers allow it (with norms)."""
+    """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair (per
+    sentence for a masked LM: :func:`load_split`).  ``max_positions`` (source, target) limits lengths
+    further than the task and model do; longer sentences are skipped with ``skip_invalid``, else an error.
+    ``block``: also decompose each attention block (attention + residual + LayerNorm,
+    :mod:`fairseq_rela.block`); None: whenever the model's layers allow it (with norms)."""
+    check_task(model, task)
+    encoder_only = is_masked_lm(model)
     if dataset is None:
-        if subset not in task.datasets:
-            task.load_dataset(subset)
-        dataset = task.dataset(subset)
+        dataset = load_split(task, subset)
     device = next(model.parameters()).device
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     recorder = _recorder(model, kinds, norms, layers, block)
     limits = utils.resolve_max_positions(task.max_positions(), model.max_positions(),
-                                         *([max_positions] if max_positions and None not in max_positions else []))
+                                         *([max_positions] if max_positions and None not in max_positions
+                                           and not encoder_only else []))
+    extra = {"features_only": True} if encoder_only else {}  # the LM head is not analysed
     for sample in iter_batches(task, dataset, max_tokens, batch_size, limits, skip_invalid):
         sample = utils.move_to_cuda(sample, device=device) if device.type == "cuda" else sample
         recorder.clear()
         with torch.no_grad(), recorder:
-            model(**sample["net_input"])
+            model(**sample["net_input"], **extra)
         yield from split_sentences(sample, recorder, src_dict, tgt_dict)

@@ -6,8 +6,8 @@ Per attention kind, layer and head:
 per layer:
 - ``head_jsd``: generalised Jensen–Shannon divergence between the heads' (row-normalised) weight
   distributions, ``H(mean_h p_h) - mean_h H(p_h)`` in nats, averaged over rows (null heads left out);
-- ``token_share``: share of attention that goes to each key category (``eos``, ``punct``,
-  ``frequent``, ``other``), by weight (mean over heads) and by norm (``‖Σ_h α f‖``), each row
+- ``token_share``: share of attention that goes to each key category (``bos``: ``<s>``, a masked
+  LM's [CLS]; ``eos``: ``</s>``, its [SEP]; ``punct``, ``frequent``, ``other``), by weight (mean over heads) and by norm (``‖Σ_h α f‖``), each row
   normalised to 1 — Kobayashi et al.'s "big weight, small norm" for special tokens;
 - ``fx_norm_mean``: mean ``‖f(x)‖`` per key category; ``spearman_weight_fx``: rank correlation of
   ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap);
@@ -28,7 +28,7 @@ import numpy as np
 from fairseq_rela.block import MIXING_LEVELS
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
-CATEGORIES = ("eos", "punct", "frequent", "other")
+CATEGORIES = ("bos", "eos", "punct", "frequent", "other")
 _PUNCT = set(string.punctuation) | set("«»„“”‘’–—…")
 
 
@@ -53,7 +53,7 @@ def categorise(tokens: List[str], frequent: Set[str]) -> np.ndarray:
     """Index into CATEGORIES for each token."""
     out = []
     for t in tokens:
-        out.append(0 if t == "</s>" else 1 if is_punct(t) else 2 if t in frequent else 3)
+        out.append(0 if t == "<s>" else 1 if t == "</s>" else 2 if is_punct(t) else 3 if t in frequent else 4)
     return np.array(out)
 
 
@@ -186,7 +186,7 @@ class HeadJSD(Statistic):
 class TokenShare(Statistic):
     """Share of each row's attention per key category, by weight (head mean) and by norm."""
 
-    header = f"{'eos w/n':>13} {'punct w/n':>13}"
+    header = f"{'bos w/n':>13} {'eos w/n':>13} {'punct w/n':>13}"
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -206,12 +206,13 @@ class TokenShare(Statistic):
     @staticmethod
     def format(fields):
         ts = fields["token_share"]
-        return (f"{ts['eos']['weight']:>6.3f}/{ts['eos']['norm']:<6.3f} "
-                f"{ts['punct']['weight']:>6.3f}/{ts['punct']['norm']:<6.3f}")
+        return " ".join(f"{ts[c]['weight']:>6.3f}/{ts[c]['norm']:<6.3f}" for c in ("bos", "eos", "punct"))
 
 
 class WeightNormCorrelation(Statistic):
-    """Spearman's ρ between ``α`` and ``‖f(x)‖`` over (head, query, key) triples, up to a cap."""
+    """Spearman's ρ between ``α`` and ``‖f(x)‖`` over (head, query, key) triples: over all of them, or
+    over a uniform sample of ``cap`` drawn from the whole split (each triple gets a random priority,
+    seeded, and the ``cap`` lowest are kept: not the first ones, which are the shortest sentences)."""
 
     header = f"{'rho(a,|f|)':>11}"
     needs_norms = True
@@ -219,25 +220,33 @@ class WeightNormCorrelation(Statistic):
 
     def __init__(self, heads: int):
         super().__init__(heads)
-        self.weights: List[np.ndarray] = []
-        self.fx: List[np.ndarray] = []
-        self.count = 0
+        self.rng = np.random.default_rng(0)
+        self.parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (priority, α, ‖f(x)‖)
+        self.kept = 0
 
     def update(self, record, keys):
-        if self.count >= self.cap:
-            return
         w = record.weights
         sel = np.broadcast_to(keys.valid[None], w.shape)
-        self.weights.append(w[sel])
-        self.fx.append(np.broadcast_to(record.fx_norm, w.shape)[sel])
-        self.count += int(sel.sum())
+        ws = w[sel]
+        self.parts.append((self.rng.random(ws.size), ws, np.broadcast_to(record.fx_norm, w.shape)[sel]))
+        self.kept += ws.size
+        if self.kept > 2 * self.cap:
+            self._compact()
+
+    def _compact(self) -> None:
+        priority, ws, fs = (np.concatenate(column) for column in zip(*self.parts))
+        if priority.size > self.cap:
+            keep = np.argpartition(priority, self.cap)[: self.cap]
+            priority, ws, fs = priority[keep], ws[keep], fs[keep]
+        self.parts, self.kept = [(priority, ws, fs)], priority.size
 
     def result(self):
-        if not self.weights:
+        if not self.parts:
             return {}
         from scipy.stats import spearmanr
 
-        ws, fs = np.concatenate(self.weights), np.concatenate(self.fx)
+        self._compact()
+        _, ws, fs = self.parts[0]
         rho = spearmanr(ws, fs).statistic if ws.std() > 0 and fs.std() > 0 else None
         return {"spearman_weight_fx": None if rho is None or math.isnan(rho) else float(rho)}
 

@@ -24,6 +24,7 @@ from fairseq import options
 from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES
 from fairseq_rela.attention import ATTENTION_KINDS
 from fairseq_rela.cli.files import save_figure, write_json, write_text
+from fairseq_rela.errors import OptionError
 
 logger = logging.getLogger("fairseq_rela.analyze")
 PROG = "fairseq-rela-analyze"
@@ -34,7 +35,9 @@ def get_parser():
     group = parser.add_argument_group("fairseq-rela-analyze")
     group.add_argument("--output-dir", required=True, help="where to write stats.json, stats.txt and plots")
     group.add_argument("--plot-sentences", default="0", help="comma-separated sentence ids to draw (''=none)")
-    group.add_argument("--plot-kinds", default="cross", help=f"attention kinds to draw: {','.join(ATTENTION_KINDS)}")
+    group.add_argument("--plot-kinds", default=None,
+                       help=f"attention kinds to draw: {','.join(ATTENTION_KINDS)} (default: cross; encoder_self for "
+                            "masked LMs, which have no other)")
     group.add_argument("--no-plots", action="store_true", help="write statistics only (no PNG figures)")
     group.add_argument("--html", action="store_true",
                        help="also write report.html: one self-contained page (heatmaps of the --plot-sentences "
@@ -65,7 +68,7 @@ def _csv(value: str) -> List[str]:
 
 def check_options(args) -> Set[int]:
     """Every option value that needs no model, checked first; returns the sentence ids to draw."""
-    bad = [k for k in _csv(args.plot_kinds) if k not in ATTENTION_KINDS]
+    bad = [k for k in _csv(args.plot_kinds or "") if k not in ATTENTION_KINDS]
     if bad:
         _fail(f"--plot-kinds: unknown value {bad[0]!r}; choose from {','.join(ATTENTION_KINDS)}")
     if bool(args.eflomal_train) != bool(args.eflomal_test) or (args.eflomal_train and not args.gold_alignment):
@@ -178,18 +181,25 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     from tqdm import tqdm
 
     from fairseq_rela.analysis.report import link_overlay, render_report, sentence_data
-    from fairseq_rela.analysis.runner import iter_sentences, trained_updates
+    from fairseq_rela.analysis.runner import check_task, is_masked_lm, iter_sentences, load_split, trained_updates
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens
     from fairseq_rela.analysis.sweep import format_sweep
 
-    kinds = _csv(args.plot_kinds)
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
     model, task = _load(args, device)
     try:
-        task.load_dataset(args.gen_subset)
+        check_task(model, task, args.task)
+    except OptionError as err:  # a masked LM with a translation task, or the other way round: "--task X: ..."
+        _fail(str(err))
+    kinds = _csv(args.plot_kinds or ("encoder_self" if is_masked_lm(model) else "cross"))
+    if is_masked_lm(model) and kinds != ["encoder_self"]:
+        _fail(f"--plot-kinds {args.plot_kinds}: a masked LM has only encoder_self attention")
+    if is_masked_lm(model) and args.gold_alignment:
+        _fail("--gold-alignment: a masked LM has no cross-attention to align")
+    try:
+        dataset = load_split(task, args.gen_subset)
     except (OSError, FileNotFoundError) as err:
         _fail(f"--gen-subset {args.gen_subset}: {err}")
-    dataset = task.dataset(args.gen_subset)
     beyond = sorted(i for i in plot_ids if i >= len(dataset))
     if beyond:
         _fail(f"--plot-sentences: sentence {beyond[0]} does not exist; --gen-subset {args.gen_subset} "

@@ -10,8 +10,6 @@ from fairseq_rela.errors import OptionError
 from fairseq_rela.recording import AlignmentSource, AttentionRecorder, split_sentences
 from tests.helpers import batch, build
 
-pytestmark = pytest.mark.unit
-
 ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
 PRE_NORM = ("--encoder-normalize-before", "--decoder-normalize-before")
 
@@ -55,6 +53,7 @@ def _kobayashi_mixing(contrib, own_index, residual):
     return torch.stack(out, 1)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_block_contributions_sum_to_the_real_block_output(toy_data, activation, pre_norm):
@@ -93,6 +92,7 @@ def test_block_contributions_sum_to_the_real_block_output(toy_data, activation, 
             assert torch.isnan(r.mixing_ratio[..., 0]).all()
 
 
+@pytest.mark.unit
 def test_decompose_block_by_hand():
     """One query, two keys, a LayerNorm: the formula of Kobayashi et al. 2021 written out."""
     torch.manual_seed(0)
@@ -114,6 +114,7 @@ def test_decompose_block_by_hand():
                                ln(u[None])[0].detach())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("source", ["block", "norms", "weights"])
 def test_block_matrix_is_the_same_on_a_batch_and_on_its_sentences(toy_data, source):
     task, model = build(toy_data, "--attention-activation", "rela")
@@ -135,6 +136,7 @@ def test_block_matrix_is_the_same_on_a_batch_and_on_its_sentences(toy_data, sour
         assert enc.block_norm.shape == (len(sent.src), len(sent.src)) and enc.mixing_ratio.shape == (len(sent.src), 3)
 
 
+@pytest.mark.unit
 def test_block_errors(toy_data):
     with pytest.raises(OptionError, match="--alignment-source block covers all heads"):
         AlignmentSource("block", heads=(0,))
@@ -165,6 +167,7 @@ def test_block_errors(toy_data):
         AttentionRecorder(Bare(), block=True)
 
 
+@pytest.mark.e2e  # steps the decoder token by token: too slow for unit on a loaded CPU
 @pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
 def test_decoder_reports_block_contributions_step_by_step_as_in_a_full_forward(toy_data, pre_norm):
     """fairseq-generate's path: decoder.reporting(block) in incremental decoding (one query per step)
@@ -193,6 +196,7 @@ def test_decoder_reports_block_contributions_step_by_step_as_in_a_full_forward(t
         assert not torch.allclose(r.block_norm, r.matrix("norms"))
 
 
+@pytest.mark.unit
 def test_block_is_computed_in_bounded_chunks_with_the_same_result(toy_data, monkeypatch):
     """The block needs (batch, T, S, E) vectors: made a few sentences at a time (beam groups kept whole)."""
     import fairseq_rela.recording as recording

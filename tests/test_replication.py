@@ -70,7 +70,7 @@ def test_dump_links_equals_the_sweep(toy_data, trained, tmp_path):
                     "--gen-subset", "test", "--out", str(tmp_path / "links")], check=True, capture_output=True)
     gold = read_gold(str(toy_data / "test.align"), base=0)
     files = sorted((tmp_path / "links").glob("links-*.txt"))
-    assert len(files) == 2 * 2 * 2  # sources x shifts x layers
+    assert len(files) == 3 * 2 * 2  # sources (weights, norms, block) x shifts x layers
     for f in files:
         _, source, shift, layer = f.stem.split("-")
         aer = alignment_error_rate(gold, read_hypothesis(str(f))).aer

@@ -38,8 +38,8 @@ from fairseq_rela.errors import OptionError
 from fairseq_rela.models.rela_roberta import RelaRobertaModel
 from fairseq_rela.models.rela_transformer import RelaTransformerModel
 
-__all__ = ["CONVERTIBLE", "CONVERTIBLE_MLM", "ENCODER_ONLY", "SUPPORTED", "TRANSLATION_MODELS", "UnsupportedModelError", "as_analysable", "as_rela_roberta", "describe_model",
-           "as_rela_transformer"]
+__all__ = ["CONVERTIBLE", "CONVERTIBLE_MLM", "ENCODER_ONLY", "SUPPORTED", "TRANSLATION_MODELS", "UnsupportedModelError",
+           "as_analysable", "as_rela_roberta", "as_rela_transformer", "describe_model"]
 
 #: stock model classes (exactly these, not subclasses) that convert with the same weights
 CONVERTIBLE = (TransformerModel, TransformerAlignModel)

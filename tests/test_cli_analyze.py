@@ -229,6 +229,8 @@ def test_a_task_that_does_not_fit_the_checkpoint_is_one_line(toy_data, ckpt, mlm
              r"--plot-kinds cross: a masked LM has only encoder_self attention$"),
             (mlm_data / "bin", mlm_trained, ("--task", "masked_lm", "--gold-alignment", toy_data / "test.align",
                                              "--gold-base", "0"),
-             r"--gold-alignment: a masked LM has no cross-attention to align$")):
+             r"--gold-alignment: a masked LM has no cross-attention to align$"),
+            (mlm_data / "bin", mlm_trained, ("--task", "masked_lm", "--write-links"),
+             r"--write-links: a masked LM has no cross-attention to align$")):
         _error(_analyze(None, path, tmp_path / "out", *args, data=data), pattern)
         assert not os.listdir(tmp_path)

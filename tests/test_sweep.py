@@ -14,12 +14,25 @@ from tests.helpers import REPO, USER_DIR, generate_alignments, run_cli
 pytestmark = pytest.mark.e2e
 
 
-def test_sweep_agrees_with_generate(toy_data, trained, tmp_path):
-    ckpt = trained("rela")
+def _analyze(toy_data, ckpt, out, *args):
     run_cli("fairseq-rela-analyze", toy_data / "bin", "--path", ckpt, "--gen-subset", "test", "--user-dir", USER_DIR,
-            "--output-dir", tmp_path, "--gold-alignment", toy_data / "test.align", "--gold-base", "0", "--cpu",
-            "--no-plots")
-    sweep = json.loads((tmp_path / "alignment.json").read_text())
+            "--output-dir", out, "--cpu", "--no-plots", *args)
+
+
+@pytest.fixture(scope="module")
+def swept(toy_data, trained, tmp_path_factory):
+    """One sweep with --write-links: (checkpoint, analysis folder, alignment.json)."""
+    ckpt, out = trained("rela"), tmp_path_factory.mktemp("swept") / "analysis"
+    _analyze(toy_data, ckpt, out, "--gold-alignment", toy_data / "test.align", "--gold-base", "0", "--write-links")
+    return ckpt, out, json.loads((out / "alignment.json").read_text())
+
+
+def test_sweep_agrees_with_generate(toy_data, swept, tmp_path):
+    ckpt, analysis, sweep = swept
+    tmp_path = tmp_path / "work"
+    tmp_path.mkdir()
+    for f in ("alignment.json", "stats.json"):
+        shutil.copy(analysis / f, tmp_path / f)
     gold = read_gold(str(toy_data / "test.align"), base=0)
     for source, shift, layer in (("norms", "AWI", 0), ("weights", "AWO", 1), ("block", "AWI", 1)):
         out = generate_alignments(toy_data, ckpt, "--score-reference", "--alignment-source", source, "--alignment-layer",
@@ -48,3 +61,72 @@ def _summarize_example(analysis, sweep, updates):
     assert len(rows) == 1 and rows[0][1] == str(updates)
     assert rows[0][3].endswith(f"({100 * sweep['best_layer']['aer']:.1f})")
     assert (work / "aer_by_layer.png").stat().st_size > 0
+
+
+def test_written_links_score_the_sweep_with_or_without_gold(toy_data, swept, tmp_path):
+    """Each links/ file, read back by the scorer, gives the sweep's per-layer AER (links written,
+    then scored on an independent path); without --gold-alignment the same files are written."""
+    ckpt, analysis, sweep = swept
+    gold = read_gold(str(toy_data / "test.align"), base=0)
+    files = sorted((analysis / "links").glob("*.txt"))
+    assert len(files) == 3 * 2 * 2  # sources (weights, norms, block) x shifts x layers
+    for f in files:
+        source, shift, layer = f.stem.split("-")
+        hyp = read_hypothesis(str(f))
+        assert len(hyp) == len(gold) and any(hyp)
+        assert sweep["per_layer"][f"{source}-{shift}"][layer[1:]] == pytest.approx(alignment_error_rate(gold, hyp).aer)
+    _analyze(toy_data, ckpt, tmp_path / "plain", "--write-links")
+    assert not (tmp_path / "plain" / "alignment.json").exists()
+    assert {f.name: f.read_text() for f in (tmp_path / "plain" / "links").iterdir()} == \
+        {f.name: f.read_text() for f in files}
+
+
+def _bidirectional(*args):
+    return subprocess.run([sys.executable, str(REPO / "examples" / "rwth_alignment" / "bidirectional.py"),
+                           *map(str, args)], capture_output=True, text=True)
+
+
+def test_bidirectional_symmetrises_like_the_command_line_tools(toy_data, swept, tmp_path):
+    """examples/rwth_alignment/bidirectional.py: a backward model that is the forward one mirrored
+    changes nothing; a different backward model gives what fairseq-rela-symmetrize + fairseq-rela-aer
+    give for the same two files."""
+    _, analysis, sweep = swept
+    gold = toy_data / "test.align"
+    files = sorted((analysis / "links").glob("*.txt"))
+    mirror, other = tmp_path / "mirror", tmp_path / "other"
+    for folder in (mirror, other):
+        (folder / "links").mkdir(parents=True)
+    for i, f in enumerate(files):  # target-source lines: what a model of the other direction writes
+        (mirror / "links" / f.name).write_text(_reverse(f.read_text()))
+        (other / "links" / f.name).write_text(_reverse(files[(i + 5) % len(files)].read_text()))
+    proc = _bidirectional(analysis, mirror, "--gold", gold, "--gold-base", "0", "--out", tmp_path / "same")
+    assert proc.returncode == 0, proc.stderr
+    same = json.loads((tmp_path / "same" / "bidirectional.json").read_text())
+    assert len(same["configs"]) == len(files)
+    for name, row in same["configs"].items():
+        source, shift, layer = name.split("-")
+        for method in ("forward", "backward", "intersection", "grow-diag", "grow-diag-final-and", "union"):
+            assert row[method]["aer"] == pytest.approx(sweep["per_layer"][f"{source}-{shift}"][layer[1:]])
+    assert _bidirectional(analysis, other, "--gold", gold, "--gold-base", "0", "--out", tmp_path / "mixed").returncode == 0
+    mixed = json.loads((tmp_path / "mixed" / "bidirectional.json").read_text())
+    name = files[0].stem
+    run_cli("fairseq-rela-symmetrize", "--forward", analysis / "links" / files[0].name,
+            "--backward", other / "links" / files[0].name, "--output", tmp_path / "sym.txt")
+    by_cli = json.loads(run_cli("fairseq-rela-aer", "--gold", gold, "--gold-base", "0", "--hyp", tmp_path / "sym.txt",
+                                "--json").stdout)
+    assert mixed["configs"][name]["grow-diag-final-and"]["aer"] == pytest.approx(by_cli["aer"])
+    assert mixed["configs"][name]["grow-diag-final-and"]["aer"] != mixed["configs"][name]["forward"]["aer"]
+    assert "best_pair" in mixed and (tmp_path / "mixed" / "bidirectional.md").read_text().startswith("| configuration")
+
+
+def test_bidirectional_without_links_is_one_line(toy_data, swept, tmp_path):
+    _, analysis, _ = swept
+    proc = _bidirectional(analysis, tmp_path, "--gold", toy_data / "test.align", "--gold-base", "0")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"bidirectional.py: error: {tmp_path}: no links/SOURCE-SHIFT-L<layer>.txt "
+                                                "(run fairseq-rela-analyze with --write-links)"]
+
+
+def _reverse(text: str) -> str:
+    return "".join(" ".join("-".join(link.split("-")[::-1]) for link in line.split()) + "\n"
+                   for line in text.splitlines())

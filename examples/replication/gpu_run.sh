@@ -5,7 +5,8 @@
 # BIN: binarised data of prepare.py (test = newstest2014, test1 = RWTH); GOLD_DIR: alignment.talp and
 # alignment.en-de.talp (the gold with the languages swapped).  Each model trains for MAX_UPDATE
 # updates or SECONDS, whichever comes first (the table reports the updates reached), then:
-# newstest2014 and RWTH beam-4 translations, the RWTH alignment sweep, per-layer link files.
+# newstest2014 and RWTH beam-4 translations, the RWTH alignment sweep and its per-layer link files
+# (analysis/links/, for examples/rwth_alignment/bidirectional.py).
 # Environment: MODELS ("DIR:VARIANT" list; DIR de-en or en-de), MAX_UPDATE, MAX_TOKENS, PROBE=1
 # (train only, no saving: a throughput probe), LR, EVAL=0 (train only; a later call resumes and
 # evaluates), DEADLINE (seconds after the start by which evaluation must have ended: each step gets the
@@ -64,10 +65,8 @@ run_model() {  # DIR:VARIANT
       --gen-subset test1 --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
       --post-process sentencepiece > "$m/gen-rwth.txt" 2> "$m/gen-rwth.log"
   timeout "$(left)" python3 -m fairseq_rela.cli.analyze "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" \
-      --path "$ck" --gen-subset test1 --gold-alignment "$gold" --output-dir "$m/analysis" --plot-sentences 0,1 \
-      --max-tokens 4000 --no-progress-bar > "$m/analyze.log" 2>&1
-  timeout "$(left)" python3 "$HERE/dump_links.py" "$BIN" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
-      --gen-subset test1 --out "$m/links" > "$m/dump_links.log" 2>&1
+      --path "$ck" --gen-subset test1 --gold-alignment "$gold" --write-links --output-dir "$m/analysis" \
+      --plot-sentences 0,1 --max-tokens 4000 --no-progress-bar > "$m/analyze.log" 2>&1
   python3 -c "from fairseq_rela.analysis.runner import trained_updates as t; print('updates', t('$ck'))" >> "$m/times.txt"
 }
 

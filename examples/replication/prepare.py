@@ -30,6 +30,7 @@ def _rwth_prepare():
 
 _rwth = _rwth_prepare()
 NEWS_TRAIN, key, read_lines, tokenize = _rwth.NEWS_TRAIN, _rwth.key, _rwth.read_lines, _rwth.tokenize
+swap_talp = _rwth.swap_talp
 
 EUROPARL = ["europarl-v7-head20k", "europarl7-dev", "europarl7-test"]
 NEEDED = ["europarl/europarl-v7-head20k.de.gz", "wmt-news/newstest2013.de.gz", "wmt-news/newstest2014.de.gz",
@@ -44,16 +45,6 @@ def tatoeba(path: Path):
             if len(cols) < 2:
                 sys.exit(f"prepare.py: error: {path}:{n}: expected English<TAB>German")
             yield cols[1], cols[0]
-
-
-def swap_talp(line: str) -> str:
-    """A talp gold line with each link's two indices swapped (``3-5 2p4`` -> ``5-3 4p2``): the En-De gold."""
-    links = []
-    for link in line.split():
-        sep = "p" if "p" in link else "-"
-        i, j = link.split(sep)
-        links.append(f"{j}{sep}{i}")
-    return " ".join(links)
 
 
 def corpus(data: Path):

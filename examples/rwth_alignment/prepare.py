@@ -32,6 +32,16 @@ def tokenize(line: str) -> str:
     return " ".join(_PUNCT.sub(r" \1 ", line).split())
 
 
+def swap_talp(line: str) -> str:
+    """A talp gold line with each link's two indices swapped (``3-5 2p4`` -> ``5-3 4p2``): the En-De gold."""
+    links = []
+    for link in line.split():
+        sep = "p" if "p" in link else "-"
+        i, j = link.split(sep)
+        links.append(f"{j}{sep}{i}")
+    return " ".join(links)
+
+
 def key(line: str) -> str:
     return "".join(c for c in line.lower() if unicodedata.category(c)[0] in "LN")
 
@@ -88,6 +98,8 @@ def main() -> None:
             text = [r[i] if split == "rwth" else tokenize(r[i]) for r in rows]
             (out / f"{split}.tok.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
 
+    gold = read_lines(data / "rwth-deen/alignment.talp")  # and its mirror, for the En->De models
+    (out / "alignment.en-de.talp").write_text("\n".join(map(swap_talp, gold)) + "\n", encoding="utf-8")
     subword_and_binarise(out, list(splits), args.vocab_size, ["rwth"])
     print(f"binarised data in {out / 'bin'} (test = the 508 RWTH pairs)")
 

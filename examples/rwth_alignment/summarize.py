@@ -2,8 +2,9 @@
 
     python examples/rwth_alignment/summarize.py work/rwth [--out examples/rwth_alignment]
 
-Reads every WORK/analysis-MODEL/ that evaluate.sh wrote (MODEL = VARIANT or VARIANT@UPDATES).
-The table has one row per model; the figure shows AER by layer for each variant's most trained
+Reads every WORK/analysis-MODEL/ (and WORK/translation-MODEL/bleu.txt, WORK/bidirectional-MODEL/) that
+evaluate.sh wrote (MODEL = VARIANT or VARIANT@UPDATES; VARIANT-en-de for the En->De models).
+The table has one row per model, then the symmetrised two-direction alignments; the figure shows AER by layer for each variant's most trained
 model (left) and each variant's best-layer AER per source x shift against training updates (right).
 """
 import argparse
@@ -34,7 +35,8 @@ class Run:
     def load(cls, d: Path) -> "Run":
         name = d.name[len("analysis-"):]
         stats = json.loads((d / "stats.json").read_text())
-        bleu = (d / "bleu.txt").read_text().strip() if (d / "bleu.txt").exists() else ""
+        bleu_file = d.parent / f"translation-{name}" / "bleu.txt"
+        bleu = bleu_file.read_text().strip() if bleu_file.exists() else ""
         return cls(name, name.split("@")[0], stats.get("num_updates"),
                    json.loads((d / "alignment.json").read_text()), stats, bleu)
 
@@ -58,6 +60,24 @@ def table(runs: List[Run]) -> List[str]:
                      f"{al['best_layer']['config']} ({100 * al['best_layer']['aer']:.1f}) | "
                      f"{al['best_head']['config']} ({100 * al['best_head']['aer']:.1f}) | " + " | ".join(cells)
                      + f" | {r.cross('sparsity'):.3f} | {r.cross('null_rate'):.3f} |")
+    return lines
+
+
+def bidirectional(work: Path) -> List[str]:
+    """One line per symmetrised De->En + En->De pair (bidirectional.py's results)."""
+    lines = []
+    for f in sorted(work.glob("bidirectional-*/bidirectional.json")):
+        r = json.loads(f.read_text())
+        model = f.parent.name[len("bidirectional-"):]
+        best, pair = r["best_symmetrised"], r["best_pair"]
+        sym = r["configs"][best]
+        lines.append(f"| {model} | {best} | {100 * sym['forward']['aer']:.1f} | {100 * sym['backward']['aer']:.1f} | "
+                     f"{100 * sym['grow-diag-final-and']['aer']:.1f} | {pair['forward']} + {pair['backward']} | "
+                     f"{100 * pair['grow-diag-final-and']['aer']:.1f} |")
+    if lines:
+        lines = ["| De->En model + its En->De twin | best configuration | De->En | En->De (reversed) | "
+                 "grow-diag-final-and | best of each direction | grow-diag-final-and |",
+                 "|---|---|---|---|---|---|---|"] + lines
     return lines
 
 
@@ -103,6 +123,9 @@ def main() -> None:
     baselines = {name: b for r in runs for name, b in r.alignment["baselines"].items()}
     lines = table(runs) + [""] + [f"- {name}: AER {100 * r['aer']:.1f} (precision {100 * r['precision']:.1f}, "
                                   f"recall {100 * r['recall']:.1f})" for name, r in baselines.items()]
+    both = bidirectional(work)
+    if both:
+        lines += ["", "Both directions symmetrised (AER %, `bidirectional.py`):", ""] + both
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

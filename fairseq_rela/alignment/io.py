@@ -4,7 +4,7 @@ Python's ``str.splitlines()`` also breaks on U+0085, U+2028 and others, which so
 inside sentences (``newssyscomb2009.de``): pairing by line would silently shift.  Every reader of
 parallel text, links and gold alignments here goes through :func:`read_lines`.
 """
-from typing import List
+from typing import Iterable, List, Tuple
 
 
 class AlignmentFileError(ValueError):
@@ -29,3 +29,8 @@ def read_lines(path: str) -> List[str]:
             raise AlignmentFileError(f"{path}:{n}: not UTF-8 text (byte {line[err.start]:#04x} "
                                      f"at column {err.start + 1})") from None
     return lines
+
+
+def pharaoh_line(links: Iterable[Tuple[int, int]]) -> str:
+    """One Pharaoh line: ``src-tgt`` pairs, sorted, space-separated (no newline)."""
+    return " ".join(f"{s}-{t}" for s, t in sorted(links))

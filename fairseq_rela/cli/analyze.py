@@ -2,11 +2,12 @@
 
     fairseq-rela-analyze DATA --path CKPT --gen-subset test --output-dir OUT [--plot-sentences 0,5]
 
-Takes fairseq's usual data options (``--source-lang``, ``--max-tokens``, ``--batch-size``, ``--cpu``,
-``--fp16``, ...) and writes ``stats.json``, ``stats.txt``, ``heads.png`` and, for chosen sentences,
-``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment`` it also writes the
-alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with ``--html`` one self-contained page
-``report.html`` of all of it (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
+Takes fairseq's usual data options (``--source-lang``, ``--max-tokens`` (default here 4,000),
+``--batch-size``, ``--cpu``, ``--fp16``, ...) and writes ``stats.json``, ``stats.txt``, ``heads.png``
+and, for chosen sentences, ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment`` it also writes the
+alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with ``--write-links`` every decoder
+layer's word links as Pharaoh files ``links/SOURCE-SHIFT-L{layer}.txt`` (for ``fairseq-rela-symmetrize``);
+with ``--html`` one self-contained page ``report.html`` of all of it (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
 ``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
 it has finished: a folder is a whole run, never old files mixed with new.  Bad options are one
 ``error:`` line, found before the pass over the data.
@@ -28,6 +29,7 @@ from fairseq_rela.errors import OptionError
 
 logger = logging.getLogger("fairseq_rela.analyze")
 PROG = "fairseq-rela-analyze"
+DEFAULT_MAX_TOKENS = 4000  # without --max-tokens/--batch-size (fairseq would put the whole split in one batch)
 
 
 def get_parser():
@@ -50,6 +52,11 @@ def get_parser():
                        help="word-level training text PREFIX.{src,tgt} for an eflomal baseline in the sweep")
     group.add_argument("--eflomal-test", default=None, metavar="PREFIX",
                        help="word-level text of --gen-subset, PREFIX.{src,tgt} (with --eflomal-train)")
+    group.add_argument("--write-links", action="store_true",
+                       help="also write the teacher-forced word links of every decoder layer x source (weights, "
+                            "norms, block) x shift (AWO, AWI), heads together, to OUTPUT_DIR/links/SOURCE-SHIFT-"
+                            "L{layer}.txt: 0-based source-target Pharaoh lines, one per sentence of --gen-subset "
+                            "in id order (input for fairseq-rela-symmetrize and fairseq-rela-aer)")
     group.add_argument("--merge-subwords", choices=["auto", *MERGE_STYLES], default="auto",
                        help="merge subwords into words before scoring (auto: detected from the dictionaries)")
     group.add_argument("--merge-rule", choices=list(MERGE_RULES), default="sum_mean",
@@ -86,7 +93,8 @@ def check_options(args) -> Set[int]:
     return {int(i) for i in ids} if not args.no_plots or args.html else set()
 
 
-OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|report\.html|alignment\.(json|txt|png)|sentence-\d+-\w+\.png)")
+OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|report\.html|alignment\.(json|txt|png)|sentence-\d+-\w+\.png"
+                         r"|links)")
 
 
 def stage_output(output_dir: str) -> str:
@@ -125,11 +133,15 @@ def publish_output(staging: str, output_dir: str) -> None:
 
 
 def build_sweep(args, task, dataset):
-    """The alignment sweep of ``--gold-alignment`` (with the eflomal baseline when asked)."""
+    """The alignment sweep of ``--gold-alignment`` (with the eflomal baseline when asked); without a gold
+    set, the links alone (``--write-links``)."""
     from fairseq_rela.alignment.aer import AlignmentFileError, read_gold
     from fairseq_rela.alignment.links import merge_styles
-    from fairseq_rela.analysis.sweep import AlignmentSweep
+    from fairseq_rela.analysis.sweep import AlignmentSweep, LinkSweep
 
+    if not args.gold_alignment:
+        styles = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary)
+        return LinkSweep(*styles, args.merge_rule, per_head=False)
     try:
         gold = read_gold(args.gold_alignment, args.gold_base)
     except (AlignmentFileError, OSError) as err:
@@ -144,6 +156,18 @@ def build_sweep(args, task, dataset):
         baselines = eflomal_from_files(args.eflomal_train, args.eflomal_test, args.source_lang, args.target_lang)
     src_style, tgt_style = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary)
     return AlignmentSweep(gold, os.path.abspath(args.gold_alignment), src_style, tgt_style, args.merge_rule, baselines)
+
+
+def write_links(sweep, sentences: int, folder: str) -> int:
+    """``folder/SOURCE-SHIFT-L{layer}.txt`` for every layer-level configuration of ``sweep``; the count."""
+    from fairseq_rela.alignment.io import pharaoh_line
+
+    configs = sorted((c for c in sweep.hyps if c.head is None), key=lambda c: (c.source, c.shift, c.layer))
+    os.makedirs(folder, exist_ok=True)
+    for c in configs:
+        lines = (pharaoh_line(links) + "\n" for links in sweep.links(c, sentences))
+        write_text(os.path.join(folder, f"{c.source}-{c.shift}-L{c.layer}.txt"), "".join(lines))
+    return len(configs)
 
 
 def _load(args, device):
@@ -194,8 +218,9 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     kinds = _csv(args.plot_kinds or ("encoder_self" if is_masked_lm(model) else "cross"))
     if is_masked_lm(model) and kinds != ["encoder_self"]:
         _fail(f"--plot-kinds {args.plot_kinds}: a masked LM has only encoder_self attention")
-    if is_masked_lm(model) and args.gold_alignment:
-        _fail("--gold-alignment: a masked LM has no cross-attention to align")
+    if is_masked_lm(model) and (args.gold_alignment or args.write_links):
+        _fail(f"{'--gold-alignment' if args.gold_alignment else '--write-links'}: a masked LM has no "
+              "cross-attention to align")
     try:
         dataset = load_split(task, args.gen_subset)
     except (OSError, FileNotFoundError) as err:
@@ -206,9 +231,10 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
               f"has sentences 0..{len(dataset) - 1}")
     stats = AttentionStatistics(frequent_tokens(task.source_dictionary, args.top_frequent),
                                 frequent_tokens(task.target_dictionary, args.top_frequent))
-    sweep = build_sweep(args, task, dataset) if args.gold_alignment else None
+    sweep = build_sweep(args, task, dataset) if args.gold_alignment or args.write_links else None
     max_positions = (getattr(args, "max_source_positions", None), getattr(args, "max_target_positions", None))
-    sentences = iter_sentences(model, task, dataset=dataset, max_tokens=args.max_tokens, batch_size=args.batch_size,
+    max_tokens = args.max_tokens if args.max_tokens or args.batch_size else DEFAULT_MAX_TOKENS
+    sentences = iter_sentences(model, task, dataset=dataset, max_tokens=max_tokens, batch_size=args.batch_size,
                                max_positions=max_positions,
                                skip_invalid=args.skip_invalid_size_inputs_valid_test)
     seen, plotted, report_sentences = 0, set(), []
@@ -239,8 +265,10 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
                        "--max-target-positions %s, --skip-invalid-size-inputs-valid-test)",
                        skipped, len(dataset), *max_positions)
         if sweep is not None:
-            _fail(f"{skipped} sentences skipped by --skip-invalid-size-inputs-valid-test; the alignment sweep "
-                  "needs every sentence of --gold-alignment: raise --max-source-positions/--max-target-positions")
+            needs = "the alignment sweep needs every sentence of --gold-alignment" if args.gold_alignment else \
+                "--write-links writes a line for every sentence"
+            _fail(f"{skipped} sentences skipped by --skip-invalid-size-inputs-valid-test; {needs}: raise "
+                  "--max-source-positions/--max-target-positions")
     for i in sorted(plot_ids - plotted):
         logger.warning("--plot-sentences: sentence %d was skipped, not drawn", i)
     result = stats.result()
@@ -258,7 +286,11 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
 
         save_figure(plot_head_heatmaps(result, title=title), os.path.join(output_dir, "heads.png"))
     out = None
-    if sweep is not None:
+    if args.write_links:
+        written = write_links(sweep, len(dataset), os.path.join(output_dir, "links"))
+        print(f"links: {written} Pharaoh files of {len(dataset)} sentences in "
+              f"{os.path.join(args.output_dir, 'links')}")
+    if args.gold_alignment:
         swept = sweep.result()
         out = swept.to_json()
         write_json(out, os.path.join(output_dir, "alignment.json"))

@@ -16,6 +16,7 @@ import sys
 from typing import List, Set
 
 from fairseq_rela.alignment.aer import AlignmentFileError, Link, check_lengths, read_hypothesis, read_lengths
+from fairseq_rela.alignment.io import pharaoh_line
 from fairseq_rela.alignment.symmetrize import METHODS
 from fairseq_rela.cli.files import write_text
 
@@ -37,10 +38,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--tgt", help="target sentences (words), to check link indices against lengths")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
     return p
-
-
-def format_links(links: Set[Link]) -> str:
-    return " ".join(f"{s}-{t}" for s, t in sorted(links))
 
 
 def run(args) -> List[Set[Link]]:
@@ -85,7 +82,7 @@ def cli_main(argv=None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
     args = get_parser().parse_args(argv)
     try:
-        write([format_links(links) for links in run(args)], args.output)
+        write([pharaoh_line(links) for links in run(args)], args.output)
     except (AlignmentFileError, OSError) as err:
         sys.exit(f"{PROG}: error: {err}")
 

@@ -116,7 +116,22 @@ def test_bidirectional_symmetrises_like_the_command_line_tools(toy_data, swept, 
                                 "--json").stdout)
     assert mixed["configs"][name]["grow-diag-final-and"]["aer"] == pytest.approx(by_cli["aer"])
     assert mixed["configs"][name]["grow-diag-final-and"]["aer"] != mixed["configs"][name]["forward"]["aer"]
-    assert "best_pair" in mixed and (tmp_path / "mixed" / "bidirectional.md").read_text().startswith("| configuration")
+    pair = mixed["best_pair"]
+    assert pair["forward_config"] == min(mixed["configs"], key=lambda c: mixed["configs"][c]["forward"]["aer"])
+    assert pair["backward_config"] == min(mixed["configs"], key=lambda c: mixed["configs"][c]["backward"]["aer"])
+    assert (tmp_path / "mixed" / "bidirectional.md").read_text().startswith("| configuration")
+    # the RWTH example's summary reads it: one row, the best configuration and the paired ones named
+    work = tmp_path / "work"
+    (work / "analysis-rela").mkdir(parents=True)
+    for f in ("alignment.json", "stats.json"):
+        shutil.copy(analysis / f, work / "analysis-rela" / f)
+    shutil.copytree(tmp_path / "mixed", work / "bidirectional-rela")
+    subprocess.run([sys.executable, str(REPO / "examples" / "rwth_alignment" / "summarize.py"), str(work)],
+                   check=True, capture_output=True)
+    rows = [line.split(" | ") for line in (work / "results.md").read_text().splitlines() if line.startswith("| rela | ")]
+    best = mixed["best_symmetrised"]
+    assert rows[-1][1:3] == [best, f"{100 * mixed['configs'][best]['forward']['aer']:.1f}"]
+    assert rows[-1][5] == f"{pair['forward_config']} + {pair['backward_config']}"
 
 
 def test_bidirectional_without_links_is_one_line(toy_data, swept, tmp_path):

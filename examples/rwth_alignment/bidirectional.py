@@ -90,16 +90,21 @@ def main() -> None:
     configs = {c: symmetrised(gold, forward[c], backward[c]) for c in common}
     best_f = min(common, key=lambda c: configs[c]["forward"]["aer"])
     best_b = min(common, key=lambda c: configs[c]["backward"]["aer"])
-    best_pair = {"forward": best_f, "backward": best_b, **symmetrised(gold, forward[best_f], backward[best_b])}
+    best_pair = {"forward_config": best_f, "backward_config": best_b,
+                 **symmetrised(gold, forward[best_f], backward[best_b])}
     best_sym = min(common, key=lambda c: configs[c]["grow-diag-final-and"]["aer"])
     baselines = {}
     if (forward_dir / "alignment.json").is_file():
-        baselines = json.loads((forward_dir / "alignment.json").read_text()).get("baselines", {})
+        try:
+            baselines = json.loads((forward_dir / "alignment.json").read_text()).get("baselines", {})
+        except ValueError as err:
+            fail(f"{forward_dir / 'alignment.json'}: not a fairseq-rela-analyze result ({err})")
     result = {"forward": str(forward_dir), "backward": str(backward_dir), "gold": args.gold, "sentences": len(gold),
               "configs": configs, "best_symmetrised": best_sym, "best_pair": best_pair, "baselines": baselines}
     pair = best_pair["grow-diag-final-and"]
     lines = table(configs) + [
         "",
+        f"- {len(gold)} sentences; every combination is scored against the gold, so 'best' is chosen on the test set",
         f"- best single configuration, grow-diag-final-and: {best_sym} "
         f"(AER {100 * configs[best_sym]['grow-diag-final-and']['aer']:.1f})",
         f"- each direction's best configuration combined: forward {best_f} "
@@ -109,7 +114,10 @@ def main() -> None:
          for name, b in baselines.items()]
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            fail(f"--out {args.out}: cannot write there ({err.strerror or err})")
         write_json(result, str(out / "bidirectional.json"))
         write_text(str(out / "bidirectional.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

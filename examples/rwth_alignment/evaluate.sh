@@ -8,7 +8,7 @@
 # its links/). By default every snapshot is scored. VARIANT-en-de models (train.sh with DIRECTION=en-de)
 # are scored against the mirrored gold; a De->En model whose En->De twin was scored at the same snapshot
 # is also symmetrised with it (bidirectional.py -> WORK/bidirectional-MODEL/). The eflomal baseline
-# runs with the first De->En model; EFLOMAL=0 skips it.
+# runs with the first De->En model; EFLOMAL=0 skips it. The analyzer's log: WORK/analysis-MODEL.log.
 set -euo pipefail
 W=${1:-work/rwth}; DATA=${2:-../shared/data}; shift 2 || true
 MODELS=${*:-$(for c in "$W"/ckpt-*/checkpoint_[0-9]*.pt; do
@@ -38,7 +38,8 @@ for m in $MODELS; do
   if [ $first = 1 ] && [ $src = de ]; then baseline=(--eflomal-train "$W/train.tok" --eflomal-test "$W/rwth.tok"); first=0; fi
   fairseq-rela-analyze "$W/bin" --user-dir "$USER_DIR" --path "$ckpt" --gen-subset test --source-lang $src \
       --target-lang $tgt --gold-alignment "$gold" "${baseline[@]}" --write-links --output-dir "$out" \
-      --plot-sentences 0,1 --max-tokens 4000 --cpu --no-progress-bar 2>"$out.log" | tail -n 12 | sed 's/^/   /'
+      --plot-sentences 0,1 --max-tokens 4000 --cpu --no-progress-bar 2>"$out.log" | tail -n 12 | sed 's/^/   /' \
+      || { echo "evaluate.sh: error: fairseq-rela-analyze failed for $m; the end of $out.log:" >&2; tail -n 3 "$out.log" >&2; exit 1; }
 done
 for m in $MODELS; do  # both directions of one snapshot: their attention links symmetrised
   case ${m%@*} in *-en-de) continue ;; esac
@@ -46,6 +47,6 @@ for m in $MODELS; do  # both directions of one snapshot: their attention links s
   [ -d "$W/analysis-$back/links" ] && [ -d "$W/analysis-$m/links" ] || continue
   echo "== $m + $back: symmetrised"
   python "$HERE/bidirectional.py" "$W/analysis-$m" "$W/analysis-$back" --gold "$DATA/rwth-deen/alignment.talp" \
-      --out "$W/bidirectional-$m" | tail -n 6 | sed 's/^/   /'
+      --out "$W/bidirectional-$m" | grep -e '^- ' | sed 's/^/   /'
 done
 python "$HERE/summarize.py" "$W"

@@ -35,8 +35,8 @@ class Run:
     def load(cls, d: Path) -> "Run":
         name = d.name[len("analysis-"):]
         stats = json.loads((d / "stats.json").read_text())
-        bleu_file = d.parent / f"translation-{name}" / "bleu.txt"
-        bleu = bleu_file.read_text().strip() if bleu_file.exists() else ""
+        bleu_files = [f for f in (d.parent / f"translation-{name}" / "bleu.txt", d / "bleu.txt") if f.exists()]
+        bleu = bleu_files[0].read_text().strip() if bleu_files else ""  # (the second: evaluate.sh before En->De)
         return cls(name, name.split("@")[0], stats.get("num_updates"),
                    json.loads((d / "alignment.json").read_text()), stats, bleu)
 
@@ -72,7 +72,7 @@ def bidirectional(work: Path) -> List[str]:
         best, pair = r["best_symmetrised"], r["best_pair"]
         sym = r["configs"][best]
         lines.append(f"| {model} | {best} | {100 * sym['forward']['aer']:.1f} | {100 * sym['backward']['aer']:.1f} | "
-                     f"{100 * sym['grow-diag-final-and']['aer']:.1f} | {pair['forward']} + {pair['backward']} | "
+                     f"{100 * sym['grow-diag-final-and']['aer']:.1f} | {pair['forward_config']} + {pair['backward_config']} | "
                      f"{100 * pair['grow-diag-final-and']['aer']:.1f} |")
     if lines:
         lines = ["| De->En model + its En->De twin | best configuration | De->En | En->De (reversed) | "
@@ -102,7 +102,7 @@ def plot(runs: List[Run], baselines: Dict[str, dict], path: str) -> None:
             aer = 100 * baselines["eflomal-gdfa"]["aer"]
             ax.axhline(aer, color="grey", linewidth=0.8, linestyle=":")
             ax.text(ax.get_xlim()[0], aer, " eflomal grow-diag-final-and", fontsize=7, va="bottom")
-        ax.set_ylabel("AER (%) on RWTH De-En")
+        ax.set_ylabel("AER (%) on the RWTH gold (En-De models: mirrored)")
         ax.legend(fontsize=6, ncol=2)
     left.set_xlabel("decoder layer (most trained model of each variant)")
     right.set_xlabel("training updates (best layer of each source x shift)")

@@ -18,14 +18,16 @@ case $DIRECTION in
   *) echo "train.sh: error: DIRECTION=$DIRECTION: expected de-en or en-de" >&2; exit 2 ;;
 esac
 USER_DIR="$(cd "$(dirname "$0")/../.." && pwd)/fairseq_rela"
+for v in $VARIANTS; do  # every name checked before the first one trains
+  case $v in softmax|rela-g|rela-i|sparsemax|entmax15) ;;
+    *) echo "train.sh: error: unknown variant '$v' (softmax rela-g rela-i sparsemax entmax15)" >&2; exit 2 ;;
+  esac
+done
 for v in $VARIANTS; do
   case $v in
     rela-g) act="--attention-activation rela --rela-variant g" ;;
     rela-i) act="--attention-activation rela --rela-variant i" ;;
     *) act="--attention-activation $v" ;;
-  esac
-  case $v in softmax|rela-g|rela-i|sparsemax|entmax15) ;;
-    *) echo "train.sh: error: unknown variant '$v' (softmax rela-g rela-i sparsemax entmax15)" >&2; exit 2 ;;
   esac
   m=$v$suffix
   echo "== $m: training to $UPDATES updates"

@@ -109,7 +109,8 @@ def main() -> None:
         f"(AER {100 * configs[best_sym]['grow-diag-final-and']['aer']:.1f})",
         f"- each direction's best configuration combined: forward {best_f} "
         f"({100 * best_pair['forward']['aer']:.1f}) + backward {best_b} ({100 * best_pair['backward']['aer']:.1f}) "
-        f"-> grow-diag-final-and {100 * pair['aer']:.1f} (P {100 * pair['precision']:.1f}, R {100 * pair['recall']:.1f})",
+        f"-> grow-diag-final-and {100 * pair['aer']:.1f} (P {100 * pair['precision']:.1f}, "
+        f"R {100 * pair['recall']:.1f})",
     ] + [f"- {name}: AER {100 * b['aer']:.1f} (P {100 * b['precision']:.1f}, R {100 * b['recall']:.1f})"
          for name, b in baselines.items()]
     if args.out:

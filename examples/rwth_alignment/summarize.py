@@ -4,8 +4,9 @@
 
 Reads every WORK/analysis-MODEL/ (and WORK/translation-MODEL/bleu.txt, WORK/bidirectional-MODEL/) that
 evaluate.sh wrote (MODEL = VARIANT or VARIANT@UPDATES; VARIANT-en-de for the En->De models).
-The table has one row per model, then the symmetrised two-direction alignments; the figure shows AER by layer for each variant's most trained
-model (left) and each variant's best-layer AER per source x shift against training updates (right).
+The table has one row per model, then the symmetrised two-direction alignments; the figure shows AER
+by layer for each variant's most trained model (left) and each variant's best-layer AER per source x
+shift against training updates (right).
 """
 import argparse
 import json
@@ -72,8 +73,8 @@ def bidirectional(work: Path) -> List[str]:
         best, pair = r["best_symmetrised"], r["best_pair"]
         sym = r["configs"][best]
         lines.append(f"| {model} | {best} | {100 * sym['forward']['aer']:.1f} | {100 * sym['backward']['aer']:.1f} | "
-                     f"{100 * sym['grow-diag-final-and']['aer']:.1f} | {pair['forward_config']} + {pair['backward_config']} | "
-                     f"{100 * pair['grow-diag-final-and']['aer']:.1f} |")
+                     f"{100 * sym['grow-diag-final-and']['aer']:.1f} | {pair['forward_config']} + "
+                     f"{pair['backward_config']} | {100 * pair['grow-diag-final-and']['aer']:.1f} |")
     if lines:
         lines = ["| De->En model + its En->De twin | best configuration | De->En | En->De (reversed) | "
                  "grow-diag-final-and | best of each direction | grow-diag-final-and |",

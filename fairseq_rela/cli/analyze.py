@@ -4,10 +4,11 @@
 
 Takes fairseq's usual data options (``--source-lang``, ``--max-tokens`` (default here 4,000),
 ``--batch-size``, ``--cpu``, ``--fp16``, ...) and writes ``stats.json``, ``stats.txt``, ``heads.png``
-and, for chosen sentences, ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment`` it also writes the
-alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with ``--write-links`` every decoder
-layer's word links as Pharaoh files ``links/SOURCE-SHIFT-L{layer}.txt`` (for ``fairseq-rela-symmetrize``);
-with ``--html`` one self-contained page ``report.html`` of all of it (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
+and, for chosen sentences, ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment``
+it also writes the alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with
+``--write-links`` every decoder layer's word links as Pharaoh files ``links/SOURCE-SHIFT-L{layer}.txt``
+(for ``fairseq-rela-symmetrize``); with ``--html`` one self-contained page ``report.html`` of all of it
+(see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
 ``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
 it has finished: a folder is a whole run, never old files mixed with new.  Bad options are one
 ``error:`` line, found before the pass over the data.

@@ -76,3 +76,39 @@ def test_summary_of_the_gpu_run(tmp_path):
 def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "no DIR-VARIANT/train.log" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.unit
+def test_multi30k_summary_reads_a_resumed_run_as_one(tmp_path):
+    from summarize_multi30k import summarise, training_seconds
+
+    def line(kind, epoch, updates, ppl, wall=None):
+        tail = f" | wall {wall}" if wall is not None else ""
+        if kind == "valid":
+            return (f"x | INFO | valid | epoch {epoch:03d} | valid on 'valid' subset | loss 5 | ppl {ppl} | "
+                    f"num_updates {updates}")
+        return f"x | INFO | train | epoch {epoch:03d} | loss 5 | ppl {ppl} | wps 100 | num_updates {updates}{tail}"
+
+    folder, start = tmp_path / "de-en-rela-g", "x | INFO | Preparing to load checkpoint ckpt/checkpoint_last.pt"
+    folder.mkdir()
+    (folder / "train.log").write_text("\n".join([
+        start, "x | INFO | No existing checkpoint found", line("train", 1, 10, 50, 700),
+        start, "x | INFO | No existing checkpoint found",  # deleted and trained from scratch
+        line("train", 1, 10, 50, 100), line("valid", 1, 10, 40),
+        line("train", 2, 20, 30, 210), line("valid", 2, 20, 25),  # stopped after validating, before saving
+        start, "x | INFO | Loaded checkpoint ckpt/checkpoint_last.pt (epoch 2 @ 10 updates)",
+        line("train", 2, 20, 30, 300), line("valid", 2, 20, 24),  # the resume trains epoch 2 again
+        line("train", 3, 30, 20, 590), line("valid", 3, 30, 26), "x | train_inner | epoch 004: wall=700",
+        start, "x | INFO | Loaded checkpoint ckpt/checkpoint_last.pt (epoch 4 @ 30 updates)"]) + "\n")
+    assert training_seconds(folder) == 210 + 590
+    row = summarise(folder, refs=["a"])
+    assert row["valid_curve"] == [(10, 40.0), (20, 24.0), (30, 26.0)] and row["valid_ppl_best"] == 24.0
+    assert row["epochs"] == 3 and row["bleu"] is None
+
+    for model in (EXAMPLE / "runs" / "2026-11-23-cpu-multi30k").glob("de-en-*"):  # real logs
+        measured = int((model / "times.txt").read_text().split("train_seconds")[1].split()[0])
+        pieces = (model / "train.log").read_text().count("Loaded checkpoint") + 1
+        if pieces == 1:  # multi30k.sh timed this piece itself, start-up included
+            assert 0 <= measured - training_seconds(model) < 30
+        else:  # times.txt holds only the last piece
+            assert training_seconds(model) > measured

@@ -2,8 +2,11 @@
 
 Reads ``RUN/de-en-VARIANT/`` (``train.log``, ``times.txt``, ``gen-test.txt``, ``analysis/stats.json``)
 and the references of ``prepare_multi30k.py``; writes ``RUN/results.md``, ``RUN/results.json`` and
-``RUN/curves.png`` (validation perplexity by epoch; sparsity, null rate and head JSD by layer).
-Speeds are relative to softmax in the same run; a part that is missing is reported missing.
+``RUN/curves.png`` (validation perplexity by update, and over softmax's at the same update; cross-attention
+sparsity, null rate and head JSD by layer).
+Speeds are relative to softmax in the same run; a part that is missing is reported missing. A model
+trained in several pieces (``multi30k.sh`` resumes from ``checkpoint_last.pt``) is read as one run: its
+training time is the sum over the pieces, up to the last finished epoch of each.
 
     python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
 """
@@ -33,14 +36,15 @@ def summarise(folder: Path, refs) -> dict:
                 key, value = line.split(maxsplit=1)
                 times[key] = value
     epochs = [int(float(v)) for v in _epoch_values(folder)]
-    best = min(log["valid"], key=lambda uv: uv[1]) if log["valid"] else None
+    curve = sorted(dict(log["valid"]).items())  # an epoch validated again after a resume counts once
+    best = min(curve, key=lambda uv: uv[1]) if curve else None
     row = {
         "variant": folder.name.split("-", 2)[2], "epochs": max(epochs) if epochs else 0,
         "updates": log["train"][-1][0] if log["train"] else 0,
         "best_updates": int(times["best_updates"]) if times.get("best_updates", "None") != "None" else None,
-        "train_seconds": int(times["train_seconds"]) if "train_seconds" in times else None,
+        "train_seconds": training_seconds(folder),
         "train_wps": _mean([float(kv) for kv in _train_wps(folder)]),
-        "valid_ppl_best": best[1] if best else None, "valid_curve": log["valid"],
+        "valid_ppl_best": best[1] if best else None, "valid_curve": curve,
         "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None,
         "bleu": None, "bleu_signature": None, "attention": None,
     }
@@ -57,6 +61,24 @@ def summarise(folder: Path, refs) -> dict:
                                            "mixing": s.get("mixing_ratio")}
                                    for layer, s in layers.items()} for kind, layers in attention.items()}
     return row
+
+
+def training_seconds(folder: Path):
+    """Seconds of training to the last finished epoch, summed over the pieces of a resumed run.
+
+    fairseq's ``wall`` restarts at 0 in every process; each piece counts up to its last ``train | epoch``
+    line (an epoch cut short by a stop is trained again after the resume, so it is not counted); a
+    start from scratch discards the pieces before it.
+    """
+    total, last = 0.0, None
+    for line in (folder / "train.log").read_text(encoding="utf-8", errors="replace").split("\n"):
+        if "Preparing to load checkpoint" in line:  # a new process: bank the previous piece
+            total, last = total + (last or 0.0), None
+        elif "No existing checkpoint found" in line:  # trained from scratch again: earlier pieces are gone
+            total = 0.0
+        elif "| train | epoch" in line and "| wall " in line:
+            last = float(line.split("| wall ")[1].split("|")[0])
+    return int(round(total + (last or 0.0))) if total or last is not None else None
 
 
 def _epoch_values(folder: Path):
@@ -124,19 +146,23 @@ def plot(rows, path: Path) -> None:
     from fairseq_rela.cli.files import save_figure
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.3))
+    fig, axes = plt.subplots(1, 5, figsize=(19, 3.3))
+    soft = dict(next((r["valid_curve"] for r in rows if r["variant"] == "softmax"), []))
     for r in rows:
         if r["valid_curve"]:
-            axes[0].plot(range(1, len(r["valid_curve"]) + 1), [p for _, p in r["valid_curve"]], marker="o",
+            axes[0].plot([u for u, _ in r["valid_curve"]], [p for _, p in r["valid_curve"]], marker=".",
                          label=r["variant"])
+            gap = [(u, p / soft[u]) for u, p in r["valid_curve"] if u in soft]
+            axes[1].plot([u for u, _ in gap], [g for _, g in gap], marker=".", label=r["variant"])
         if r["attention"] and "cross" in r["attention"]:
             layers = sorted(r["attention"]["cross"], key=int)
-            for ax, key in zip(axes[1:], ("sparsity", "null_rate", "head_jsd")):
+            for ax, key in zip(axes[2:], ("sparsity", "null_rate", "head_jsd")):
                 ax.plot([int(l) for l in layers], [r["attention"]["cross"][l][key] or 0 for l in layers],
                         marker="o", label=r["variant"])
                 ax.set_xticks([int(l) for l in layers])
-    axes[0].set(xlabel="epoch", ylabel="validation ppl (Multi30k val)", yscale="log")
-    for ax, name in zip(axes[1:], ("sparsity", "null rate", "head JSD (nats)")):
+    axes[0].set(xlabel="updates", ylabel="validation ppl (Multi30k val)", yscale="log")
+    axes[1].set(xlabel="updates", ylabel="validation ppl / softmax's")
+    for ax, name in zip(axes[2:], ("sparsity", "null rate", "head JSD (nats)")):
         ax.set(xlabel="decoder layer", ylabel=f"cross-attention {name}")
     axes[0].legend(fontsize=7)
     fig.tight_layout()

@@ -141,6 +141,11 @@ def mixing_table(rows) -> str:
     return "\n".join(lines)
 
 
+def colour(row):
+    """One colour per variant, the same in every run's plots."""
+    return f"C{ORDER.index(row['variant'])}" if row["variant"] in ORDER else None
+
+
 def plot(rows, path: Path) -> None:
     from fairseq_rela.analysis.plots import pyplot
     from fairseq_rela.cli.files import save_figure
@@ -151,14 +156,14 @@ def plot(rows, path: Path) -> None:
     for r in rows:
         if r["valid_curve"]:
             axes[0].plot([u for u, _ in r["valid_curve"]], [p for _, p in r["valid_curve"]], marker=".",
-                         label=r["variant"])
+                         label=r["variant"], color=colour(r))
             gap = [(u, p / soft[u]) for u, p in r["valid_curve"] if u in soft]
-            axes[1].plot([u for u, _ in gap], [g for _, g in gap], marker=".", label=r["variant"])
+            axes[1].plot([u for u, _ in gap], [g for _, g in gap], marker=".", color=colour(r))
         if r["attention"] and "cross" in r["attention"]:
             layers = sorted(r["attention"]["cross"], key=int)
             for ax, key in zip(axes[2:], ("sparsity", "null_rate", "head_jsd")):
                 ax.plot([int(l) for l in layers], [r["attention"]["cross"][l][key] or 0 for l in layers],
-                        marker="o", label=r["variant"])
+                        marker="o", color=colour(r))
                 ax.set_xticks([int(l) for l in layers])
     axes[0].set(xlabel="updates", ylabel="validation ppl (Multi30k val)", yscale="log")
     axes[1].set(xlabel="updates", ylabel="validation ppl / softmax's")

@@ -2,11 +2,11 @@
 
 Reads ``RUN/de-en-VARIANT/`` (``train.log``, ``times.txt``, ``gen-test.txt``, ``analysis/stats.json``)
 and the references of ``prepare_multi30k.py``; writes ``RUN/results.md``, ``RUN/results.json`` and
-``RUN/curves.png`` (validation perplexity by update, and over softmax's at the same update; cross-attention
-sparsity, null rate and head JSD by layer).
-Speeds are relative to softmax in the same run; a part that is missing is reported missing. A model
-trained in several pieces (``multi30k.sh`` resumes from ``checkpoint_last.pt``) is read as one run: its
-training time is the sum over the pieces, up to the last finished epoch of each.
+``RUN/curves.png`` (validation perplexity by update, and over softmax's at the same update;
+cross-attention sparsity, null rate and head JSD by layer). Speeds are relative to softmax in the
+same run; a part that is missing is reported missing. A model trained in several pieces
+(``multi30k.sh`` resumes from ``checkpoint_last.pt``) is read as one run: its training time is the
+sum over the pieces, up to the last finished epoch of each.
 
     python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
 """

@@ -80,7 +80,7 @@ def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
 
 @pytest.mark.unit
 def test_multi30k_summary_reads_a_resumed_run_as_one(tmp_path):
-    from summarize_multi30k import summarise, training_seconds
+    from summarize_multi30k import stop_reason, summarise, training_seconds, trend
 
     def line(kind, epoch, updates, ppl, wall=None):
         tail = f" | wall {wall}" if wall is not None else ""
@@ -104,10 +104,21 @@ def test_multi30k_summary_reads_a_resumed_run_as_one(tmp_path):
     row = summarise(folder, refs=["a"])
     assert row["valid_curve"] == [(10, 40.0), (20, 24.0), (30, 26.0)] and row["valid_ppl_best"] == 24.0
     assert row["epochs"] == 3 and row["bleu"] is None
+    assert row["stopped"] is None  # the last piece was cut off
+    assert abs(trend(row["valid_curve"], 2) - ((26 / 40) ** 0.5 - 1)) < 1e-12 and trend(row["valid_curve"], 3) is None
+    with open(folder / "train.log", "a") as f:  # a further piece that patience ends
+        f.write(line("train", 4, 40, 20, 100) + "\n" + line("valid", 4, 40, 27) + "\n"
+                "x | INFO | early stop since valid performance hasn't improved for last 2 runs\n"
+                "x | INFO | done training in 100.0 seconds\n")
+    assert summarise(folder, refs=["a"])["stopped"] == "patience"
+    with open(folder / "train.log", "a") as f:  # resumed with a larger epoch limit: running again
+        f.write(start + "\n" + line("train", 5, 50, 20, 100) + "\n")
+    assert stop_reason(folder) is None
 
     for model in (EXAMPLE / "runs" / "2026-11-23-cpu-multi30k").glob("de-en-*"):  # real logs
         measured = int((model / "times.txt").read_text().split("train_seconds")[1].split()[0])
         pieces = (model / "train.log").read_text().count("Loaded checkpoint") + 1
+        assert stop_reason(model) == "max epoch"
         if pieces == 1:  # multi30k.sh timed this piece itself, start-up included
             assert 0 <= measured - training_seconds(model) < 30
         else:  # times.txt holds only the last piece

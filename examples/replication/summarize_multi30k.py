@@ -6,7 +6,9 @@ and the references of ``prepare_multi30k.py``; writes ``RUN/results.md``, ``RUN/
 cross-attention sparsity, null rate and head JSD by layer). Speeds are relative to softmax in the
 same run; a part that is missing is reported missing. A model trained in several pieces
 (``multi30k.sh`` resumes from ``checkpoint_last.pt``) is read as one run: its training time is the
-sum over the pieces, up to the last finished epoch of each.
+sum over the pieces, up to the last finished epoch of each. A convergence table says how each
+training ended (patience, the epoch limit, or not yet) and how fast its validation perplexity still
+moved over the last epochs.
 
     python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
 """
@@ -20,6 +22,7 @@ from summarize import bleu, fmt, hypotheses, parse_train_log, read_lines  # noqa
 
 ORDER = ["softmax", "sparsemax", "entmax15", "rela-i", "rela-g"]
 KINDS = ("encoder_self", "decoder_self", "cross")
+TREND_EPOCHS = 5  # the window of the convergence trend (multi30k.sh's patience for the long runs)
 
 
 def _mean(values):
@@ -45,6 +48,7 @@ def summarise(folder: Path, refs) -> dict:
         "train_seconds": training_seconds(folder),
         "train_wps": _mean([float(kv) for kv in _train_wps(folder)]),
         "valid_ppl_best": best[1] if best else None, "valid_curve": curve,
+        "stopped": stop_reason(folder), "valid_ppl_trend": trend(curve),
         "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None,
         "bleu": None, "bleu_signature": None, "attention": None,
     }
@@ -79,6 +83,24 @@ def training_seconds(folder: Path):
         elif "| train | epoch" in line and "| wall " in line:
             last = float(line.split("| wall ")[1].split("|")[0])
     return int(round(total + (last or 0.0))) if total or last is not None else None
+
+
+def stop_reason(folder: Path):
+    """How the last training process ended: ``"patience"`` (validation stopped improving),
+    ``"max epoch"``, or None (still running, or interrupted)."""
+    text = (folder / "train.log").read_text(encoding="utf-8", errors="replace")
+    last_piece = text.rsplit("Preparing to load checkpoint", 1)[-1]
+    if "early stop since valid performance hasn't improved" in last_piece:
+        return "patience"
+    return "max epoch" if "done training in" in last_piece else None
+
+
+def trend(curve, epochs: int = TREND_EPOCHS):
+    """Mean relative change of validation perplexity per epoch over the last ``epochs`` epochs
+    (``(p_last / p_last-k) ** (1/k) - 1``; negative: still improving), or None if too short."""
+    if len(curve) <= epochs:
+        return None
+    return (curve[-1][1] / curve[-1 - epochs][1]) ** (1 / epochs) - 1
 
 
 def _epoch_values(folder: Path):
@@ -124,6 +146,17 @@ def table(rows) -> str:
 
 MIXING = (("encoder_self", "attention_weights"), ("encoder_self", "attention"), ("encoder_self", "block"),
           ("decoder_self", "attention_weights"), ("decoder_self", "block"), ("cross", "block"))
+
+
+def convergence_table(rows) -> str:
+    """How each training ended and how fast validation perplexity still moved at the end."""
+    lines = [f"| variant | epochs | stopped by | best at update | valid ppl change per epoch, last {TREND_EPOCHS} |",
+             "|" + "---|" * 5]
+    for r in rows:
+        t = r["valid_ppl_trend"]
+        lines.append(f"| {r['variant']} | {r['epochs']} | {r['stopped'] or 'not finished'} | "
+                     f"{fmt(r['best_updates'], 'd')} | {'missing' if t is None else f'{100 * t:+.2f}%'} |")
+    return "\n".join(lines)
 
 
 def mixing_mean(row, kind, level):
@@ -189,7 +222,7 @@ def main() -> None:
     rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
                   if r["variant"] in ORDER else len(ORDER))
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    text = table(rows)
+    text = table(rows) + "\n\nConvergence:\n\n" + convergence_table(rows)
     if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
         text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)
     sig = next((r["bleu_signature"] for r in rows if r["bleu_signature"]), None)

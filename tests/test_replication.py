@@ -123,3 +123,20 @@ def test_multi30k_summary_reads_a_resumed_run_as_one(tmp_path):
             assert 0 <= measured - training_seconds(model) < 30
         else:  # times.txt holds only the last piece
             assert training_seconds(model) > measured
+
+
+def test_multi30k_summary_tests_bleu_against_softmax():
+    """The paired bootstrap: a system far from softmax gets a small p, one equal to it does not."""
+    from summarize_multi30k import significance
+
+    refs = [f"the sentence number {i} is about a dog in the park" for i in range(60)]
+    broken = [f"a cat {i}" for i in range(60)]
+    rows = [{"variant": v, "bleu_ci95": None, "bleu_p_vs_softmax": None} for v in ("softmax", "rela-g", "rela-i")]
+    near = refs[:3] + broken[3:6] + refs[6:]  # as good as softmax's, on other sentences
+    significance(rows, {"softmax": broken[:3] + refs[3:], "rela-g": broken, "rela-i": near}, refs, samples=200)
+    soft, far, same = rows
+    assert soft["bleu_p_vs_softmax"] is None and soft["bleu_ci95"] > 0
+    assert far["bleu_p_vs_softmax"] < 0.01 and same["bleu_p_vs_softmax"] > 0.1
+    rows = [{"variant": "rela-g", "bleu_ci95": None, "bleu_p_vs_softmax": None}]
+    significance(rows, {"rela-g": broken}, refs)  # no softmax in the run: nothing to compare with
+    assert rows[0]["bleu_p_vs_softmax"] is None

@@ -50,7 +50,7 @@ def summarise(folder: Path, refs) -> dict:
         "valid_ppl_best": best[1] if best else None, "valid_curve": curve,
         "stopped": stop_reason(folder), "valid_ppl_trend": trend(curve),
         "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None,
-        "bleu": None, "bleu_signature": None, "attention": None,
+        "bleu": None, "bleu_signature": None, "bleu_ci95": None, "bleu_p_vs_softmax": None, "attention": None,
     }
     hyps = hypotheses(folder / "gen-test.txt", len(refs))
     if hyps is not None:
@@ -148,14 +148,35 @@ MIXING = (("encoder_self", "attention_weights"), ("encoder_self", "attention"), 
           ("decoder_self", "attention_weights"), ("decoder_self", "block"), ("cross", "block"))
 
 
+def significance(rows, hyps, refs, samples: int = 1000) -> None:
+    """SacreBLEU's paired bootstrap (Koehn 2004) of every variant against softmax on the same test
+    sentences: each row gets ``bleu_ci95`` (half-width of the 95% interval) and ``bleu_p_vs_softmax``."""
+    import sacrebleu
+    from sacrebleu.significance import PairedTest
+
+    if hyps.get("softmax") is None:
+        return
+    named = [("softmax", hyps["softmax"])] + [(r["variant"], hyps[r["variant"]]) for r in rows
+                                               if r["variant"] != "softmax" and hyps.get(r["variant"]) is not None]
+    _, results = PairedTest(named, {"BLEU": sacrebleu.BLEU(tokenize="13a")}, [refs], test_type="bs",
+                            n_samples=samples)()
+    by_variant = {r["variant"]: r for r in rows}
+    for (variant, _), result in zip(named, results["BLEU"]):
+        by_variant[variant]["bleu_ci95"] = round(result.ci, 2)
+        by_variant[variant]["bleu_p_vs_softmax"] = result.p_value
+
+
 def convergence_table(rows) -> str:
-    """How each training ended and how fast validation perplexity still moved at the end."""
-    lines = [f"| variant | epochs | stopped by | best at update | valid ppl change per epoch, last {TREND_EPOCHS} |",
-             "|" + "---|" * 5]
+    """How each training ended, how fast validation perplexity still moved at the end, and whether
+    BLEU differs from softmax's beyond the test set's sampling noise."""
+    lines = [f"| variant | epochs | stopped by | best at update | valid ppl change per epoch, last {TREND_EPOCHS} | "
+             "BLEU ± 95% CI | p (paired bootstrap vs softmax) |", "|" + "---|" * 7]
     for r in rows:
         t = r["valid_ppl_trend"]
+        p = r["bleu_p_vs_softmax"]
         lines.append(f"| {r['variant']} | {r['epochs']} | {r['stopped'] or 'not finished'} | "
-                     f"{fmt(r['best_updates'], 'd')} | {'missing' if t is None else f'{100 * t:+.2f}%'} |")
+                     f"{fmt(r['best_updates'], 'd')} | {'missing' if t is None else f'{100 * t:+.2f}%'} | "
+                     f"{fmt(r['bleu'], '.1f')} ± {fmt(r['bleu_ci95'], '.1f')} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
 
 
@@ -222,6 +243,7 @@ def main() -> None:
     rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
                   if r["variant"] in ORDER else len(ORDER))
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    significance(rows, {f.name.split("-", 2)[2]: hypotheses(f / "gen-test.txt", len(refs)) for f in folders}, refs)
     text = table(rows) + "\n\nConvergence:\n\n" + convergence_table(rows)
     if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
         text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)

@@ -34,7 +34,14 @@ FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None
 
 
 def run_cli(name: str, *args: str, cwd=None, check=True, input=None) -> subprocess.CompletedProcess:
-    """Run an installed console script (fairseq-train, fairseq-rela-aer, ...) and return its result."""
+    """Run an installed console script (fairseq-train, fairseq-rela-aer, ...) and return its result.
+
+    Trainings run with ``--data-buffer-size 0`` (unless given): a run stopped mid-epoch (``--max-update``)
+    leaves fairseq's batch-prefetch thread inside torch at interpreter exit, and on a loaded machine
+    the finished process then aborts ("terminate called without an active exception", status -6).
+    """
+    if name == "fairseq-train" and "--data-buffer-size" not in map(str, args):
+        args = (*args, "--data-buffer-size", "0")
     proc = subprocess.run(
         [str(BIN / name), *map(str, args)], cwd=cwd, capture_output=True, text=True, input=input,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},

@@ -53,7 +53,7 @@ def launch(toy_data, plugin, save, dump, nproc, *extra):
         return run_cli("fairseq-rela-launch", "--nproc-per-node", nproc, "--cpu", "--", toy_data / "bin",
                        "--user-dir", plugin, "--task", "translation_rank_dump", *ARGS,
                        "--attention-activation", "rela", "--rela-variant", "g", "--max-update", "6",
-                       "--save-dir", save, *extra)
+                       "--save-dir", save, "--data-buffer-size", "0", *extra)  # see run_cli
     finally:
         del os.environ["RANK_DUMP_DIR"]
 

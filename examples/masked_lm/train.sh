@@ -17,7 +17,7 @@ BIN=$(dirname "$(command -v python)")
     --sample-break-mode eos --tokens-per-sample 256 --max-positions 256 --max-tokens 2048 \
     --optimizer adam --adam-betas '(0.9,0.98)' --adam-eps 1e-6 --clip-norm 1.0 --weight-decay 0.01 \
     --lr 7e-4 --lr-scheduler polynomial_decay --warmup-updates 60 --total-num-update "$UPDATES" \
-    --max-update "$UPDATES" --dropout 0.1 --attention-dropout 0.1 \
+    --max-update "$UPDATES" --data-buffer-size 0 --dropout 0.1 --attention-dropout 0.1 \
     --save-dir "$WORK/ckpt" --no-epoch-checkpoints --save-interval-updates 100 --keep-interval-updates 1 \
     --max-valid-steps 20 --skip-invalid-size-inputs-valid-test --seed 1 --num-workers 0 --cpu \
     --log-format simple --log-interval 25

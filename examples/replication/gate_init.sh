@@ -11,5 +11,5 @@ for init in uniform ones; do
     --optimizer adam --adam-betas '(0.9,0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 400 \
     --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 2048 \
     --max-update 300 --validate-interval-updates 100 --max-valid-steps 15 --seed 1 --cpu --no-save --log-format simple --log-interval 50 \
-    --num-workers 0 > work/gateinit/train-$init.log 2>&1
+    --num-workers 0 --data-buffer-size 0 > work/gateinit/train-$init.log 2>&1
 done

@@ -263,7 +263,7 @@ def train_command(args, pair: Pair, variant: str, seed: int) -> List[str]:
             *pair.train_args, *VARIANTS[variant], *device, "--max-tokens", str(max_tokens),
             "--update-freq", str(update_freq(pair, max_tokens, world)), "--seed", str(seed),
             "--save-dir", str(work / f"ckpt-{run_name(variant, seed)}"), "--log-format", "simple",
-            "--log-interval", "100", *args.extra]
+            "--log-interval", "100", "--data-buffer-size", "0", *args.extra]  # see README, "fairseq traps"
 
 
 def hardware(args) -> str:

@@ -37,7 +37,7 @@ for v in $VARIANTS; do
       --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings $act \
       --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr 1e-3 --lr-scheduler inverse_sqrt \
       --warmup-updates 800 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
-      --max-tokens 4096 --max-update "$UPDATES" --seed 1 --cpu --no-epoch-checkpoints \
+      --max-tokens 4096 --max-update "$UPDATES" --data-buffer-size 0 --seed 1 --cpu --no-epoch-checkpoints \
       --save-dir "$W/ckpt-$m" --log-interval 100 --no-progress-bar --tensorboard-logdir "$W/tb-$m" \
       >> "$W/train-$m.log" 2>&1
   cp "$W/ckpt-$m/checkpoint_last.pt" "$W/ckpt-$m/checkpoint_$UPDATES.pt"

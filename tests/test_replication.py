@@ -1,5 +1,6 @@
 """examples/replication: corpus reading on the real data and the run summariser on the logs of a real
 GPU run."""
+import json
 import math
 import subprocess
 import sys
@@ -125,7 +126,8 @@ def test_multi30k_summary_reads_a_resumed_run_as_one(tmp_path):
             assert training_seconds(model) > measured
 
 
-def test_multi30k_summary_tests_bleu_against_softmax():
+@pytest.mark.unit
+def test_multi30k_summary_tests_bleu_against_softmax(tmp_path):
     """The paired bootstrap: a system far from softmax gets a small p, one equal to it does not."""
     from summarize_multi30k import significance
 
@@ -140,3 +142,15 @@ def test_multi30k_summary_tests_bleu_against_softmax():
     rows = [{"variant": "rela-g", "bleu_ci95": None, "bleu_p_vs_softmax": None}]
     significance(rows, {"rela-g": broken}, refs)  # no softmax in the run: nothing to compare with
     assert rows[0]["bleu_p_vs_softmax"] is None
+
+    run, data = tmp_path / "run", tmp_path / "data"  # the CLI writes the test's result into results.json
+    data.mkdir()
+    (data / "test.raw.en").write_text("\n".join(refs) + "\n")
+    for variant, hyps in (("softmax", refs), ("rela-g", broken)):
+        (run / f"de-en-{variant}").mkdir(parents=True)
+        (run / f"de-en-{variant}" / "train.log").write_text("")
+        (run / f"de-en-{variant}" / "gen-test.txt").write_text("".join(f"D-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+    subprocess.run([sys.executable, str(EXAMPLE / "summarize_multi30k.py"), run, "--data", data], check=True,
+                   capture_output=True)
+    rows = {r["variant"]: r for r in json.loads((run / "results.json").read_text())}
+    assert rows["rela-g"]["bleu_p_vs_softmax"] < 0.01 and rows["softmax"]["bleu_ci95"] is not None

@@ -242,8 +242,8 @@ def main() -> None:
     refs = read_lines(refs_path)
     rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
                   if r["variant"] in ORDER else len(ORDER))
-    (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     significance(rows, {f.name.split("-", 2)[2]: hypotheses(f / "gen-test.txt", len(refs)) for f in folders}, refs)
+    (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows) + "\n\nConvergence:\n\n" + convergence_table(rows)
     if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
         text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)

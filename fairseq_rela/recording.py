@@ -276,22 +276,23 @@ class AttentionRecorder:
             if rec.key_padding_mask is not None and rec.key_padding_mask.size(0) != weights.size(0):
                 rec.key_padding_mask = rec.key_padding_mask.repeat_interleave(
                     weights.size(0) // rec.key_padding_mask.size(0), dim=0)
-            if self.norms:
+            if self.block:  # decomposed with its residual, in batch chunks (_observe_residual)
+                parent = self.parents[id(module)]
+                if parent.training and parent.dropout_module.p > 0:
+                    raise RuntimeError("AttentionRecorder(block=True): dropout makes the block decomposition "
+                                       "inexact; call model.eval() first")
+                self._pending[id(parent)] = (rec, module, weights.detach(), values.detach(), head_outputs.detach())
+            elif self.norms:
                 rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
                     module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
                     None if self.heads is None else list(self.heads))
-                if self.block:
-                    parent = self.parents[id(module)]
-                    if parent.training and parent.dropout_module.p > 0:
-                        raise RuntimeError("AttentionRecorder(block=True): dropout makes the block decomposition "
-                                           "inexact; call model.eval() first")
-                    self._pending[id(parent)] = (rec, module, weights.detach(), values.detach(), head_outputs.detach())
             self.records.setdefault((rec.kind, layer), []).append(rec)
 
         return record
 
     def _observe_residual(self, layer: nn.Module, x: Tensor, residual: Tensor) -> None:
-        """A layer's residual connection: if it follows a recorded attention, decompose that block."""
+        """A layer's residual connection: if it follows a recorded attention, decompose that attention
+        (its norms and vectors) and its block, in batch chunks of bounded size."""
         pending = self._pending.pop(id(layer), None)
         if pending is None:  # the feed-forward's residual, or an attention not recorded
             return
@@ -300,13 +301,16 @@ class AttentionRecorder:
         group = B // values.size(0)  # hypotheses sharing one encoder state (beam search)
         chunk = max(1, _CHUNK_FLOATS // max(1, T * S * module.embed_dim) // group) * group  # (chunk, T, S, E) at a time
         residual, norm = residual.detach().transpose(0, 1), layer.block_layer_norm(rec.kind)
-        chunks = []
+        chunks, attention = [], []
         for b0 in range(0, B, chunk):
             b1 = min(B, b0 + chunk)
-            vectors = decompose(module, weights[b0:b1], values[b0 // group: -(-b1 // group)],
-                                head_outputs[:, b0:b1], keep_vectors=True)[3]
+            fx_norm, weighted_norm, summed_norm, vectors, rec.bias = decompose(
+                module, weights[b0:b1], values[b0 // group: -(-b1 // group)], head_outputs[:, b0:b1], keep_vectors=True)
+            attention.append((fx_norm, weighted_norm, summed_norm, vectors if self.keep_vectors else None))
             chunks.append(decompose_block(vectors, rec.bias, residual[b0:b1], None if rec.kind == "cross" else S - T,
                                           norm, self.keep_vectors))
+        rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors = (
+            None if part[0] is None else torch.cat(part) for part in zip(*attention))
         parts = BlockParts(*(None if getattr(chunks[0], f) is None else torch.cat([getattr(c, f) for c in chunks])
                              for f in ("norms", "residual_norm", "mixing", "vectors", "residual", "bias")))
         rec.block_norm, rec.block_residual_norm, rec.mixing_ratio = parts.norms, parts.residual_norm, parts.mixing

@@ -217,3 +217,30 @@ def test_block_is_computed_in_bounded_chunks_with_the_same_result(toy_data, monk
             torch.testing.assert_close(getattr(b, name), getattr(a, name), equal_nan=True)
     with pytest.raises(OptionError, match="covers all heads"):
         AttentionRecorder(model, block=True, heads=[0])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("extra", [("--attention-activation", "rela", "--rela-variant", "g"),
+                                   ("--attention-activation", "softmax")], ids=["rela-g", "softmax"])
+def test_block_recorder_reports_the_attention_norms_of_a_plain_recorder(toy_data, monkeypatch, extra):
+    """With block=True the attention's own norms and vectors come from the chunked block pass; they
+    equal those of a recorder without the block (rela-g: the query-dependent path; softmax: the Gram path)."""
+    import fairseq_rela.recording as recording
+
+    task, model = build(toy_data, *extra)
+    sample = batch(task, 6)
+    plain = AttentionRecorder(model, keep_vectors=True)
+    with torch.no_grad(), plain:
+        model(**sample["net_input"])
+    T, S, E = sample["target"].size(1), sample["net_input"]["src_tokens"].size(1), model.decoder.embed_dim
+    monkeypatch.setattr(recording, "_CHUNK_FLOATS", 4 * T * S * E)  # chunks of four and two sentences
+    for keep in (True, False):
+        blocked = AttentionRecorder(model, keep_vectors=keep, block=True)
+        with torch.no_grad(), blocked:
+            model(**sample["net_input"])
+        assert set(blocked.records) == set(plain.records)
+        for key, (a,) in plain.records.items():
+            (b,) = blocked.records[key]
+            for name in ("fx_norm", "weighted_norm", "summed_norm", "bias") + (("vectors",) if keep else ()):
+                torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=1e-5, rtol=1e-5)
+            assert keep or b.vectors is None

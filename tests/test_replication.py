@@ -154,3 +154,35 @@ def test_multi30k_summary_tests_bleu_against_softmax(tmp_path):
                    capture_output=True)
     rows = {r["variant"]: r for r in json.loads((run / "results.json").read_text())}
     assert rows["rela-g"]["bleu_p_vs_softmax"] < 0.01 and rows["softmax"]["bleu_ci95"] is not None
+
+
+@pytest.mark.unit
+def test_multi30k_summary_compares_with_another_runs_softmax(tmp_path):
+    """--softmax-log: softmax's validation curve from another run gives the ratio at the same update."""
+    from summarize_multi30k import ratio_to_softmax
+
+    assert ratio_to_softmax([(10, 8.0), (20, 6.0), (30, 5.0)], [(10, 4.0), (20, 5.0)]) == (20, 1.2)
+    assert ratio_to_softmax([(15, 8.0)], [(10, 4.0)]) is None
+
+    def valid(epoch, updates, ppl):
+        return f"x | INFO | valid | epoch {epoch:03d} | valid on 'valid' subset | loss 5 | ppl {ppl} | num_updates {updates}"
+
+    run, data, other = tmp_path / "run", tmp_path / "data", tmp_path / "other.log"
+    data.mkdir()
+    (data / "test.raw.en").write_text("a dog\n")
+    (run / "de-en-entmax15").mkdir(parents=True)
+    (run / "de-en-entmax15" / "train.log").write_text(valid(1, 10, 9.0) + "\n" + valid(2, 20, 6.0) + "\n")
+    other.write_text(valid(1, 10, 8.0) + "\n" + valid(2, 20, 5.0) + "\n" + valid(3, 30, 4.0) + "\n")
+    script = [sys.executable, str(EXAMPLE / "summarize_multi30k.py"), run, "--data", data]
+    done = subprocess.run(script + ["--softmax-log", other], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = json.loads((run / "results.json").read_text())[0]
+    assert row["valid_ppl_vs_softmax"] == [20, 1.2]
+    assert "1.200 (20)" in (run / "results.md").read_text() and str(other) in (run / "results.md").read_text()
+    for bad, says in ((tmp_path / "missing.log", "no such file"), (data / "test.raw.en", "no validation lines")):
+        done = subprocess.run(script + ["--softmax-log", bad], capture_output=True, text=True)
+        assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr
+    (run / "de-en-softmax").mkdir()
+    (run / "de-en-softmax" / "train.log").write_text(valid(1, 10, 8.0) + "\n")
+    done = subprocess.run(script + ["--softmax-log", other], capture_output=True, text=True)
+    assert done.returncode == 1 and "has its own softmax" in done.stderr

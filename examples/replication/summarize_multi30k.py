@@ -8,7 +8,10 @@ same run; a part that is missing is reported missing. A model trained in several
 (``multi30k.sh`` resumes from ``checkpoint_last.pt``) is read as one run: its training time is the
 sum over the pieces, up to the last finished epoch of each. A convergence table says how each
 training ended (patience, the epoch limit, or not yet) and how fast its validation perplexity still
-moved over the last epochs.
+moved over the last epochs, and each variant's validation perplexity over softmax's at the same update.
+Without softmax in the run, ``--softmax-log`` takes softmax's ``train.log`` from another run of the same
+recipe (``multi30k.sh`` trains the same schedule whatever the epoch limit): its validation curve only,
+for the ratio; speeds and BLEU are never compared across runs.
 
     python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
 """
@@ -95,6 +98,13 @@ def stop_reason(folder: Path):
     return "max epoch" if "done training in" in last_piece else None
 
 
+def ratio_to_softmax(curve, soft_curve):
+    """``(update, ppl / softmax's ppl)`` at the last update both curves validated, or None."""
+    soft = dict(soft_curve)
+    common = [(u, p / soft[u]) for u, p in curve if u in soft]
+    return common[-1] if common else None
+
+
 def trend(curve, epochs: int = TREND_EPOCHS):
     """Mean relative change of validation perplexity per epoch over the last ``epochs`` epochs
     (``(p_last / p_last-k) ** (1/k) - 1``; negative: still improving), or None if too short."""
@@ -167,15 +177,16 @@ def significance(rows, hyps, refs, samples: int = 1000) -> None:
 
 
 def convergence_table(rows) -> str:
-    """How each training ended, how fast validation perplexity still moved at the end, and whether
-    BLEU differs from softmax's beyond the test set's sampling noise."""
+    """How each training ended, how fast validation perplexity still moved at the end, how far it is
+    from softmax's at the same update, and whether BLEU differs from softmax's beyond the test set's
+    sampling noise."""
     lines = [f"| variant | epochs | stopped by | best at update | valid ppl change per epoch, last {TREND_EPOCHS} | "
-             "BLEU ± 95% CI | p (paired bootstrap vs softmax) |", "|" + "---|" * 7]
+             "valid ppl / softmax's (at update) | BLEU ± 95% CI | p (paired bootstrap vs softmax) |", "|" + "---|" * 8]
     for r in rows:
-        t = r["valid_ppl_trend"]
-        p = r["bleu_p_vs_softmax"]
+        t, p, g = r["valid_ppl_trend"], r["bleu_p_vs_softmax"], r.get("valid_ppl_vs_softmax")
         lines.append(f"| {r['variant']} | {r['epochs']} | {r['stopped'] or 'not finished'} | "
                      f"{fmt(r['best_updates'], 'd')} | {'missing' if t is None else f'{100 * t:+.2f}%'} | "
+                     f"{'missing' if g is None else f'{g[1]:.3f} ({g[0]})'} | "
                      f"{fmt(r['bleu'], '.1f')} ± {fmt(r['bleu_ci95'], '.1f')} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
 
@@ -200,13 +211,18 @@ def colour(row):
     return f"C{ORDER.index(row['variant'])}" if row["variant"] in ORDER else None
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, soft_curve) -> None:
+    """Curves; ``soft_curve``: softmax's validation curve (from this run, or ``--softmax-log``)."""
     from fairseq_rela.analysis.plots import pyplot
     from fairseq_rela.cli.files import save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 5, figsize=(19, 3.3))
-    soft = dict(next((r["valid_curve"] for r in rows if r["variant"] == "softmax"), []))
+    soft = dict(soft_curve or [])
+    if soft_curve and not any(r["variant"] == "softmax" for r in rows):  # another run's: dashed
+        axes[0].plot(list(soft), list(soft.values()), ls="--", color=f"C{ORDER.index('softmax')}",
+                     label="softmax (--softmax-log)")
+        axes[1].axhline(1.0, ls="--", color=f"C{ORDER.index('softmax')}", lw=0.8)
     for r in rows:
         if r["valid_curve"]:
             axes[0].plot([u for u, _ in r["valid_curve"]], [p for _, p in r["valid_curve"]], marker=".",
@@ -232,6 +248,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, required=True, help="prepare_multi30k.py's folder (test.raw.en)")
+    p.add_argument("--softmax-log", type=Path, help="softmax's train.log from another run of the same recipe, "
+                   "for the validation perplexity over softmax's when RUN has no softmax")
     args = p.parse_args()
     folders = [f for f in args.run.iterdir() if (f / "train.log").is_file() and f.name.startswith("de-en-")]
     if not folders:
@@ -239,17 +257,33 @@ def main() -> None:
     refs_path = args.data / "test.raw.en"
     if not refs_path.is_file():
         sys.exit(f"summarize_multi30k.py: error: {refs_path} missing (run prepare_multi30k.py)")
+    soft_log = None
+    if args.softmax_log is not None:
+        if not args.softmax_log.is_file():
+            sys.exit(f"summarize_multi30k.py: error: --softmax-log {args.softmax_log}: no such file")
+        soft_log = parse_train_log(args.softmax_log.read_text(encoding="utf-8", errors="replace"))
+        if not soft_log["valid"]:
+            sys.exit(f"summarize_multi30k.py: error: --softmax-log {args.softmax_log}: no validation lines "
+                     "(not a fairseq-train log)")
+        if any(f.name == "de-en-softmax" for f in folders):
+            sys.exit(f"summarize_multi30k.py: error: --softmax-log: {args.run} has its own softmax model")
     refs = read_lines(refs_path)
     rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
                   if r["variant"] in ORDER else len(ORDER))
+    soft_curve = (sorted(dict(soft_log["valid"]).items()) if soft_log is not None
+                  else next((r["valid_curve"] for r in rows if r["variant"] == "softmax"), None))
+    for r in rows:
+        r["valid_ppl_vs_softmax"] = ratio_to_softmax(r["valid_curve"], soft_curve) if soft_curve else None
     significance(rows, {f.name.split("-", 2)[2]: hypotheses(f / "gen-test.txt", len(refs)) for f in folders}, refs)
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows) + "\n\nConvergence:\n\n" + convergence_table(rows)
     if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
         text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)
+    if soft_log is not None:
+        text += f"\n\nsoftmax's validation curve: {args.softmax_log} (another run of the same recipe)"
     sig = next((r["bleu_signature"] for r in rows if r["bleu_signature"]), None)
     (args.run / "results.md").write_text(text + ("\n\nSacreBLEU: " + sig if sig else "") + "\n")
-    plot(rows, args.run / "curves.png")
+    plot(rows, args.run / "curves.png", soft_curve)
     print(text)
     if sig:
         print("SacreBLEU:", sig)

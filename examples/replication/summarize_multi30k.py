@@ -42,7 +42,7 @@ def summarise(folder: Path, refs) -> dict:
                 key, value = line.split(maxsplit=1)
                 times[key] = value
     epochs = [int(float(v)) for v in _epoch_values(folder)]
-    curve = sorted(dict(log["valid"]).items())  # an epoch validated again after a resume counts once
+    curve = valid_curve(log)
     best = min(curve, key=lambda uv: uv[1]) if curve else None
     row = {
         "variant": folder.name.split("-", 2)[2], "epochs": max(epochs) if epochs else 0,
@@ -68,6 +68,11 @@ def summarise(folder: Path, refs) -> dict:
                                            "mixing": s.get("mixing_ratio")}
                                    for layer, s in layers.items()} for kind, layers in attention.items()}
     return row
+
+
+def valid_curve(log):
+    """``[(update, ppl)]`` of a parsed ``train.log``; an epoch validated again after a resume counts once."""
+    return sorted(dict(log["valid"]).items())
 
 
 def training_seconds(folder: Path):
@@ -270,7 +275,7 @@ def main() -> None:
     refs = read_lines(refs_path)
     rows = sorted((summarise(f, refs) for f in folders), key=lambda r: ORDER.index(r["variant"])
                   if r["variant"] in ORDER else len(ORDER))
-    soft_curve = (sorted(dict(soft_log["valid"]).items()) if soft_log is not None
+    soft_curve = (valid_curve(soft_log) if soft_log is not None
                   else next((r["valid_curve"] for r in rows if r["variant"] == "softmax"), None))
     for r in rows:
         r["valid_ppl_vs_softmax"] = ratio_to_softmax(r["valid_curve"], soft_curve) if soft_curve else None

@@ -11,6 +11,7 @@ from tests.helpers import REPO, SHARED_DATA
 
 EXAMPLE = REPO / "examples" / "replication"
 RUN = EXAMPLE / "runs" / "2026-11-23-h100-fp16"
+RUN_H200 = EXAMPLE / "runs" / "2026-12-04-h200-fp32"  # fp32, evaluation cut short by the deadline
 sys.path.insert(0, str(EXAMPLE))  # summarize.py
 
 
@@ -73,10 +74,86 @@ def test_summary_of_the_gpu_run(tmp_path):
     assert parse_train_log("no log") == {"train": [], "valid": [], "last": {}, "overflows": 0, "crash": None}
 
 
+def _generated(path):
+    """``{id: hypothesis}`` of a gzipped fairseq-generate output, read here without summarize.py."""
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return {int(line.split("\t")[0][2:]): line.rstrip("\n").split("\t")[2] for line in f if line.startswith("D-")}
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_papers_table_of_the_h200_run(tmp_path):
+    """summarize.py on a real GPU run whose newstest2014 translations were cut short: BLEU on the sentences
+    every model of the direction translated, the best layer of each weights/norms x AWO/AWI column, the
+    cross-attention means and the ratios to softmax, each recomputed here from the run's files."""
+    import re
+
+    import sacrebleu
+    from sacremoses import MosesDetokenizer
+    from summarize import AER_COLUMNS, add_bleu, add_ratios, best_layers, cross_mean, model_order, papers_table, \
+        summarise_model
+
+    read_lines = _prepare().read_lines
+    for lang in ("de", "en"):
+        (tmp_path / f"newstest2014.raw.{lang}").write_text(
+            "\n".join(read_lines(SHARED_DATA / f"wmt-news/newstest2014.{lang}.gz")) + "\n", encoding="utf-8")
+        (tmp_path / f"rwth.tok.{lang}").write_text((SHARED_DATA / f"rwth-deen/test.{lang}").read_text(encoding="utf-8"))
+    folders = sorted((f for f in RUN_H200.iterdir() if (f / "train.log").is_file()), key=model_order)
+    rows = [summarise_model(f) for f in folders]
+    add_bleu(rows, folders, tmp_path)
+    add_ratios(rows)
+    by = {r["model"]: r for r in rows}
+    assert [r["model"] for r in rows] == ["de-en-softmax", "de-en-sparsemax", "de-en-entmax15", "de-en-rela-i",
+                                          "de-en-rela-g", "en-de-softmax", "en-de-rela-g"]
+    refs = read_lines(SHARED_DATA / "wmt-news/newstest2014.en.gz")
+    hyps = {r["model"]: _generated(RUN_H200 / r["model"] / "gen-newstest2014.txt.gz") for r in rows[:5]}
+    common = sorted(set.intersection(*map(set, hyps.values())))
+    assert 0 < len(common) < len(refs)  # cut short, so scored on a subset
+    detok = MosesDetokenizer(lang="en")
+    for name, h in hyps.items():
+        expected = sacrebleu.corpus_bleu([detok.detokenize(h[i].split()) for i in common], [[refs[i] for i in common]])
+        assert by[name]["bleu_newstest2014"] == pytest.approx(expected.score, abs=0.006)
+        assert by[name]["bleu_newstest2014_sentences"] == [len(common), len(refs)]
+    assert by["de-en-softmax"]["bleu_rwth"] is None  # no RWTH translation came back
+    table = papers_table(rows)
+    assert f"({len(common)}/{len(refs)})" in table
+    for r, f in zip(rows, folders):
+        printed = (f / "analysis" / "alignment.txt").read_text().splitlines()  # fairseq-rela-analyze's own table
+        header = printed[1].split()
+        layers = [line.split() for line in printed[2:] if line.split() and line.split()[0].isdigit()]
+        for column in AER_COLUMNS:
+            i = header.index(column)
+            assert 100 * best_layers(r)[column][0] == pytest.approx(min(float(x[i]) for x in layers), abs=0.051)
+        cross = json.loads((f / "analysis" / "stats.json").read_text())["attention"]["cross"]
+        for key in ("sparsity_mean", "null_rate_mean", "head_jsd"):
+            assert cross_mean(r, key) == pytest.approx(sum(s[key] for s in cross.values()) / len(cross))
+    valid = {}  # perplexity by update, read from each log here
+    for r in rows:
+        text = (RUN_H200 / r["model"] / "train.log").read_text()
+        valid[r["model"]] = {int(u): float(p) for p, u in re.findall(r"valid on 'valid' subset .*?\| ppl ([\d.]+) .*?"
+                                                                     r"\| num_updates (\d+)", text)}
+    for d in ("de-en", "en-de"):
+        group = [m for m in valid if m.startswith(d)]
+        u = max(set.intersection(*(set(valid[m]) for m in group)))
+        for m in group:
+            assert by[m]["valid_ppl_vs_softmax"] == (u, pytest.approx(valid[m][u] / valid[f"{d}-softmax"][u]))
+            speed = by[m]["updates"] / by[m]["train_seconds"]
+            soft = by[f"{d}-softmax"]["updates"] / by[f"{d}-softmax"]["train_seconds"]
+            assert by[m]["updates_vs_softmax"] == pytest.approx(speed / soft)
+    assert all(r["final_loss_scale"] is None for r in rows)  # fp32: no loss scale in the logs
+
+
 @pytest.mark.e2e
 def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "no DIR-VARIANT/train.log" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(RUN_H200), "--data", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"summarize.py: error: --data {tmp_path}: no rwth.tok.en "
+                                                "(prepare.py's output folder is needed)"]
 
 
 @pytest.mark.unit

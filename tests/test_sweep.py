@@ -142,6 +142,32 @@ def test_bidirectional_without_links_is_one_line(toy_data, swept, tmp_path):
                                                 "(run fairseq-rela-analyze with --write-links)"]
 
 
+def test_bidirectional_trains_eflomal_beside_the_attention(toy_data, swept, tmp_path):
+    """--eflomal-train/--eflomal-test/--langs: eflomal on the same text, scored against the same gold (the
+    toy task is one-to-one, so a working aligner is nearly perfect); bad eflomal input is one line."""
+    _, analysis, _ = swept
+    gold = toy_data / "test.align"
+    mirror = tmp_path / "mirror" / "links"
+    mirror.mkdir(parents=True)
+    for f in (analysis / "links").glob("*.txt"):
+        (mirror / f.name).write_text(_reverse(f.read_text()))
+    common = ("--gold", gold, "--gold-base", "0")
+    proc = _bidirectional(analysis, mirror.parent, *common, "--out", tmp_path / "out", "--eflomal-train",
+                          toy_data / "train", "--eflomal-test", toy_data / "test", "--langs", "src", "tgt")
+    assert proc.returncode == 0, proc.stderr
+    baselines = json.loads((tmp_path / "out" / "bidirectional.json").read_text())["baselines"]
+    assert sorted(baselines) == ["eflomal-fwd", "eflomal-gdfa", "eflomal-rev"]
+    assert baselines["eflomal-gdfa"]["aer"] < 0.1 and baselines["eflomal-gdfa"]["recall"] > 0.9
+    assert f"- eflomal-gdfa: AER {100 * baselines['eflomal-gdfa']['aer']:.1f}" in (tmp_path / "out" / "bidirectional.md").read_text()
+    for args, message in (
+            (("--eflomal-train", toy_data / "train"), "--eflomal-train, --eflomal-test and --langs go together"),
+            (("--eflomal-train", toy_data / "train", "--eflomal-test", toy_data / "valid", "--langs", "src", "tgt"),
+             f"{toy_data / 'valid'}.src: 60 sentences, but the gold alignment has 41")):
+        proc = _bidirectional(analysis, mirror.parent, *common, *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"bidirectional.py: error: {message}"]
+
+
 def _reverse(text: str) -> str:
     return "".join(" ".join("-".join(link.split("-")[::-1]) for link in line.split()) + "\n"
                    for line in text.splitlines())

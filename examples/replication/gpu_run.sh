@@ -14,6 +14,8 @@
 # matmuls), --fp16, --amp, or auto (default): a 60-second --fp16 probe of ReLA-i and ReLA-g decides —
 # fp16 when their loss scale stays >= 1 (before the fix of the RMSNorm backward it fell to 0.125
 # within 200 updates, see README.md), else fp32.  The probe's logs and the decision are packed too.
+# FP16_PROBE=alongside runs the same probe beside the training instead of before it (the precision
+# stays PRECISION's, which must then be given): the fp16 check costs no training time.
 set -uo pipefail
 T_START=$(date +%s)
 BIN=$1; GOLD=$2; OUT=$3; SECONDS_TRAIN=${4:-360}
@@ -35,7 +37,7 @@ left() {  # seconds left before DEADLINE (a large number without one)
 
 run_model() {  # DIR:VARIANT
   local dir=${1%%:*} v=${1#*:} src tgt act m
-  src=${dir%-*}; tgt=${dir#*-}; m="$W/$dir-$v"; mkdir -p "$m"
+  src=${dir%-*}; tgt=${dir#*-}; m="${RUN_ROOT:-$W}/$dir-$v"; mkdir -p "$m"
   case $v in
     rela-g) act="--attention-activation rela --rela-variant g" ;;
     rela-i) act="--attention-activation rela --rela-variant i" ;;
@@ -70,21 +72,29 @@ run_model() {  # DIR:VARIANT
   python3 -c "from fairseq_rela.analysis.runner import trained_updates as t; print('updates', t('$ck'))" >> "$m/times.txt"
 }
 
-if [ "${PRECISION-auto}" = auto ] && [ -f "$W/fp16-probe/precision" ]; then  # a resumed run keeps its precision
-  PRECISION=$(cat "$W/fp16-probe/precision")
-elif [ "${PRECISION-auto}" = auto ]; then  # fp16 probe (see the header)
-  PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model de-en:rela-i "--max-update 400" 0.0167 &
-  PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model de-en:rela-g "--max-update 400" 0.0167 &
-  wait
-  mkdir -p "$W/fp16-probe"; verdict=--fp16
+fp16_probe() {  # 60 s of --fp16 training of ReLA-i and ReLA-g (no saving) -> $W/fp16-probe/{verdict.txt,precision}
+  local p="$W/fp16-probe" v scale verdict=--fp16; mkdir -p "$p"
   for v in rela-i rela-g; do
-    mv "$W/de-en-$v/train.log" "$W/fp16-probe/$v.log"; rm -rf "$W/de-en-$v"
-    scale=$(grep -o 'loss_scale=[0-9.e+-]*' "$W/fp16-probe/$v.log" | tail -1 | cut -d= -f2)
-    echo "$v: last loss_scale ${scale:-none}, $(grep -c 'gradient overflow' "$W/fp16-probe/$v.log") overflow steps" >> "$W/fp16-probe/verdict.txt"
-    python3 -c "import sys; sys.exit(0 if '${scale}' and float('${scale}') >= 1 else 1)" || verdict=""
-    grep -q "Minimum loss scale" "$W/fp16-probe/$v.log" && verdict=""
+    RUN_ROOT="$p" PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model "de-en:$v" "--max-update 400" 0.0167 &
   done
-  PRECISION=$verdict; echo "$verdict" > "$W/fp16-probe/precision"; echo "precision: ${PRECISION:-fp32 (TF32 matmuls)}" | tee -a "$W/fp16-probe/verdict.txt"
+  wait
+  for v in rela-i rela-g; do
+    mv "$p/de-en-$v/train.log" "$p/$v.log"; rm -rf "$p/de-en-$v"
+    scale=$(grep -o 'loss_scale=[0-9.e+-]*' "$p/$v.log" | tail -1 | cut -d= -f2)
+    echo "$v: last loss_scale ${scale:-none}, $(grep -c 'gradient overflow' "$p/$v.log") overflow steps" >> "$p/verdict.txt"
+    python3 -c "import sys; sys.exit(0 if '${scale}' and float('${scale}') >= 1 else 1)" || verdict=""
+    grep -q "Minimum loss scale" "$p/$v.log" && verdict=""
+  done
+  echo "$verdict" > "$p/precision"; echo "fp16 verdict: ${verdict:-fp32 (TF32 matmuls)}" | tee -a "$p/verdict.txt"
+}
+
+if [ "${FP16_PROBE:-}" = alongside ]; then
+  [ "${PRECISION-auto}" = auto ] && { echo "gpu_run.sh: FP16_PROBE=alongside needs PRECISION (\"\" for fp32, --fp16, --amp)" >&2; exit 2; }
+  fp16_probe &
+elif [ "${PRECISION-auto}" = auto ] && [ -f "$W/fp16-probe/precision" ]; then  # a resumed run keeps its precision
+  PRECISION=$(cat "$W/fp16-probe/precision")
+elif [ "${PRECISION-auto}" = auto ]; then  # fp16 probe first (see the header)
+  fp16_probe; PRECISION=$(cat "$W/fp16-probe/precision")
 fi
 echo "precision ${PRECISION:-fp32}" >> "$W/gpu.txt"
 for model in $MODELS; do run_model "$model" & done

@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summarize import bleu, fmt, hypotheses, parse_train_log, read_lines  # noqa: E402
+from summarize import ORDER, bleu, fmt, hypotheses, parse_train_log, read_lines  # noqa: E402
 
-ORDER = ["softmax", "sparsemax", "entmax15", "rela-i", "rela-g"]
 KINDS = ("encoder_self", "decoder_self", "cross")
 TREND_EPOCHS = 5  # the window of the convergence trend (multi30k.sh's patience for the long runs)
 

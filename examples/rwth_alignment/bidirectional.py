@@ -8,8 +8,10 @@ target-source and are reversed here).  For every configuration both folders have
 are combined with each heuristic of :mod:`fairseq_rela.alignment.symmetrize` (grow-diag-final-and as
 in Chen et al. 2020, grow-diag, intersection, union) and scored against GOLD (source-target talp,
 1-based); so is the pair of each direction's best configuration.  The forward folder's eflomal
-baselines (``alignment.json``) are copied beside them.  Writes ``DIR/bidirectional.json`` and
-``DIR/bidirectional.md``.  The same combination for one file pair is
+baselines (``alignment.json``) are copied beside them; where that analysis ran without eflomal,
+``--eflomal-train PREFIX --eflomal-test PREFIX --langs SRC TGT`` trains it here on the word-level text
+``PREFIX.SRC``/``PREFIX.TGT`` (the test text in the gold's order) and scores it the same way.  Writes
+``DIR/bidirectional.json`` and ``DIR/bidirectional.md``.  The same combination for one file pair is
 ``fairseq-rela-symmetrize --forward F --backward B`` then ``fairseq-rela-aer``.
 """
 import argparse
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 from fairseq_rela.alignment.aer import AlignmentFileError, alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.io import read_lines
 from fairseq_rela.alignment.symmetrize import METHODS
 from fairseq_rela.cli.files import write_json, write_text
 
@@ -45,6 +48,19 @@ def read_links(folder: Path, reverse: bool, sentences: int) -> Dict[str, Links]:
             fail(f"{f}: {len(links)} sentences, but the gold alignment has {sentences}")
         out[f.stem] = links
     return out
+
+
+def check_eflomal_text(train: str, test: str, langs: List[str], sentences: int):
+    """The eflomal text (train source, train target, test source, test target), checked before training."""
+    text = []
+    for prefix in (train, test):
+        sides = [read_lines(f"{prefix}.{lang}") for lang in langs]
+        if len(sides[0]) != len(sides[1]):
+            fail(f"{prefix}.{langs[0]} has {len(sides[0])} lines but {prefix}.{langs[1]} has {len(sides[1])}")
+        text += sides
+    if len(text[2]) != sentences:
+        fail(f"{test}.{langs[0]}: {len(text[2])} sentences, but the gold alignment has {sentences}")
+    return text
 
 
 def score(gold, links: Links) -> dict:
@@ -76,12 +92,21 @@ def main() -> None:
     p.add_argument("--gold", required=True, help="source-target talp gold alignment of the sentences")
     p.add_argument("--gold-base", type=int, choices=[0, 1], default=1, help="index base of --gold (default 1)")
     p.add_argument("--out", default=None, help="folder for bidirectional.json/.md (default: only print)")
+    p.add_argument("--eflomal-train", default=None, metavar="PREFIX",
+                   help="word-level training text PREFIX.{SRC,TGT} for an eflomal baseline (with --eflomal-test, --langs)")
+    p.add_argument("--eflomal-test", default=None, metavar="PREFIX", help="word-level text of the gold's sentences")
+    p.add_argument("--langs", nargs=2, default=None, metavar=("SRC", "TGT"), help="the language suffixes of the eflomal text")
     args = p.parse_args()
     forward_dir, backward_dir = Path(args.forward), Path(args.backward)
+    eflomal = (args.eflomal_train, args.eflomal_test, args.langs)
+    if any(x is not None for x in eflomal) and not all(x is not None for x in eflomal):
+        fail("--eflomal-train, --eflomal-test and --langs go together")
     try:
         gold = read_gold(args.gold, args.gold_base)
         forward = read_links(forward_dir, False, len(gold))
         backward = read_links(backward_dir, True, len(gold))
+        if args.eflomal_train:
+            eflomal_text = check_eflomal_text(args.eflomal_train, args.eflomal_test, args.langs, len(gold))
     except (AlignmentFileError, OSError) as err:
         fail(str(err))
     common = [c for c in forward if c in backward]
@@ -99,6 +124,10 @@ def main() -> None:
             baselines = json.loads((forward_dir / "alignment.json").read_text()).get("baselines", {})
         except ValueError as err:
             fail(f"{forward_dir / 'alignment.json'}: not a fairseq-rela-analyze result ({err})")
+    if args.eflomal_train:
+        from fairseq_rela.alignment.eflomal import eflomal_alignments
+
+        baselines = {name: score(gold, links) for name, links in eflomal_alignments(*eflomal_text).items()}
     result = {"forward": str(forward_dir), "backward": str(backward_dir), "gold": args.gold, "sentences": len(gold),
               "configs": configs, "best_symmetrised": best_sym, "best_pair": best_pair, "baselines": baselines}
     pair = best_pair["grow-diag-final-and"]

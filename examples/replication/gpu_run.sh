@@ -5,8 +5,8 @@
 # BIN: binarised data of prepare.py (test = newstest2014, test1 = RWTH); GOLD_DIR: alignment.talp and
 # alignment.en-de.talp (the gold with the languages swapped).  Each model trains for MAX_UPDATE
 # updates or SECONDS, whichever comes first (the table reports the updates reached), then:
-# newstest2014 and RWTH beam-4 translations, the RWTH alignment sweep and its per-layer link files
-# (analysis/links/, for examples/rwth_alignment/bidirectional.py).
+# the RWTH alignment sweep and its per-layer link files (analysis/links/, for
+# examples/rwth_alignment/bidirectional.py), then RWTH and newstest2014 beam-4 translations.
 # Environment: MODELS ("DIR:VARIANT" list; DIR de-en or en-de), MAX_UPDATE, MAX_TOKENS, PROBE=1
 # (train only, no saving: a throughput probe), LR, EVAL=0 (train only; a later call resumes and
 # evaluates), DEADLINE (seconds after the start by which evaluation must have ended: each step gets the
@@ -16,6 +16,9 @@
 # within 200 updates, see README.md), else fp32.  The probe's logs and the decision are packed too.
 # FP16_PROBE=alongside runs the same probe beside the training instead of before it (the precision
 # stays PRECISION's, which must then be given): the fp16 check costs no training time.
+# STEPS: what each model does, of "train analyze rwth newstest2014" (the default, in that order: the
+# evaluation's most informative step first); e.g. STEPS="analyze rwth" evaluates the checkpoints a
+# previous call on the same (still warm) machine left in $WORK, training nothing.
 set -uo pipefail
 T_START=$(date +%s)
 BIN=$1; GOLD=$2; OUT=$3; SECONDS_TRAIN=${4:-360}
@@ -35,6 +38,8 @@ left() {  # seconds left before DEADLINE (a large number without one)
   [ "$l" -lt 1 ] && l=1; echo "$l"
 }
 
+has_step() { case " ${STEPS:-train analyze rwth newstest2014} " in *" $1 "*) return 0 ;; esac; return 1; }
+
 run_model() {  # DIR:VARIANT
   local dir=${1%%:*} v=${1#*:} src tgt act m
   src=${dir%-*}; tgt=${dir#*-}; m="${RUN_ROOT:-$W}/$dir-$v"; mkdir -p "$m"
@@ -46,36 +51,43 @@ run_model() {  # DIR:VARIANT
   local extra=${2:-} hours_m=${3:-$hours}
   local save="--save-dir $m/ckpt --no-epoch-checkpoints --save-interval 1000"  # a rerun resumes from checkpoint_last.pt
   [ "${PROBE:-0}" = 1 ] && save="--no-save"
-  local t0=$(date +%s)
-  fairseq-train "$BIN" --user-dir "$USER_DIR" --task translation_rela \
-      --source-lang "$src" --target-lang "$tgt" --arch rela_transformer_iwslt_de_en --share-all-embeddings $act \
-      --optimizer adam --adam-betas '(0.9,0.98)' --adam-eps 1e-8 --lr "${LR:-1e-3}" --lr-scheduler inverse_sqrt \
-      --warmup-updates 1000 --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0001 \
-      --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens "$MAX_TOKENS" \
-      --max-update "$MAX_UPDATE" --stop-time-hours "$hours_m" --validate-interval-updates 500 ${PRECISION-} $extra \
-      --seed 1 --num-workers 2 --log-format simple --log-interval "${LOG_INTERVAL:-100}" $save >> "$m/train.log" 2>&1  # appended: a resumed run keeps its history
-  echo "train_seconds $(( $(date +%s) - t0 ))" > "$m/times.txt"
+  local t0
+  if has_step train; then
+    t0=$(date +%s)
+    fairseq-train "$BIN" --user-dir "$USER_DIR" --task translation_rela \
+        --source-lang "$src" --target-lang "$tgt" --arch rela_transformer_iwslt_de_en --share-all-embeddings $act \
+        --optimizer adam --adam-betas '(0.9,0.98)' --adam-eps 1e-8 --lr "${LR:-1e-3}" --lr-scheduler inverse_sqrt \
+        --warmup-updates 1000 --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0001 \
+        --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens "$MAX_TOKENS" \
+        --max-update "$MAX_UPDATE" --stop-time-hours "$hours_m" --validate-interval-updates 500 ${PRECISION-} $extra \
+        --seed 1 --num-workers 2 --log-format simple --log-interval "${LOG_INTERVAL:-100}" $save >> "$m/train.log" 2>&1  # appended: a resumed run keeps its history
+    echo "train_seconds $(( $(date +%s) - t0 ))" > "$m/times.txt"
+  fi
   [ "${PROBE:-0}" = 1 ] || [ "${EVAL:-1}" = 0 ] && return
   local ck="$m/ckpt/checkpoint_last.pt" gold="$GOLD/alignment.talp"
   [ "$dir" = en-de ] && gold="$GOLD/alignment.en-de.talp"
-  t0=$(date +%s)
-  timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
-      --gen-subset test --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
-      --post-process sentencepiece > "$m/gen-newstest2014.txt" 2> "$m/gen-newstest2014.log"
-  echo "decode_newstest2014_seconds $(( $(date +%s) - t0 ))" >> "$m/times.txt"
-  timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
-      --gen-subset test1 --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
-      --post-process sentencepiece > "$m/gen-rwth.txt" 2> "$m/gen-rwth.log"
-  timeout "$(left)" python3 -m fairseq_rela.cli.analyze "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" \
-      --path "$ck" --gen-subset test1 --gold-alignment "$gold" --write-links --output-dir "$m/analysis" \
-      --plot-sentences 0,1 --max-tokens 4000 --no-progress-bar > "$m/analyze.log" 2>&1
+  # The most informative first, so a deadline cuts what matters least: the RWTH alignment sweep (AER,
+  # sparsity, null rate, head JSD), the RWTH translations (508 sentences), then newstest2014 (3,003).
+  has_step analyze && timeout "$(left)" python3 -m fairseq_rela.cli.analyze "$BIN" --user-dir "$USER_DIR" \
+      --source-lang "$src" --target-lang "$tgt" --path "$ck" --gen-subset test1 --gold-alignment "$gold" --write-links \
+      --output-dir "$m/analysis" --plot-sentences 0,1 --max-tokens 4000 --no-progress-bar > "$m/analyze.log" 2>&1
+  has_step rwth && timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" \
+      --path "$ck" --gen-subset test1 --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 \
+      --required-batch-size-multiple 1 --post-process sentencepiece > "$m/gen-rwth.txt" 2> "$m/gen-rwth.log"
+  if has_step newstest2014; then
+    t0=$(date +%s)
+    timeout "$(left)" fairseq-generate "$BIN" --user-dir "$USER_DIR" --source-lang "$src" --target-lang "$tgt" --path "$ck" \
+        --gen-subset test --beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1 \
+        --post-process sentencepiece > "$m/gen-newstest2014.txt" 2> "$m/gen-newstest2014.log"
+    echo "decode_newstest2014_seconds $(( $(date +%s) - t0 ))" >> "$m/times.txt"
+  fi
   python3 -c "from fairseq_rela.analysis.runner import trained_updates as t; print('updates', t('$ck'))" >> "$m/times.txt"
 }
 
 fp16_probe() {  # 60 s of --fp16 training of ReLA-i and ReLA-g (no saving) -> $W/fp16-probe/{verdict.txt,precision}
   local p="$W/fp16-probe" v scale verdict=--fp16; mkdir -p "$p"
   for v in rela-i rela-g; do
-    RUN_ROOT="$p" PRECISION=--fp16 PROBE=1 LOG_INTERVAL=50 run_model "de-en:$v" "--max-update 400" 0.0167 &
+    RUN_ROOT="$p" PRECISION=--fp16 PROBE=1 STEPS=train LOG_INTERVAL=50 run_model "de-en:$v" "--max-update 400" 0.0167 &
   done
   wait
   for v in rela-i rela-g; do
@@ -88,7 +100,9 @@ fp16_probe() {  # 60 s of --fp16 training of ReLA-i and ReLA-g (no saving) -> $W
   echo "$verdict" > "$p/precision"; echo "fp16 verdict: ${verdict:-fp32 (TF32 matmuls)}" | tee -a "$p/verdict.txt"
 }
 
-if [ "${FP16_PROBE:-}" = alongside ]; then
+if ! has_step train; then
+  :  # nothing trains: no precision to decide
+elif [ "${FP16_PROBE:-}" = alongside ]; then
   [ "${PRECISION-auto}" = auto ] && { echo "gpu_run.sh: FP16_PROBE=alongside needs PRECISION (\"\" for fp32, --fp16, --amp)" >&2; exit 2; }
   fp16_probe &
 elif [ "${PRECISION-auto}" = auto ] && [ -f "$W/fp16-probe/precision" ]; then  # a resumed run keeps its precision

@@ -1,5 +1,6 @@
 """examples/replication: corpus reading on the real data and the run summariser on the logs of a real
 GPU run."""
+import gzip
 import json
 import math
 import subprocess
@@ -76,8 +77,6 @@ def test_summary_of_the_gpu_run(tmp_path):
 
 def _generated(path):
     """``{id: hypothesis}`` of a gzipped fairseq-generate output, read here without summarize.py."""
-    import gzip
-
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return {int(line.split("\t")[0][2:]): line.rstrip("\n").split("\t")[2] for line in f if line.startswith("D-")}
 
@@ -216,9 +215,11 @@ def test_multi30k_summary_tests_bleu_against_softmax(tmp_path):
     soft, far, same = rows
     assert soft["bleu_p_vs_softmax"] is None and soft["bleu_ci95"] > 0
     assert far["bleu_p_vs_softmax"] < 0.01 and same["bleu_p_vs_softmax"] > 0.1
-    rows = [{"variant": "rela-g", "bleu_ci95": None, "bleu_p_vs_softmax": None}]
-    significance(rows, {"rela-g": broken}, refs)  # no softmax in the run: nothing to compare with
-    assert rows[0]["bleu_p_vs_softmax"] is None
+    rows = [{"variant": v, "bleu_ci95": None, "bleu_p_vs_softmax": None} for v in ("rela-g", "rela-i", "entmax15")]
+    significance(rows, {"rela-g": near, "rela-i": refs, "entmax15": None}, refs, samples=200)  # no softmax in the run
+    assert all(r["bleu_p_vs_softmax"] is None for r in rows)  # nothing to compare with, but each its own interval:
+    assert rows[0]["bleu_ci95"] > 0 and rows[1]["bleu_ci95"] == 0  # perfect in every resample: no spread
+    assert rows[2]["bleu_ci95"] is None  # no complete translation
 
     run, data = tmp_path / "run", tmp_path / "data"  # the CLI writes the test's result into results.json
     data.mkdir()
@@ -226,7 +227,12 @@ def test_multi30k_summary_tests_bleu_against_softmax(tmp_path):
     for variant, hyps in (("softmax", refs), ("rela-g", broken)):
         (run / f"de-en-{variant}").mkdir(parents=True)
         (run / f"de-en-{variant}" / "train.log").write_text("")
-        (run / f"de-en-{variant}" / "gen-test.txt").write_text("".join(f"D-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+        output = "".join(f"D-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps))
+        if variant == "softmax":
+            (run / f"de-en-{variant}" / "gen-test.txt").write_text(output)
+        else:  # a run folder keeps its hypotheses gzipped
+            with gzip.open(run / f"de-en-{variant}" / "gen-test.txt.gz", "wt", encoding="utf-8") as f:
+                f.write(output)
     subprocess.run([sys.executable, str(EXAMPLE / "summarize_multi30k.py"), run, "--data", data], check=True,
                    capture_output=True)
     rows = {r["variant"]: r for r in json.loads((run / "results.json").read_text())}
@@ -256,6 +262,8 @@ def test_multi30k_summary_compares_with_another_runs_softmax(tmp_path):
     row = json.loads((run / "results.json").read_text())[0]
     assert row["valid_ppl_vs_softmax"] == [20, 1.2]
     assert "1.200 (20)" in (run / "results.md").read_text() and str(other) in (run / "results.md").read_text()
+    ratios = (run / "results.md").read_text().split("at each update both validated:")[1].split("\n\n")[1]
+    assert ratios.splitlines()[2:] == [f"| 10 | {9 / 8:.3f} |", f"| 20 | {6 / 5:.3f} |"]  # every common update
     for bad, says in ((tmp_path / "missing.log", "no such file"), (data / "test.raw.en", "no validation lines")):
         done = subprocess.run(script + ["--softmax-log", bad], capture_output=True, text=True)
         assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr

@@ -1,6 +1,7 @@
 """Summarise the CPU-scale replication (``multi30k.sh``): one row per attention variant.
 
-Reads ``RUN/de-en-VARIANT/`` (``train.log``, ``times.txt``, ``gen-test.txt``, ``analysis/stats.json``)
+Reads ``RUN/de-en-VARIANT/`` (``train.log``, ``times.txt``, ``gen-test.txt`` or its gzipped copy,
+``analysis/stats.json``)
 and the references of ``prepare_multi30k.py``; writes ``RUN/results.md``, ``RUN/results.json`` and
 ``RUN/curves.png`` (validation perplexity by update, and over softmax's at the same update;
 cross-attention sparsity, null rate and head JSD by layer). Speeds are relative to softmax in the
@@ -11,7 +12,9 @@ training ended (patience, the epoch limit, or not yet) and how fast its validati
 moved over the last epochs, and each variant's validation perplexity over softmax's at the same update.
 Without softmax in the run, ``--softmax-log`` takes softmax's ``train.log`` from another run of the same
 recipe (``multi30k.sh`` trains the same schedule whatever the epoch limit): its validation curve only,
-for the ratio; speeds and BLEU are never compared across runs.
+for the ratio; speeds and BLEU are never compared across runs.  A table lists the ratio at every
+update both validated.  BLEU has SacreBLEU's 95% bootstrap interval: paired against softmax where
+the run has softmax, each variant's own otherwise.
 
     python examples/replication/summarize_multi30k.py work/m30k --data work/multi30k
 """
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summarize import ORDER, bleu, fmt, hypotheses, parse_train_log, read_lines  # noqa: E402
+from summarize import ORDER, bleu, fmt, generation, hypotheses, parse_train_log, read_lines  # noqa: E402
 
 KINDS = ("encoder_self", "decoder_self", "cross")
 TREND_EPOCHS = 5  # the window of the convergence trend (multi30k.sh's patience for the long runs)
@@ -54,7 +57,7 @@ def summarise(folder: Path, refs) -> dict:
         "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None,
         "bleu": None, "bleu_signature": None, "bleu_ci95": None, "bleu_p_vs_softmax": None, "attention": None,
     }
-    hyps = hypotheses(folder / "gen-test.txt", len(refs))
+    hyps = hypotheses(generation(folder, "gen-test.txt"), len(refs))
     if hyps is not None:
         row["bleu"], row["bleu_signature"] = bleu(hyps, refs, "13a")
     stats = folder / "analysis" / "stats.json"
@@ -164,11 +167,16 @@ MIXING = (("encoder_self", "attention_weights"), ("encoder_self", "attention"), 
 
 def significance(rows, hyps, refs, samples: int = 1000) -> None:
     """SacreBLEU's paired bootstrap (Koehn 2004) of every variant against softmax on the same test
-    sentences: each row gets ``bleu_ci95`` (half-width of the 95% interval) and ``bleu_p_vs_softmax``."""
+    sentences: each row gets ``bleu_ci95`` (half-width of the 95% interval) and ``bleu_p_vs_softmax``.
+    Without softmax in the run, each variant's own bootstrap interval (SacreBLEU's ``n_bootstrap``)."""
     import sacrebleu
     from sacrebleu.significance import PairedTest
 
     if hyps.get("softmax") is None:
+        for r in rows:
+            if hyps.get(r["variant"]) is not None:
+                score = sacrebleu.BLEU(tokenize="13a").corpus_score(hyps[r["variant"]], [refs], n_bootstrap=samples)
+                r["bleu_ci95"] = round(score._ci, 2)  # SacreBLEU keeps the half-width there (Score.estimate_ci)
         return
     named = [("softmax", hyps["softmax"])] + [(r["variant"], hyps[r["variant"]]) for r in rows
                                                if r["variant"] != "softmax" and hyps.get(r["variant"]) is not None]
@@ -192,6 +200,17 @@ def convergence_table(rows) -> str:
                      f"{fmt(r['best_updates'], 'd')} | {'missing' if t is None else f'{100 * t:+.2f}%'} | "
                      f"{'missing' if g is None else f'{g[1]:.3f} ({g[0]})'} | "
                      f"{fmt(r['bleu'], '.1f')} ± {fmt(r['bleu_ci95'], '.1f')} | {'—' if p is None else f'{p:.3f}'} |")
+    return "\n".join(lines)
+
+
+def ratio_table(rows, soft_curve) -> str:
+    """Validation perplexity over softmax's at every update both validated, one column per variant."""
+    soft = dict(soft_curve)
+    curves = {r["variant"]: dict(r["valid_curve"]) for r in rows if r["variant"] != "softmax"}
+    updates = sorted(u for u in soft if any(u in c for c in curves.values()))
+    lines = ["| updates | " + " | ".join(curves) + " |", "|" + "---|" * (len(curves) + 1)]
+    for u in updates:
+        lines.append(f"| {u} | " + " | ".join(f"{c[u] / soft[u]:.3f}" if u in c else "—" for c in curves.values()) + " |")
     return "\n".join(lines)
 
 
@@ -278,11 +297,13 @@ def main() -> None:
                   else next((r["valid_curve"] for r in rows if r["variant"] == "softmax"), None))
     for r in rows:
         r["valid_ppl_vs_softmax"] = ratio_to_softmax(r["valid_curve"], soft_curve) if soft_curve else None
-    significance(rows, {f.name.split("-", 2)[2]: hypotheses(f / "gen-test.txt", len(refs)) for f in folders}, refs)
+    significance(rows, {f.name.split("-", 2)[2]: hypotheses(generation(f, "gen-test.txt"), len(refs)) for f in folders}, refs)
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows) + "\n\nConvergence:\n\n" + convergence_table(rows)
     if any(mixing_mean(r, "encoder_self", "block") is not None for r in rows):
         text += "\n\nMixing ratio (share of a token's new representation from other tokens):\n\n" + mixing_table(rows)
+    if soft_curve and any(r["variant"] != "softmax" for r in rows):
+        text += "\n\nValidation perplexity over softmax's, at each update both validated:\n\n" + ratio_table(rows, soft_curve)
     if soft_log is not None:
         text += f"\n\nsoftmax's validation curve: {args.softmax_log} (another run of the same recipe)"
     sig = next((r["bleu_signature"] for r in rows if r["bleu_signature"]), None)

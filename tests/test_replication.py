@@ -3,6 +3,7 @@ GPU run."""
 import gzip
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -115,7 +116,6 @@ def test_papers_table_of_the_h200_run(tmp_path):
         expected = sacrebleu.corpus_bleu([detok.detokenize(h[i].split()) for i in common], [[refs[i] for i in common]])
         assert by[name]["bleu_newstest2014"] == pytest.approx(expected.score, abs=0.006)
         assert by[name]["bleu_newstest2014_sentences"] == [len(common), len(refs)]
-    assert by["de-en-softmax"]["bleu_rwth"] is None  # no RWTH translation came back
     table = papers_table(rows)
     assert f"({len(common)}/{len(refs)})" in table
     for r, f in zip(rows, folders):
@@ -143,6 +143,41 @@ def test_papers_table_of_the_h200_run(tmp_path):
             assert by[m]["updates_vs_softmax"] == pytest.approx(speed / soft)
     assert all(r["final_loss_scale"] is None for r in rows)  # fp32: no loss scale in the logs
 
+    # A model that was never decoded, one that never validated and a layer with no head JSD (too few heads
+    # attend) leave the other models' figures alone.
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(RUN_H200, run)
+    (run / "de-en-sparsemax" / "gen-newstest2014.txt.gz").unlink()
+    log = run / "de-en-rela-i" / "train.log"
+    log.write_text("".join(line for line in log.read_text().splitlines(True) if "valid on 'valid'" not in line))
+    stats = run / "de-en-rela-g" / "analysis" / "stats.json"
+    data = json.loads(stats.read_text())
+    data["attention"]["cross"]["0"]["head_jsd"] = None
+    stats.write_text(json.dumps(data))
+    folders = sorted((f for f in run.iterdir() if (f / "train.log").is_file()), key=model_order)
+    changed = [summarise_model(f) for f in folders]
+    add_bleu(changed, folders, tmp_path)
+    add_ratios(changed)
+    after = {r["model"]: r for r in changed}
+    assert after["de-en-sparsemax"]["bleu_newstest2014"] is None and after["de-en-softmax"]["bleu_newstest2014"] is not None
+    assert after["de-en-rela-i"]["valid_ppl_vs_softmax"] is None
+    assert after["de-en-rela-g"]["valid_ppl_vs_softmax"] == by["de-en-rela-g"]["valid_ppl_vs_softmax"]
+    jsd = [s["head_jsd"] for s in json.loads((RUN_H200 / "de-en-rela-g" / "analysis" / "stats.json").read_text())
+           ["attention"]["cross"].values()]
+    assert cross_mean(after["de-en-rela-g"], "head_jsd") == pytest.approx(sum(jsd[1:]) / (len(jsd) - 1))
+    assert "| de-en-rela-g |" in papers_table(changed)
+
+
+@pytest.mark.e2e
+def test_gpu_run_rejects_an_unknown_step_before_any_work(tmp_path):
+    proc = subprocess.run(["bash", str(EXAMPLE / "gpu_run.sh"), "bin", "gold", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "STEPS": "analyze analyse"})
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert proc.stderr.strip().splitlines() == ["gpu_run.sh: error: STEPS: unknown step 'analyse' "
+                                                "(train analyze rwth newstest2014)"]
+
 
 @pytest.mark.e2e
 def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
@@ -151,7 +186,8 @@ def test_summarize_cli_rejects_a_folder_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(RUN_H200), "--data", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"summarize.py: error: --data {tmp_path}: no rwth.tok.en "
+    assert proc.stderr.strip().splitlines() == [f"summarize.py: error: --data {tmp_path}: no newstest2014.raw.de, "
+                                                "newstest2014.raw.en, rwth.tok.de, rwth.tok.en "
                                                 "(prepare.py's output folder is needed)"]
 
 

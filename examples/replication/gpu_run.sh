@@ -25,6 +25,11 @@ BIN=$1; GOLD=$2; OUT=$3; SECONDS_TRAIN=${4:-360}
 MODELS=${MODELS:-"de-en:softmax de-en:sparsemax de-en:entmax15 de-en:rela-i de-en:rela-g en-de:softmax en-de:rela-g"}
 MAX_UPDATE=${MAX_UPDATE:-100000}; MAX_TOKENS=${MAX_TOKENS:-8192}
 HERE="$(cd "$(dirname "$0")" && pwd)"; REPO="$(cd "$HERE/../.." && pwd)"
+for step in ${STEPS:-}; do
+  case $step in train|analyze|rwth|newstest2014) ;;
+    *) echo "gpu_run.sh: error: STEPS: unknown step '$step' (train analyze rwth newstest2014)" >&2; exit 2 ;;
+  esac
+done
 source "$REPO/scripts/gpu/setup.sh" || exit 1
 export PYTHONPATH="$REPO:$PYTHONPATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # several processes share 16 cores
@@ -105,12 +110,15 @@ if ! has_step train; then
 elif [ "${FP16_PROBE:-}" = alongside ]; then
   [ "${PRECISION-auto}" = auto ] && { echo "gpu_run.sh: FP16_PROBE=alongside needs PRECISION (\"\" for fp32, --fp16, --amp)" >&2; exit 2; }
   fp16_probe &
-elif [ "${PRECISION-auto}" = auto ] && [ -f "$W/fp16-probe/precision" ]; then  # a resumed run keeps its precision
-  PRECISION=$(cat "$W/fp16-probe/precision")
+elif [ "${PRECISION-auto}" = auto ] && [ -f "$W/precision" ]; then  # a resumed run keeps the precision it trained in
+  PRECISION=$(cat "$W/precision")
 elif [ "${PRECISION-auto}" = auto ]; then  # fp16 probe first (see the header)
   fp16_probe; PRECISION=$(cat "$W/fp16-probe/precision")
 fi
-echo "precision ${PRECISION:-fp32}" >> "$W/gpu.txt"
+if has_step train; then
+  echo "$PRECISION" > "$W/precision"  # what the models train in (the probe's verdict is only fp16-probe/'s)
+  echo "precision ${PRECISION:-fp32}" >> "$W/gpu.txt"
+fi
 for model in $MODELS; do run_model "$model" & done
 wait
 nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$W/gpu.txt"

@@ -133,11 +133,14 @@ def add_bleu(rows, folders, data: Path) -> None:
                                                ("bleu_rwth", "gen-rwth.txt", f"rwth.tok.{tgt}", "none")):
             refs = read_lines(data / refs_file)
             hyps = [translated(generation(f, name)) for _, f in group]
-            common = sorted(set.intersection(*(set(h) for h in hyps)) & set(range(len(refs))))
+            done = [(row, h) for (row, _), h in zip(group, hyps) if h]  # a model with no output gets no BLEU
+            if not done:
+                continue
+            common = sorted(set.intersection(*(set(h) for _, h in done)) & set(range(len(refs))))
             if not common:
                 continue
             detok = MosesDetokenizer(lang=tgt)
-            for (row, _), h in zip(group, hyps):
+            for row, h in done:
                 out = [h[i] for i in common]
                 if tokenize == "13a":
                     out = [detok.detokenize(x.split()) for x in out]
@@ -157,7 +160,8 @@ def add_ratios(rows) -> None:
         r["valid_ppl_vs_softmax"] = r["updates_vs_softmax"] = None
         if soft is None:
             continue
-        common = set.intersection(*(set(dict(x["valid_curve"])) for x in group))
+        curves = [set(dict(x["valid_curve"])) for x in group if x["valid_curve"]]  # a model without validation is left out
+        common = set.intersection(*curves) if curves and r["valid_curve"] and soft["valid_curve"] else set()
         if common:
             u = max(common)
             r["valid_ppl_vs_softmax"] = (u, dict(r["valid_curve"])[u] / dict(soft["valid_curve"])[u])
@@ -174,8 +178,10 @@ def best_layers(row) -> dict:
 
 
 def cross_mean(row, key):
-    cross = row["cross_attention"]
-    return sum(s[key] for s in cross.values()) / len(cross) if cross else None
+    """Mean over the layers that have the statistic (a layer's head JSD is null when too few heads attend)."""
+    values = [s.get(key) for s in (row["cross_attention"] or {}).values()]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def fmt(x, spec=".1f"):
@@ -266,8 +272,12 @@ def main() -> None:
     folders = sorted((f for f in args.run.iterdir() if (f / "train.log").is_file()), key=model_order)
     if not folders:
         sys.exit(f"summarize.py: error: {args.run}: no DIR-VARIANT/train.log folders (gpu_run.sh writes them)")
-    if args.data is not None and not (args.data / "rwth.tok.en").is_file():
-        sys.exit(f"summarize.py: error: --data {args.data}: no rwth.tok.en (prepare.py's output folder is needed)")
+    if args.data is not None:
+        needed = sorted({f"{name}.{f.name[3:5]}" for f in folders for name in ("newstest2014.raw", "rwth.tok")})
+        missing = [n for n in needed if not (args.data / n).is_file()]
+        if missing:
+            sys.exit(f"summarize.py: error: --data {args.data}: no {', '.join(missing)} "
+                     "(prepare.py's output folder is needed)")
     rows = [summarise_model(f) for f in folders]
     if args.data is not None:
         add_bleu(rows, folders, args.data)

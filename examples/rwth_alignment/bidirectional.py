@@ -107,6 +107,10 @@ def main() -> None:
         backward = read_links(backward_dir, True, len(gold))
         if args.eflomal_train:
             eflomal_text = check_eflomal_text(args.eflomal_train, args.eflomal_test, args.langs, len(gold))
+            try:
+                import eflomal  # noqa: F401  (an optional extra: fairseq-rela[align])
+            except ImportError:
+                fail("--eflomal-train needs the eflomal package (pip install eflomal)")
     except (AlignmentFileError, OSError) as err:
         fail(str(err))
     common = [c for c in forward if c in backward]
@@ -127,7 +131,11 @@ def main() -> None:
     if args.eflomal_train:
         from fairseq_rela.alignment.eflomal import eflomal_alignments
 
-        baselines = {name: score(gold, links) for name, links in eflomal_alignments(*eflomal_text).items()}
+        try:
+            links = eflomal_alignments(*eflomal_text)
+        except (ValueError, OSError) as err:
+            fail(f"eflomal failed: {err}")
+        baselines = {name: score(gold, found) for name, found in links.items()}
     result = {"forward": str(forward_dir), "backward": str(backward_dir), "gold": args.gold, "sentences": len(gold),
               "configs": configs, "best_symmetrised": best_sym, "best_pair": best_pair, "baselines": baselines}
     pair = best_pair["grow-diag-final-and"]

@@ -150,13 +150,18 @@ def add_bleu(rows, folders, data: Path) -> None:
                     row["bleu_signature"] = signature
 
 
+def softmax_row(rows, row):
+    """The softmax model of ``row``'s direction, or None."""
+    return next((x for x in rows if x["model"] == f"{direction(row)}-softmax"), None)
+
+
 def add_ratios(rows) -> None:
     """Each model against softmax of its direction: validation perplexity at the last update every
     model of the direction validated (one update for all), and updates trained in the same time (the
     models trained side by side on one GPU)."""
     for r in rows:
         group = [x for x in rows if direction(x) == direction(r)]
-        soft = next((x for x in group if x["model"] == f"{direction(r)}-softmax"), None)
+        soft = softmax_row(rows, r)
         r["valid_ppl_vs_softmax"] = r["updates_vs_softmax"] = None
         if soft is None:
             continue
@@ -248,7 +253,7 @@ def plot(rows, path: Path) -> None:
             a.plot(*zip(*r["valid_curve"]), marker="o", **style)
         if fp16 and r["final_loss_scale"] is not None:  # an fp32 log has no loss scale
             b.plot(*zip(*r["loss_scale_curve"]), **style)
-        soft = dict(next((x["valid_curve"] for x in rows if x["model"] == f"{direction(r)}-softmax"), []))
+        soft = dict((softmax_row(rows, r) or {"valid_curve": []})["valid_curve"])
         points = [(u, p / soft[u]) for u, p in r["valid_curve"] if u in soft]
         if not fp16 and points:
             b.plot(*zip(*points), marker="o", linestyle="--" if r["model"].endswith("softmax") else "-", **style)

@@ -98,19 +98,20 @@ def main() -> None:
     p.add_argument("--langs", nargs=2, default=None, metavar=("SRC", "TGT"), help="the language suffixes of the eflomal text")
     args = p.parse_args()
     forward_dir, backward_dir = Path(args.forward), Path(args.backward)
-    eflomal = (args.eflomal_train, args.eflomal_test, args.langs)
-    if any(x is not None for x in eflomal) and not all(x is not None for x in eflomal):
+    eflomal_args = (args.eflomal_train, args.eflomal_test, args.langs)
+    if any(x is not None for x in eflomal_args) and not all(x is not None for x in eflomal_args):
         fail("--eflomal-train, --eflomal-test and --langs go together")
+    if args.eflomal_train:
+        try:
+            import eflomal  # noqa: F401  (an optional extra: fairseq-rela[align])
+        except ImportError:
+            fail("--eflomal-train needs the eflomal package (pip install eflomal)")
     try:
         gold = read_gold(args.gold, args.gold_base)
         forward = read_links(forward_dir, False, len(gold))
         backward = read_links(backward_dir, True, len(gold))
         if args.eflomal_train:
             eflomal_text = check_eflomal_text(args.eflomal_train, args.eflomal_test, args.langs, len(gold))
-            try:
-                import eflomal  # noqa: F401  (an optional extra: fairseq-rela[align])
-            except ImportError:
-                fail("--eflomal-train needs the eflomal package (pip install eflomal)")
     except (AlignmentFileError, OSError) as err:
         fail(str(err))
     common = [c for c in forward if c in backward]

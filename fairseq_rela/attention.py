@@ -112,16 +112,13 @@ class ReLAMultiheadAttention(MultiheadAttention):
         if self.spec.fused_sdpa and not need_weights and self.recorder is None:
             p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
             sdpa_mask = None if mask is None else ~mask
-            if bias is not None:  # additive: SDPA adds a float mask to the scores
+            if bias is not None:  # additive: SDPA adds a float mask to the scores (a fully blocked row gives 0)
                 sdpa_mask = bias if mask is None else torch.where(mask, float("-inf"), bias)
             with sdpa_kernel(SDPA_BACKENDS):
                 ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p, scale=1.0)
             used = None
         else:
-            scores = q @ k.transpose(-1, -2)
-            if bias is not None:
-                scores += bias
-            weights = self.spec.weights(scores, mask)
+            weights = self.spec.weights(q @ k.transpose(-1, -2), mask, bias)
             used = self.dropout_module(weights)  # what the output is made of (training: dropped out)
             ctx = used @ v
         if group > 1:
@@ -233,13 +230,15 @@ class ReLAMultiheadAttention(MultiheadAttention):
         key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], group: int
     ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         """A boolean mask ``(B|1, 1, T, S)`` (True = may not be attended; never ``(B,H,T,S)``) and an
-        additive float bias ``(1, 1, T, S)`` or None.
+        additive float bias ``(1, 1, T, S)`` (0 where blocked) for a float ``attn_mask``, else None.
 
         fairseq's float ``attn_mask`` is added to the scores: an entry ``<= BLOCKED`` (``-inf``, or the
         ``-1e8`` / ``-1e4`` fairseq's encoder layer writes for a 0/1 mask) blocks the position, as
         ``exp(s - 1e4)`` underflows to an exact 0 in stock softmax; for ReLA (multiplicative mask, as the
-        authors') and sparsemax/entmax a blocked weight is exactly 0 too.  Any other non-zero entry is a
-        bias added to the scores before the activation (before ReLA's ReLU).
+        authors') and sparsemax/entmax a blocked weight is exactly 0 too.  The other entries are a bias
+        added to the scores before the activation (before ReLA's ReLU).  The values are never inspected
+        on the host (no synchronisation): an all-zero bias is added like any other.  A query whose every
+        position is blocked attends nowhere: weights 0, output ``W_O N(0) + b_O``, on every path.
         """
         mask = bias = None
         if key_padding_mask is not None:
@@ -247,8 +246,7 @@ class ReLAMultiheadAttention(MultiheadAttention):
         if attn_mask is not None:
             if attn_mask.is_floating_point():
                 blocked = attn_mask <= BLOCKED
-                rest = attn_mask.masked_fill(blocked, 0.0)
-                bias = rest if bool(rest.any()) else None
+                bias = attn_mask.masked_fill(blocked, 0.0)
             else:
                 blocked = attn_mask.bool()
             if group > 1:

@@ -83,10 +83,9 @@ class _RMSNormFunction(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         z, weight, gate, r, s, null = ctx.saved_tensors
         dt = r.dtype
-        zf, dyf = z.to(dt), dy.to(dt)
-        has_null = bool(null.any())
-        if has_null:  # an inf upstream gradient (fp16) on a zero row must not give inf * 0 = NaN
-            dyf = dyf.masked_fill(null, 0.0)
+        # a zero row's upstream gradient is ignored: an inf one (fp16) must not give inf * 0 = NaN, and
+        # with it 0 every term below is 0 on that row, so its input gradient is 0 (no host sync needed)
+        zf, dyf = z.to(dt), dy.to(dt).masked_fill(null, 0.0)
         red = tuple(range(z.dim() - 1))
         n = zf * r  # the normalised row
         t = n if s is None else n * s  # y / weight
@@ -102,8 +101,6 @@ class _RMSNormFunction(torch.autograd.Function):
         dz.addcmul_(n, proj, value=-1.0).mul_(r)  # r (dL/dn - n mean(dL/dn ⊙ n))
         if d_pre is not None:
             dz.addcmul_(d_pre, gate.to(dt))
-        if has_null:
-            dz.masked_fill_(null, 0.0)
         return (dz.to(z.dtype), None if d_weight is None else d_weight.to(weight.dtype),
                 None if d_gate is None else d_gate.to(gate.dtype), None)
 

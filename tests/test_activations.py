@@ -33,11 +33,12 @@ def test_rela_is_relu_with_exact_zero_mask():
 
 def test_softmax_rows_sum_to_one_and_match_torch():
     s, m = _scores(), _mask()
-    m[2, :, 3, :] = False  # softmax of a fully masked row is undefined (NaN), as in fairseq
     w = softmax(s.clone(), m)
+    empty = m.all(-1).expand(w.shape[:-1])  # the fully masked row attends nowhere: 0, not NaN
+    assert empty.any() and (w[empty] == 0).all()
     ref = torch.softmax(s.masked_fill(m, float("-inf")), -1)
-    torch.testing.assert_close(w, ref)
-    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+    torch.testing.assert_close(w[~empty], ref[~empty])
+    torch.testing.assert_close(w.sum(-1)[~empty], torch.ones_like(w.sum(-1)[~empty]))
 
 
 @pytest.mark.parametrize("fn,ref", [(sparsemax, sparsemax_ref), (entmax15, entmax15_ref)])
@@ -61,13 +62,37 @@ def test_sparse_activations_match_reference(fn, ref):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_no_nan_and_finite_gradients(name, dtype):
     s = _scores(2).to(dtype).requires_grad_()
-    m = _mask()
-    if name == "softmax":
-        m[2, :, 3, :] = False
+    m = _mask()  # with a fully masked row
     w = get_activation(name)(s * 1, m)  # a fresh non-leaf tensor, as the attention passes
     assert w.dtype == dtype and torch.isfinite(w).all()
+    assert (w[2, :, 3] == 0).all()  # the fully masked row attends nowhere
     w.float().pow(2).sum().backward()
-    assert torch.isfinite(s.grad).all()
+    assert torch.isfinite(s.grad).all() and (s.grad[2, :, 3] == 0).all() and (s.grad != 0).any()
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_bias_is_added_before_the_activation_and_blocked_stays_zero(name):
+    """weights(s, mask, bias) == weights(s + bias, mask): one pass, the same weights; blocked exactly 0."""
+    fn = get_activation(name)
+    s, m = _scores(3), _mask()
+    bias = torch.linspace(-2, 2, 35).view(5, 7).masked_fill(m[1, 0], 0.0)  # (T, S), 0 where blocked
+    w = fn(s.clone(), m, bias)
+    torch.testing.assert_close(w, fn(s + bias, m), atol=1e-6, rtol=1e-5)
+    assert (w[m.expand_as(w)] == 0).all() and (w > 0).any()
+    torch.testing.assert_close(fn(s.clone(), None, bias), fn(s + bias, None), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn,ref", [(sparsemax, sparsemax_ref), (entmax15, entmax15_ref)])
+def test_sparse_activations_keep_rows_scored_below_the_mask_fill(fn, ref):
+    """A partly masked row whose open scores are all far below the finite fill (-1e4) still puts its
+    weight on them (the fill is relative to the row's maximum)."""
+    s = torch.tensor([[-2e4, -2e4 + 0.5, -3e4, 5.0, 1e3]])
+    m = torch.tensor([[False, False, False, True, True]])
+    w = fn(s.clone(), m)
+    expected = torch.zeros(5, dtype=torch.double)
+    expected[:3] = ref(s[0, :3])
+    torch.testing.assert_close(w[0].double(), expected, atol=1e-5, rtol=1e-4)
+    assert w.sum().item() == pytest.approx(1.0)
 
 
 def test_unknown_activation_names_allowed_values():

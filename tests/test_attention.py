@@ -1,11 +1,13 @@
 """ReLAMultiheadAttention (attention.py): equality with stock fairseq for softmax, the direct ReLA formula,
 fairseq's mask forms (-inf, -1e8 and -1e4 block; other float values are an additive bias), incremental and
-beam-shared states, and every activation under bf16 autocast on degenerate inputs."""
+beam-shared states, every activation under bf16 autocast on degenerate inputs, fully blocked query rows
+(weights 0 and output b_O on every path) and no host reads of tensor values in a training step."""
 import math
 
 import pytest
 import torch
 from fairseq.modules import MultiheadAttention
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.normalization import build_head_norm
@@ -83,7 +85,10 @@ def test_rela_layer_equals_direct_formula(norm, variant, self_attention):
     ref = attention_ref(mha, q, k, key_padding_mask=pad, causal=self_attention)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     assert (w == 0).any() and (w > 0).any()
-    assert (w[:, 1, :, -2:] == 0).all() if not self_attention else True
+    blocked = pad[1].expand(q.size(0), k.size(0))  # sentence 1's padded keys, for every query
+    if self_attention:
+        blocked = blocked | torch.ones_like(blocked).triu(1)
+    assert blocked.any() and (w[:, 1][:, blocked] == 0).all()
 
 
 def test_null_attention_row_gives_zero_vector_not_nan():
@@ -263,3 +268,146 @@ def test_bf16_autocast_forward_and_backward_stay_finite(activation, case):
     out.float().pow(2).mean().backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in mha.parameters() if p.grad is not None)
+
+
+# --- fully blocked query rows: every activation, every path (README "Masks") ---
+
+ALL_ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
+BLOCKED_ROW = 2  # the query whose every key is blocked by the float / boolean attn_mask
+
+
+def _blocking_masks(fill):
+    """(key_padding_mask, attn_mask): sentence 1 entirely padded, or query BLOCKED_ROW blocked by the
+    causal ``attn_mask`` written with ``fill``; and the (B, T) queries that may attend nowhere."""
+    if fill == "key_padding":
+        pad = _pad()
+        pad[1] = True
+        empty = torch.zeros(B, T, dtype=torch.bool)
+        empty[1] = True
+        return pad, _causal_mask(float("-inf")), empty
+    attn = _causal_mask(fill)
+    attn[BLOCKED_ROW] = True if fill == "bool" else fill
+    empty = torch.zeros(B, T, dtype=torch.bool)
+    empty[:, BLOCKED_ROW] = True
+    return None, attn, empty
+
+
+def _blocking_mha(activation):
+    torch.manual_seed(0)
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True).eval()
+    with torch.no_grad():
+        mha.out_proj.bias.normal_()  # fairseq starts it at 0: make "the output is b_O" mean something
+    return mha
+
+
+def _run(mha, pad, attn, need_weights, record=False):
+    """Output, weights (or None), the recorder's weights (or None) and the input gradient."""
+    x = _x(4).requires_grad_()
+    seen = []
+    mha.recorder = (lambda module, weights, *rest: seen.append(weights.detach())) if record else None
+    try:
+        out, w = mha(x, x, x, key_padding_mask=pad, attn_mask=attn, need_weights=need_weights,
+                     need_head_weights=need_weights)
+    finally:
+        mha.recorder = None
+    out.pow(2).sum().backward()
+    return out.detach(), w, (seen[0] if seen else None), x.grad
+
+
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
+@pytest.mark.parametrize("fill", ["key_padding", float("-inf"), -1e8, -1e4, "bool"])
+def test_fully_blocked_query_attends_nowhere_on_every_path(activation, fill):
+    """Weights 0 and output b_O (N(0) = 0), finite gradients, and the same output whether the weights
+    are requested, a recorder is attached or neither (softmax: the fused SDPA path)."""
+    mha = _blocking_mha(activation)
+    pad, attn, empty = _blocking_masks(fill)
+    ref, _, _, ref_grad = _run(mha, pad, attn, need_weights=False)
+    for need, record in ((True, False), (False, True), (True, True)):
+        out, w, rec, grad = _run(mha, pad, attn, need, record)
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=1e-4)
+        for weights in (w, None if rec is None else rec.transpose(0, 1)):  # both (H, B, T, S)
+            if weights is not None:
+                assert torch.isfinite(weights).all()
+                assert (weights[:, empty] == 0).all() and (weights[:, ~empty] > 0).any()
+    torch.testing.assert_close(ref[empty.T], mha.out_proj.bias.detach().expand(int(empty.sum()), E), atol=1e-6, rtol=0)
+    assert (ref[~empty.T] != mha.out_proj.bias.detach()).any(-1).all()
+
+
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
+def test_fully_padded_sentence_in_incremental_cross_attention(activation):
+    """Incremental decoding (cached encoder keys) gives the fully padded sentence the same b_O as a
+    full forward, with and without the weights."""
+    torch.manual_seed(0)
+    norm = build_head_norm("rms", "g", E) if activation == "rela" else None
+    mha = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, encoder_decoder_attention=True).eval()
+    with torch.no_grad():
+        mha.out_proj.bias.normal_()
+    q, k, pad = _inputs(T=4, S=6, B=3)
+    pad[2] = True
+    full, _ = mha(q, k, k, key_padding_mask=pad, static_kv=True, need_weights=False)
+    for need in (False, True):
+        state, steps = {}, []
+        for t in range(4):
+            out, w = mha(q[t : t + 1], k, k, key_padding_mask=pad, static_kv=True, incremental_state=state,
+                         need_weights=need)
+            steps.append(out)
+            assert w is None or (torch.isfinite(w).all() and (w[2] == 0).all())
+        torch.testing.assert_close(torch.cat(steps), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full[:, 2], mha.out_proj.bias.detach().expand(4, E), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fill", ["key_padding", float("-inf"), -1e8])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_fully_blocked_rows_against_stock_fairseq(fill, need_weights):
+    """Stock fairseq on a fully blocked query: NaN with the weights (eager softmax over -inf), 0 on its
+    fused path, and, for -1e8, a uniform average over the blocked keys.  Ours: every other query equals
+    stock; the blocked one attends nowhere (output b_O), as stock's fused path does for -inf/padding."""
+    torch.manual_seed(0)
+    stock = MultiheadAttention(E, H, self_attention=True).eval()
+    ours = ReLAMultiheadAttention(E, H, self_attention=True).eval()
+    with torch.no_grad():
+        stock.out_proj.bias.normal_()
+    ours.load_state_dict(stock.state_dict())
+    pad, attn, empty = _blocking_masks(fill)
+    x = _x(5)
+    a, _ = stock(x, x, x, key_padding_mask=pad, attn_mask=attn, need_weights=need_weights)
+    b, _ = ours(x, x, x, key_padding_mask=pad, attn_mask=attn, need_weights=need_weights)
+    torch.testing.assert_close(b[~empty.T], a[~empty.T], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b[empty.T], ours.out_proj.bias.detach().expand(int(empty.sum()), E), atol=1e-6, rtol=0)
+    fused, _ = stock(x, x, x, key_padding_mask=pad, attn_mask=attn, need_weights=False)
+    if fill != -1e8:  # stock's fused path (SDPA) agrees on every row
+        torch.testing.assert_close(b, fused, atol=1e-5, rtol=1e-5)
+
+
+class _NoHostReads(TorchDispatchMode):
+    """Fails on any read of a tensor value by Python (``.item()``, ``bool(t)``, ``int(t)``): on a GPU,
+    each one waits for every queued kernel."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("a tensor value was read on the host")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("activation,need_weights", [("rela", False), ("softmax", False), ("softmax", True)])
+@pytest.mark.parametrize("variant", ["g", "i"])
+def test_training_step_reads_no_tensor_value_on_the_host(activation, need_weights, variant):
+    """Forward and backward of a decoder self-attention (float causal mask, padding, a null row) and a
+    cross-attention never synchronise with the device."""
+    torch.manual_seed(0)
+    norm = build_head_norm("rms", variant, E) if activation == "rela" else None
+    self_attn = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, self_attention=True).train()
+    norm = build_head_norm("rms", variant, E) if activation == "rela" else None
+    cross = ReLAMultiheadAttention(E, H, activation=activation, head_norm=norm, encoder_decoder_attention=True).train()
+    x, k = _x(6).requires_grad_(), _x(7)
+    x.data[0] = 0.0  # a query with a zero head output (ReLA: a null row) after zero biases
+    bias = -0.5 * torch.arange(T, dtype=torch.float)[None, :] + _causal_mask(float("-inf"))
+    with _NoHostReads():
+        for attn in (_causal_mask(float("-inf")), bias):
+            y, _ = self_attn(x, x, x, key_padding_mask=_pad(), attn_mask=attn, need_weights=need_weights)
+            out, _ = cross(y, k, k, key_padding_mask=_pad(), static_kv=True, need_weights=need_weights)
+            out.pow(2).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad != 0).any()

@@ -9,10 +9,12 @@ from scipy import stats
 
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.normalization import GatedRMSNorm, RMSNorm, build_head_norm, rms_norm
+from tests.helpers import build
 
 pytestmark = pytest.mark.unit
 
 E, H = 16, 4
+AUTHORS_EPS = 1e-8  # bzhangGo/zero, utils/dtype.py: epsilon(), the eps of modules/rela.py's (gated_)rms_norm
 
 
 def _ks_uniform(values: torch.Tensor, bound: float) -> float:
@@ -138,3 +140,21 @@ def test_fp16_gradients_on_null_and_masked_rows_are_finite_and_match_fp32(varian
     with torch.no_grad():
         _, w = mha32(q16.float(), k16.float(), k16.float(), key_padding_mask=pad, static_kv=True)
     assert (w[:, :2] == 0).all() and (w[2] == 0).all() and (w[:2, 2:] > 0).any()  # (B, T, S): null rows are null
+
+
+@pytest.mark.parametrize("variant", ["g", "i"])
+def test_model_built_from_options_normalises_with_the_authors_eps(toy_data, variant):
+    """The eps nobody passes: every normaliser of a model built from the command line computes
+    ``z / √(mean(z²) + 1e-8)``, seen on a row with mean(z²) = 1e-8 (eps 1e-5 would give 22x less)."""
+    _, model = build(toy_data, "--attention-activation", "rela", "--rela-variant", variant)
+    norms = [m for m in model.modules() if isinstance(m, RMSNorm)]
+    assert len(norms) == 6 and all(isinstance(n, GatedRMSNorm) == (variant == "g") for n in norms)
+    for norm in norms:
+        z = torch.full((2, 1, norm.weight.numel()), 1e-4)
+        expected = norm.weight * z / math.sqrt(1e-8 + AUTHORS_EPS)
+        if variant == "g":
+            expected = expected * torch.sigmoid(norm.gate * z)
+        torch.testing.assert_close(norm(z), expected, rtol=1e-5, atol=0)
+        torch.testing.assert_close(norm.linearize(z).row_scale, torch.full((2, 1, 1), 1 / math.sqrt(2e-8)), rtol=1e-5, atol=0)
+    z = torch.full((1, 8), 1e-4)
+    torch.testing.assert_close(rms_norm(z, torch.ones(8)), z / math.sqrt(1e-8 + AUTHORS_EPS), rtol=1e-5, atol=0)

@@ -69,3 +69,47 @@ def attention_ref(mha, query, key, key_padding_mask=None, causal=False, activati
                 z = norm.weight.double() * z / math.sqrt(float((z * z).mean()) + norm.eps)
             out[i, b] = z @ mha.out_proj.weight.double().T + mha.out_proj.bias.double()
     return out
+
+
+def symmetrize_ref(forward, reverse, method):
+    """Koehn et al.'s symmetrisation as Moses' ``symal`` runs it (its points ordered target first): the
+    intersection grown by scanning the grid target-major again and again (a point added during a scan
+    is reached later in the same scan when it lies further on) into union points next to an aligned
+    point (symal's neighbour order, as (target, source) steps: up, left, down, right, then the
+    diagonals) that cover a word unaligned on either side; "final-and" then adds the forward's, then the
+    reverse's points whose words are both unaligned, each scanned target-major.  Sets of (source, target)."""
+    union = set(forward) | set(reverse)
+    if method == "union":
+        return union
+    links = set(forward) & set(reverse)
+    if method == "intersection" or not union:
+        return links
+    n_src = max(s for s, _ in union) + 1
+    n_tgt = max(t for _, t in union) + 1
+    steps = [(-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]  # (target, source)
+
+    def src_free(s):
+        return all(a != s for a, _ in links)
+
+    def tgt_free(t):
+        return all(b != t for _, b in links)
+
+    added = True
+    while added:
+        added = False
+        for t in range(n_tgt):
+            for s in range(n_src):
+                if (s, t) not in links:
+                    continue
+                for dt, ds in steps:
+                    new = (s + ds, t + dt)
+                    if new in union and new not in links and (src_free(new[0]) or tgt_free(new[1])):
+                        links.add(new)
+                        added = True
+    if method == "grow-diag-final-and":
+        for direction in (forward, reverse):
+            for t in range(n_tgt):
+                for s in range(n_src):
+                    if (s, t) in direction and src_free(s) and tgt_free(t):
+                        links.add((s, t))
+    return links

@@ -2,14 +2,16 @@
 its parsers: any input either parses to links inside the sentence bounds or gives a one-line error naming the
 file.  Each fuzz test counts and reports the cases it tried."""
 import os
+import re
 import tempfile
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fairseq_rela.alignment.aer import (MAX_DIGITS, AlignmentFileError, Gold, alignment_error_rate, check_lengths,
-                                       read_gold, read_hypothesis)
+from fairseq_rela.alignment.aer import (MAX_DIGITS, AlignmentFileError, Gold, SentenceText, alignment_error_rate,
+                                       base_warning, check_aligns_reference, check_lengths, read_alignments, read_gold,
+                                       read_hypothesis, same_text)
 from tests.helpers import FUZZ
 
 pytestmark = pytest.mark.unit
@@ -171,3 +173,61 @@ def test_fuzz_fairseq_generate_output():
 
     run()
     _report("fairseq-generate output", tried, outcomes)
+
+
+@pytest.mark.parametrize("reference,hypothesis,same", [
+    ("A B", "A  B", True),
+    ("A <<unk>> C", "A <unk> C", True),  # T- escapes unknown words, H- does not
+    ("A <<unk>> C", "A Bx C", True),
+    ("Ros<<unk>>en gut", "Ros<unk>en gut", True),  # --post-process sentencepiece glues the pieces around it
+    ("A B", "A B C", False),
+    ("A <<unk>> C", "A B D C", False),  # an unknown word is one word
+    ("A B", "", False),
+])
+def test_same_text(reference, hypothesis, same):
+    assert same_text(reference, hypothesis) is same
+
+
+def test_generate_texts_follow_the_scored_hypothesis(tmp_path):
+    out = ("S-0\ta b\nT-0\tA B\nH-0\t-0.1\tA B\nD-0\t-0.1\tA B\nA-0\t0-0\nH-0\t-0.2\tB A\nD-0\t-0.2\tB A\nA-0\t1-0\n")
+    (tmp_path / "gen").write_text(out)
+    best = read_alignments(str(tmp_path / "gen"))
+    assert best.texts == [SentenceText("a b", "A B", "A B")] and best.links == [{(0, 0)}]
+    second = read_alignments(str(tmp_path / "gen"), nbest_index=1)
+    assert second.texts[0].hypothesis == "B A" and second.links == [{(1, 0)}]
+    with pytest.raises(AlignmentFileError, match=r"gen: the A- links of 1 of 1 sentences \(first: sentence 0\)"):
+        check_aligns_reference(second)
+    check_aligns_reference(best)
+    # D- (detokenised, like T-) is compared, not H-: --tokenizer moses leaves H- tokenised
+    (tmp_path / "moses").write_text("S-0\ta b\nT-0\tA, B\nH-0\t-0.1\tA , B\nD-0\t-0.1\tA, B\nA-0\t0-0\n")
+    check_aligns_reference(read_alignments(str(tmp_path / "moses")))
+    (tmp_path / "pharaoh").write_text("0-0\n")
+    assert read_alignments(str(tmp_path / "pharaoh")).texts is None
+
+
+@pytest.mark.parametrize("gold_base,hyp_base,delta,hints", [
+    (1, 0, -1, ["--hyp-base 1", "--gold-base 0"]),
+    (0, 0, -1, ["--hyp-base 1"]),
+    (1, 1, -1, ["--gold-base 0"]),
+    (0, 1, -1, []),
+    (1, 0, 1, []),
+    (0, 0, 1, ["--gold-base 1"]),
+    (1, 1, 1, ["--hyp-base 0"]),
+    (0, 1, 1, ["--hyp-base 0", "--gold-base 1"]),
+])
+def test_base_warning_hints_only_options_not_given(gold_base, hyp_base, delta, hints):
+    gold = [Gold({(i, i) for i in range(1, 4)}, {(i, i) for i in range(1, 4)})]
+    hyp = [{(i - delta, i - delta) for i in range(1, 4)}]  # fits the gold shifted by delta
+    warning = base_warning(gold, hyp, "hyp", gold_base, hyp_base)
+    assert f"shifted by {delta:+d}" in warning
+    offered = re.findall(r"--(?:hyp|gold)-base [01]", warning.partition(" try ")[2])
+    assert offered == hints, warning
+    assert f"--gold-base {gold_base}" not in offered and f"--hyp-base {hyp_base}" not in offered
+
+
+def test_base_warning_names_swapped_links():
+    gold = [Gold({(0, 1), (1, 2), (2, 0)}, {(0, 1), (1, 2), (2, 0)})]
+    swapped = [{(1, 0), (2, 1), (0, 2)}]
+    assert "try with --reverse-hyp" in base_warning(gold, swapped, "hyp")
+    assert "try without --reverse-hyp" in base_warning(gold, swapped, "hyp", reversed_=True)
+    assert base_warning(gold, [g.sure for g in gold], "hyp") is None

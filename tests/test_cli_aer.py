@@ -167,3 +167,116 @@ def test_empty_gold_line_is_a_warning_not_an_error(tmp_path):
     (tmp_path / "hyp").write_text("0-0\n\n")
     proc = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp")
     assert "gold:2: empty line" in proc.stderr and proc.stdout.startswith("AER 0.0")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("given", ["--src", "--tgt"])
+def test_src_and_tgt_go_together(tmp_path, capsys, given):
+    (tmp_path / "TEXT").write_text("a b\na b\n")
+    proc = _aer(tmp_path, "0-0\n0-0\n", given, tmp_path / "TEXT", check=False, capsys=capsys)
+    assert _one_line_error(proc, "go together") == "fairseq-rela-aer: error: --src and --tgt go together"
+
+
+@pytest.mark.unit
+def test_shift_hint_never_repeats_an_option_given(tmp_path, capsys):
+    # a 1-based gold read with --gold-base 0: the fix is --gold-base 1, never the --gold-base 0 already given
+    proc = _aer(tmp_path, "0-0 1-1 2-2\n0-1 1-0\n", "--gold-base", "0", gold="1-1 2-2 3-3\n1-2 2-1\n", capsys=capsys)
+    assert "try --gold-base 1" in proc.stderr and "--gold-base 0" not in proc.stderr, proc.stderr
+
+
+def _generate(pairs, links, hyps=None, post_processed=False) -> str:
+    """A fairseq-generate output: per sentence S-, T-, H-, D-, P-, A- (T- escapes unknown words)."""
+    out = []
+    for i, ((s, t), a, h) in enumerate(zip(pairs, links, hyps or [None] * len(pairs))):
+        h = t.replace("<<unk>>", "<unk>") if h is None else h
+        out += [f"S-{i}\t{s}", f"T-{i}\t{t}", f"H-{i}\t-0.3\t{h}", f"D-{i}\t-0.3\t{h}", f"P-{i}\t-0.1", f"A-{i}\t{a}"]
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.unit
+def test_beam_hypotheses_are_refused(tmp_path, capsys):
+    pairs = [("a b", "A B"), ("a b", "B <<unk>>")]
+    reference = _generate(pairs, ["0-0 1-1", "0-1 1-0"])  # --score-reference: H- = T- (unknown words unescaped)
+    assert json.loads(_aer(tmp_path, reference, capsys=capsys).stdout)["aer"] == pytest.approx(0.0)
+    beam = _generate(pairs, ["0-0 1-1", "0-1 1-0 1-2"], hyps=["A B", "B A C"])
+    line = _one_line_error(_aer(tmp_path, beam, check=False, capsys=capsys), "hyp: the A- links")
+    assert line.endswith("hyp: the A- links of 1 of 2 sentences (first: sentence 1) align the beam hypothesis (H-), "
+                         "not the reference (T-): rerun fairseq-generate with --score-reference (or pass "
+                         "--allow-hypothesis-links if the hypotheses are aligned on purpose)")
+    # the hypothesis blamed before the lengths (it is longer than --tgt), and --reverse-hyp changes nothing
+    (tmp_path / "SRC").write_text("a b\na b\n")
+    (tmp_path / "TGT").write_text("A B\nB C\n")
+    for extra in (["--src", tmp_path / "SRC", "--tgt", tmp_path / "TGT"], ["--reverse-hyp"]):
+        _one_line_error(_aer(tmp_path, beam, *extra, check=False, capsys=capsys), r"align the beam hypothesis \(H-\)")
+    out = json.loads(_aer(tmp_path, beam, "--allow-hypothesis-links", capsys=capsys).stdout)
+    assert out["hyp_links"] == 5 and "aligns:hypothesis" in out["signature"]
+
+
+@pytest.fixture(scope="module")
+def spm_generated(tmp_path_factory):
+    """Real fairseq-generate outputs of a toy corpus in sentencepiece pieces (``▁w1 2`` for ``w12``): a model
+    trained 3 updates, decoded with --score-reference and with beam search, each with and without
+    --post-process sentencepiece.  {(mode, post_process): stdout}, and the word-level gold."""
+    from fairseq_rela.toy import write_toy_corpus
+    from tests.helpers import TRAIN_ARGS, USER_DIR
+
+    d = tmp_path_factory.mktemp("spm")
+    write_toy_corpus(d / "words", splits=(("train", 200), ("valid", 20), ("test", 41)))
+    for split in ("train", "valid", "test"):
+        for lang in ("src", "tgt"):
+            words = (d / "words" / f"{split}.{lang}").read_text().splitlines()
+            (d / f"{split}.{lang}").write_text("".join(
+                " ".join(f"\u2581{w[:2]} {w[2:]}" if len(w) > 2 else f"\u2581{w}" for w in line.split()) + "\n"
+                for line in words))
+    run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref", d / "train",
+            "--validpref", d / "valid", "--testpref", d / "test", "--destdir", d / "bin", "--workers", "1")
+    run_cli("fairseq-train", d / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--max-update", "3",
+            "--save-dir", d / "ckpt")
+    outputs = {}
+    for mode in ("--score-reference", "--beam=2"):
+        for post in ([], ["--post-process", "sentencepiece"]):
+            outputs[mode, bool(post)] = run_cli(
+                "fairseq-generate", d / "bin", "--user-dir", USER_DIR, "--task", "translation_alignment", "--path",
+                d / "ckpt" / "checkpoint_last.pt", "--print-alignment", "--cpu", "--gen-subset", "test",
+                "--required-batch-size-multiple", "1", "--max-tokens", "300", "--max-len-b", "5", mode, *post).stdout
+    return outputs, (d / "words" / "test.align").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("post_process", [False, True], ids=["pieces", "post-processed"])
+def test_real_generate_outputs_score_only_the_reference(spm_generated, tmp_path, post_process):
+    outputs, gold = spm_generated
+    reference, beam = outputs["--score-reference", post_process], outputs["--beam=2", post_process]
+    t_line = next(line for line in reference.splitlines() if line.startswith("T-"))
+    assert ("\u2581" in t_line) is not post_process  # the two kinds of output really differ
+    ok = json.loads(_aer(tmp_path, reference, "--gold-base", "0", gold=gold).stdout)
+    assert ok["sentences"] == 41
+    line = _one_line_error(_aer(tmp_path, beam, "--gold-base", "0", gold=gold, check=False), "hyp: the A- links")
+    n = int(re.search(r"A- links of (\d+) of 41 sentences", line).group(1))
+    hyps = [line.split("\t")[2] for line in beam.splitlines() if line.startswith("D-")]
+    refs = [line.split("\t")[1] for line in beam.splitlines() if line.startswith("T-")]
+    assert n == sum(h != r for h, r in zip(hyps, refs)) > 0  # counted independently: the hypotheses that differ
+    assert json.loads(_aer(tmp_path, beam, "--gold-base", "0", "--allow-hypothesis-links", gold=gold).stdout)[
+        "sentences"] == 41
+
+
+@pytest.mark.unit
+@pytest.mark.realdata
+def test_rwth_gold_target_source_is_warned(tmp_path, capsys):
+    """The RWTH gold's sure links as a 0-based hypothesis: no warning; the same links target-source (what a
+    swapped fairseq-rela-symmetrize gives): a warning naming --reverse-hyp, and none with it."""
+    from fairseq_rela.alignment.aer import read_gold
+    from tests.helpers import SHARED_DATA
+
+    gold_path = SHARED_DATA / "rwth-deen" / "alignment.talp"
+    gold = read_gold(str(gold_path))
+    straight = "".join(" ".join(f"{i}-{j}" for i, j in sorted(g.sure)) + "\n" for g in gold)
+    swapped = "".join(" ".join(f"{j}-{i}" for i, j in sorted(g.sure)) + "\n" for g in gold)
+    proc = _aer(tmp_path, straight, gold=gold_path.read_text(), capsys=capsys)
+    assert "warning" not in proc.stderr
+    proc = _aer(tmp_path, swapped, gold=gold_path.read_text(), capsys=capsys)
+    assert "fit the gold much better with source and target swapped" in proc.stderr
+    assert "try with --reverse-hyp" in proc.stderr
+    proc = _aer(tmp_path, swapped, "--reverse-hyp", gold=gold_path.read_text(), capsys=capsys)
+    assert "warning" not in proc.stderr and json.loads(proc.stdout)["aer"] == pytest.approx(
+        json.loads(_aer(tmp_path, straight, gold=gold_path.read_text(), capsys=capsys).stdout)["aer"])

@@ -67,9 +67,26 @@ MISSING_HINT = ("sentences are missing from the fairseq-generate output: was the
                 "--skip-invalid-size-inputs-valid-test (fairseq-generate logs how many)?")
 
 
+@dataclass
+class SentenceText:
+    """What a fairseq-generate output printed for one sentence (``None`` where the line is absent)."""
+    source: Optional[str]  # S-
+    reference: Optional[str]  # T-: post-processed and detokenised, unknown words escaped as <<unk>>
+    hypothesis: Optional[str]  # the scored hypothesis: D- (treated like T-), else H-
+
+
+@dataclass
+class Alignments:
+    """Links per sentence of a hypothesis file; ``texts`` only for a fairseq-generate output."""
+    path: str
+    links: List[Set[Link]]
+    texts: Optional[List[SentenceText]] = None
+
+
 def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
-                     sentences: Optional[int]) -> List[Tuple[int, str]]:
-    """(line number, links text) per sentence id 0..N-1 from the ``S-``/``A-`` lines of a fairseq output.
+                     sentences: Optional[int]) -> List[Tuple[int, str, SentenceText]]:
+    """(line number, links text, texts) per sentence id 0..N-1 from a fairseq output's ``S-``/``A-`` lines
+    (``T-``, ``H-``, ``D-`` give the texts).
 
     Repeated ids: the hypotheses of ``--nbest K`` follow their sentence's single ``S-`` line, best
     first; hypothesis ``nbest_index`` (default 0, the best) is taken.  Ids repeated any other way (two
@@ -77,22 +94,29 @@ def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
     """
     a_lines: Dict[int, List[Tuple[int, str]]] = defaultdict(list)
     s_count: Dict[int, int] = defaultdict(int)
+    text: Dict[str, Dict[int, List[str]]] = {kind: defaultdict(list) for kind in ("S-", "T-", "H-", "D-")}
     outside = set()  # ids whose A- line is not in its own S- block
     current = None
     for n, line in enumerate(lines, 1):
         kind = line[:2]
+        if kind in ("T-", "H-", "D-"):  # texts, used for checks only: a line of another shape is not recorded
+            ident, tab, rest = line[2:].partition("\t")
+            if _ID.fullmatch(ident) and len(ident) <= MAX_DIGITS and tab:
+                text[kind][int(ident)].append(rest if kind == "T-" else rest.partition("\t")[2])
+            continue
         if kind not in ("S-", "A-"):
             continue
-        ident, tab, text = line[2:].partition("\t")
+        ident, tab, rest = line[2:].partition("\t")
         if not _ID.fullmatch(ident) or len(ident) > MAX_DIGITS or (kind == "A-" and not tab):
             raise AlignmentFileError(f"{path}:{n}: malformed fairseq {kind} line {_show(line)} "
                                      f"(expected {kind}ID<TAB>..., ASCII digits)")
         ident = int(ident)
         if kind == "S-":
             s_count[ident] += 1
+            text["S-"][ident].append(rest)
             current = ident
         else:
-            a_lines[ident].append((n, text))
+            a_lines[ident].append((n, rest))
             if current != ident:
                 outside.add(ident)
     repeated = sorted(i for i, a in a_lines.items() if len(a) > 1)
@@ -127,33 +151,82 @@ def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
     if missing:
         raise AlignmentFileError(f"{path}: no A- line for sentence {missing[0]} ({len(missing)} of {n_sent} "
                                  f"missing): {MISSING_HINT}")
-    return [a_lines[i][k] for i in range(n_sent)]
+
+    def one(kind: str, i: int, per_hypothesis: bool = False) -> Optional[str]:
+        found = text[kind].get(i, [])
+        if per_hypothesis:  # the k-th of the sentence's hypotheses, if each has its line
+            return found[k] if len(found) == len(a_lines[i]) else None
+        return found[0] if len(found) == 1 else None
+
+    return [(*a_lines[i][k], SentenceText(one("S-", i), one("T-", i),
+                                          one("D-", i, True) if text["D-"] else one("H-", i, True)))
+            for i in range(n_sent)]
 
 
-def read_hypothesis(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,
-                    sentences: Optional[int] = None) -> List[Set[Link]]:
+def read_alignments(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,
+                    sentences: Optional[int] = None) -> Alignments:
     """Pharaoh lines, or the ``A-ID`` lines of a fairseq-generate output (sorted by ID; see
-    :func:`_fairseq_entries` for ``--nbest`` outputs).  ``sentences``: the expected count, if known."""
+    :func:`_fairseq_entries` for ``--nbest`` outputs) with its texts.  ``sentences``: the expected
+    count, if known."""
     lines = read_lines(path)
+    texts = None
     if any(line.startswith("A-") for line in lines):
         entries = _fairseq_entries(lines, path, nbest_index, sentences)
+        texts = [t for _, _, t in entries]
     else:
         if any(line[:2] in ("S-", "H-", "T-") for line in lines):
             raise AlignmentFileError(f"{path}: a fairseq-generate output without A- lines: "
                                      "run fairseq-generate with --print-alignment")
         if nbest_index:
             raise AlignmentFileError(f"{path}: --nbest-index applies to fairseq-generate outputs, not Pharaoh files")
-        entries = list(enumerate(lines, 1))
+        entries = [(n, line, None) for n, line in enumerate(lines, 1)]
     hyp = []
-    for n, text in entries:
-        links, _ = _parse(text, base, path, n, allow_possible=False)
+    for n, links_text, _ in entries:
+        links, _ = _parse(links_text, base, path, n, allow_possible=False)
         hyp.append({(j, i) for i, j in links} if reverse else links)
-    return hyp
+    return Alignments(path, hyp, texts)
 
 
-def read_lengths(path: str) -> List[int]:
-    """Words per line of a text file (for checking link indices)."""
-    return [len(line.split()) for line in read_lines(path)]
+def read_hypothesis(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,
+                    sentences: Optional[int] = None) -> List[Set[Link]]:
+    """The links of :func:`read_alignments`."""
+    return read_alignments(path, base, reverse, nbest_index, sentences).links
+
+
+_UNK = re.compile(r"<<unk>>|<unk>")
+HYPOTHESES_FLAG = "--allow-hypothesis-links"
+
+
+def same_text(reference: str, hypothesis: str) -> bool:
+    """Whether a hypothesis (H-/D-) is the reference (T-) word for word; an unknown word of the
+    reference (``<<unk>>``, subword pieces post-processed around it or not) matches anything but a space."""
+    parts = reference.split()
+    hyp = " ".join(hypothesis.split())
+    if "<<unk>>" not in reference:
+        return " ".join(parts) == hyp
+    pattern = r"\S*".join(re.escape(piece) for piece in " ".join(parts).split("<<unk>>"))
+    return re.fullmatch(pattern, hyp) is not None
+
+
+def check_aligns_reference(alignments: Alignments) -> None:
+    """A fairseq-generate output whose scored hypothesis differs from the reference (``T-``) for some
+    sentence is an error: its ``A-`` links align a beam hypothesis, and gold links describe the reference."""
+    texts = alignments.texts or []
+    differ = [i for i, t in enumerate(texts) if t.reference is not None and t.hypothesis is not None
+              and not same_text(t.reference, t.hypothesis)]
+    if differ:
+        raise AlignmentFileError(
+            f"{alignments.path}: the A- links of {len(differ)} of {len(texts)} sentences (first: sentence "
+            f"{differ[0]}) align the beam hypothesis (H-), not the reference (T-): rerun fairseq-generate with "
+            f"--score-reference (or pass {HYPOTHESES_FLAG} if the hypotheses are aligned on purpose)")
+
+
+def read_sentences(path: str, n: int, other: str) -> List[str]:
+    """The lines of ``path``, which must be as many as the ``n`` sentences of the file ``other``."""
+    lines = read_lines(path)
+    if len(lines) != n:
+        raise AlignmentFileError(f"{path}: {len(lines)} sentences, but {other} has {n}")
+    return lines
 
 
 def check_lengths(links: Sequence[Set[Link]], path: str, src_lens: Sequence[int], tgt_lens: Sequence[int]) -> None:
@@ -202,12 +275,32 @@ def shifted(hyp: Sequence[Set[Link]], delta: int) -> List[Set[Link]]:
     return [{(i + delta, j + delta) for i, j in links if i + delta >= 0 and j + delta >= 0} for links in hyp]
 
 
-def base_warning(gold: Sequence[Gold], hyp: Sequence[Set[Link]], hyp_path: str) -> Optional[str]:
-    """A warning when the hypothesis fits the gold far better shifted by one (a wrong index base)."""
+def _shift_hint(delta: int, gold_base: int, hyp_base: int) -> str:
+    """The options that would shift the hypothesis by ``delta`` against the gold, given the ones in use."""
+    if delta < 0:  # hypothesis indices one too high for the gold's
+        fixes = ["--hyp-base 1"] * (hyp_base == 0) + ["--gold-base 0"] * (gold_base == 1)
+    else:
+        fixes = ["--hyp-base 0"] * (hyp_base == 1) + ["--gold-base 1"] * (gold_base == 0)
+    if not fixes:
+        return f"is a file's index base other than --gold-base {gold_base} / --hyp-base {hyp_base} say?"
+    return "is the index base right? try " + " or ".join(fixes)
+
+
+def base_warning(gold: Sequence[Gold], hyp: Sequence[Set[Link]], hyp_path: str, gold_base: int = 1,
+                 hyp_base: int = 0, reversed_: bool = False) -> Optional[str]:
+    """A warning when the hypothesis fits the gold far better shifted by one (a wrong index base) or
+    with each link's two indices swapped (target-source links); the hint names options not yet given
+    (``gold_base``, ``hyp_base``, ``reversed_``: the ones in use)."""
     plain = alignment_error_rate(gold, hyp).aer
-    for delta, flag in ((-1, "--hyp-base 1"), (1, "a 0-based gold file (--gold-base 0)")):
+    for delta in (-1, 1):
         other = alignment_error_rate(gold, shifted(hyp, delta)).aer
         if other < plain - 0.15:
             return (f"{hyp_path}: links fit the gold much better shifted by {delta:+d} "
-                    f"(AER {100 * other:.1f} vs {100 * plain:.1f}): is the index base right? try {flag}")
+                    f"(AER {100 * other:.1f} vs {100 * plain:.1f}): {_shift_hint(delta, gold_base, hyp_base)}")
+    other = alignment_error_rate(gold, [{(j, i) for i, j in links} for links in hyp]).aer
+    if other < plain - 0.15:
+        fix = "without --reverse-hyp" if reversed_ else "with --reverse-hyp"
+        return (f"{hyp_path}: links fit the gold much better with source and target swapped (AER {100 * other:.1f} "
+                f"vs {100 * plain:.1f}): are they target-source? try {fix} (from fairseq-rela-symmetrize: were "
+                f"--forward and --backward swapped?)")
     return None

@@ -1,11 +1,13 @@
 """fairseq-rela-aer: alignment error rate of hypothesis links against gold links.
 
     fairseq-rela-aer --gold alignment.talp --hyp hyp.align [--gold-base 1] [--hyp-base 0] [--reverse-hyp]
-                     [--src test.de --tgt test.en] [--nbest-index K] [--json]
+                     [--src test.de --tgt test.en] [--nbest-index K] [--allow-hypothesis-links] [--json]
 
 The hypothesis may be Pharaoh lines or a fairseq-generate output (its ``A-ID`` lines; of a ``--nbest``
-output the best hypothesis, or the ``--nbest-index``-th; other repeated ids are an error).  Prints AER,
-precision, recall and link counts, and a signature recording the options (as sacrebleu does).
+output the best hypothesis, or the ``--nbest-index``-th; other repeated ids are an error).  A
+fairseq-generate output whose hypothesis (``D-``/``H-``) differs from its reference (``T-``) for any
+sentence aligns beam hypotheses, not the gold's sentences: an error unless ``--allow-hypothesis-links``.
+Prints AER, precision, recall and link counts, and a signature recording the options (as sacrebleu does).
 """
 import argparse
 import json
@@ -14,8 +16,8 @@ import signal
 import sys
 
 from fairseq_rela import __version__
-from fairseq_rela.alignment.aer import (AlignmentFileError, alignment_error_rate, base_warning, check_lengths,
-                                       read_gold, read_hypothesis, read_lengths)
+from fairseq_rela.alignment.aer import (HYPOTHESES_FLAG, AlignmentFileError, alignment_error_rate, base_warning,
+                                       check_aligns_reference, check_lengths, read_alignments, read_gold, read_sentences)
 
 
 def non_negative(value: str) -> int:
@@ -36,39 +38,41 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest-index", type=non_negative, default=None, metavar="K",
                    help="of a fairseq-generate --nbest output, score the K-th hypothesis per sentence "
                         "(0-based; default 0, the best)")
+    p.add_argument(HYPOTHESES_FLAG, action="store_true",
+                   help="a fairseq-generate --hyp aligns its beam hypotheses (H-) on purpose: score its A- links "
+                        "even where H- differs from the reference T- (without it, that is an error: the gold "
+                        "describes the reference; align it with fairseq-generate --score-reference)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
 def signature(args) -> str:
     return (f"fairseq-rela-aer|gold-base:{args.gold_base}|hyp-base:{args.hyp_base}|"
-            f"reverse:{'yes' if args.reverse_hyp else 'no'}|nbest-index:{args.nbest_index or 0}|version:{__version__}")
+            f"reverse:{'yes' if args.reverse_hyp else 'no'}|nbest-index:{args.nbest_index or 0}|"
+            f"aligns:{'hypothesis' if args.allow_hypothesis_links else 'reference'}|version:{__version__}")
 
 
 def check_sentence_lengths(gold_path: str, n: int, src: str, tgt: str):
     """Words per sentence of --src and --tgt, which must have as many lines as the gold."""
     if not (src and tgt):
         raise AlignmentFileError("--src and --tgt go together")
-    lengths = []
-    for path in (src, tgt):
-        lens = read_lengths(path)
-        if len(lens) != n:
-            raise AlignmentFileError(f"{path}: {len(lens)} sentences, but {gold_path} has {n}")
-        lengths.append(lens)
-    return lengths
+    return [[len(line.split()) for line in read_sentences(path, n, gold_path)] for path in (src, tgt)]
 
 
 def run(args) -> dict:
     gold = read_gold(args.gold, args.gold_base)
     lengths = check_sentence_lengths(args.gold, len(gold), args.src, args.tgt) if args.src or args.tgt else None
-    hyp = read_hypothesis(args.hyp, args.hyp_base, args.reverse_hyp, args.nbest_index, sentences=len(gold))
+    alignments = read_alignments(args.hyp, args.hyp_base, args.reverse_hyp, args.nbest_index, sentences=len(gold))
+    if not args.allow_hypothesis_links:
+        check_aligns_reference(alignments)
+    hyp = alignments.links
     if len(gold) != len(hyp):
         raise AlignmentFileError(f"{args.hyp}: {len(hyp)} sentences, but {args.gold} has {len(gold)}")
     if lengths:
         src, tgt = lengths
         check_lengths([g.possible for g in gold], args.gold, src, tgt)
         check_lengths(hyp, args.hyp, src, tgt)
-    warning = base_warning(gold, hyp, args.hyp)
+    warning = base_warning(gold, hyp, args.hyp, args.gold_base, args.hyp_base, args.reverse_hyp)
     if warning:
         logging.getLogger("fairseq-rela-aer").warning(warning)
     result = alignment_error_rate(gold, hyp)

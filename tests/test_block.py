@@ -244,3 +244,72 @@ def test_block_recorder_reports_the_attention_norms_of_a_plain_recorder(toy_data
             for name in ("fx_norm", "weighted_norm", "summed_norm", "bias") + (("vectors",) if keep else ()):
                 torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=1e-5, rtol=1e-5)
             assert keep or b.vectors is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
+def test_decoder_self_block_recorded_step_by_step_equals_the_full_pass(toy_data, pre_norm):
+    """Incremental decoding records decoder self-attention with S keys and one query (T=1): the query is
+    key S-1, where the residual joins.  Each step's record is the row the teacher-forced pass records."""
+    task, model = build(toy_data, "--attention-activation", "rela", *(PRE_NORM if pre_norm else ()))
+    sample = batch(task, 3)
+    prev = sample["net_input"]["prev_output_tokens"]
+    full = AttentionRecorder(model, kinds=("decoder_self",), block=True)
+    steps = AttentionRecorder(model, kinds=("decoder_self",), block=True)
+    with torch.no_grad():
+        enc = model.encoder(sample["net_input"]["src_tokens"], src_lengths=sample["net_input"]["src_lengths"])
+        with full:
+            model.decoder(prev, encoder_out=enc)
+        state = {}
+        with steps:
+            for t in range(prev.size(1)):
+                model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+    real = prev.ne(task.target_dictionary.pad())  # right-padded: a real step's keys are all real
+    for layer in range(2):
+        (whole,) = full.records[("decoder_self", layer)]
+        records = steps.records[("decoder_self", layer)]
+        assert len(records) == prev.size(1)
+        for t, r in enumerate(records):
+            assert r.block_norm.shape == (prev.size(0), 1, t + 1)
+            keep = real[:, t]
+            torch.testing.assert_close(r.block_norm[keep, 0], whole.block_norm[keep, t, : t + 1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(r.mixing_ratio[keep, 0], whole.mixing_ratio[keep, t], atol=1e-5, rtol=1e-4)
+            # the future keys are masked: they carry nothing in the full pass
+            assert (whole.block_norm[keep, t, t + 1:] == 0).all()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("chunk", [4, 12], ids=["chunk-4", "chunk-12"])
+def test_beam_shared_cross_attention_block_in_chunks_equals_unshared(toy_data, monkeypatch, chunk):
+    """Beam search shares a sentence's cross-attention keys and values among its hypotheses (values
+    (B/beam, ...)): the block is decomposed in chunks of whole beam groups, each with its own sentence's
+    values, and equals the decomposition without sharing."""
+    import fairseq_rela.recording as recording
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample, beam = batch(task, 3), 4
+    net = sample["net_input"]
+    order = torch.arange(3).repeat_interleave(beam)  # each sentence's beam, as fairseq's generator expands it
+    steps = torch.stack([torch.full((12,), task.target_dictionary.eos()),
+                         torch.randint(task.target_dictionary.nspecial, len(task.target_dictionary), (12,),
+                                       generator=torch.Generator().manual_seed(0))], 1)  # hypotheses differ
+
+    def second_step(beam_size):
+        model.set_beam_size(beam_size)
+        rec, state = AttentionRecorder(model, kinds=("cross",), layers=[1], block=True), {}
+        with torch.no_grad(), rec:
+            enc = model.encoder.reorder_encoder_out(model.encoder(net["src_tokens"], src_lengths=net["src_lengths"]),
+                                                    order)
+            for t in range(2):
+                model.decoder(steps[:, : t + 1], encoder_out=enc, incremental_state=state)
+        cached = model.decoder.layers[1].encoder_attn._get_input_buffer(state)["prev_key"]
+        assert cached.size(0) == 12 // beam_size  # keys projected once per sentence when shared
+        return rec.records[("cross", 1)][-1]
+
+    T, S, E = 1, net["src_tokens"].size(1), model.decoder.embed_dim
+    unshared = second_step(1)
+    monkeypatch.setattr(recording, "_CHUNK_FLOATS", chunk * T * S * E)
+    shared = second_step(beam)
+    for name in ("block_norm", "block_residual_norm", "mixing_ratio", "summed_norm", "weights"):
+        torch.testing.assert_close(getattr(shared, name), getattr(unshared, name), atol=1e-5, rtol=1e-4,
+                                   equal_nan=True)

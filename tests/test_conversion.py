@@ -77,9 +77,17 @@ def test_converted_model_computes_what_the_stock_model_does(toy_data, name):
     net = batch(task)["net_input"]
     with torch.no_grad():
         expected, extra = stock(**net)
-        got, _ = rela(**net)
+        got, got_extra = rela(**net)
+        if isinstance(stock, TransformerAlignModel):  # its alignment options chose the cross-attention it returns
+            encoder_out = rela.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+            _, got_extra = rela.decoder(net["prev_output_tokens"], encoder_out=encoder_out,
+                                        alignment_layer=stock.alignment_layer, alignment_heads=stock.alignment_heads,
+                                        full_context_alignment=stock.full_context_alignment)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-    assert got.shape == expected.shape and extra["attn"][0] is not None
+    assert got.shape == expected.shape
+    # the same cross-attention weights (B, T, S) as the stock model's extra["attn"]
+    assert got_extra["attn"][0].shape == (*net["prev_output_tokens"].shape, net["src_tokens"].size(1))
+    torch.testing.assert_close(got_extra["attn"][0], extra["attn"][0], atol=1e-5, rtol=0)
 
 
 @pytest.mark.unit

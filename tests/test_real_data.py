@@ -111,7 +111,7 @@ def test_analyze_models_trained_on_multi30k(multi30k, activation, tmp_path):
             "test", "--user-dir", USER_DIR, "--output-dir", out, "--cpu", "--plot-sentences", "3")
     stats = json.loads((out / "stats.json").read_text())
     assert stats["sentences"] == 100
-    assert (out / "heads.png").exists() and (out / "sentence-3-cross.png").exists()
+    _check_figures(out, stats, tmp_path)
     expected, _ = independent_sparsity(ckpt_dir / "checkpoint_last.pt", multi30k)
     assert stats["attention"]["cross"]["0"]["sparsity_mean"] == pytest.approx(expected, abs=1e-9)
     punct = stats["attention"]["encoder_self"]["0"]["token_share"]["punct"]
@@ -120,3 +120,22 @@ def test_analyze_models_trained_on_multi30k(multi30k, activation, tmp_path):
         assert expected == 0
     else:
         assert expected > 0
+
+
+def _check_figures(out, stats, tmp_path):
+    """heads.png is the head heatmap figure of the stats.json beside it, pixel for pixel; the sentence
+    figure is a drawn heatmap (greys of the weight and norm maps), not a blank page."""
+    import matplotlib.image
+    import numpy as np
+
+    from fairseq_rela.analysis.plots import plot_head_heatmaps
+    from fairseq_rela.cli.files import save_figure
+
+    redrawn = tmp_path / "heads.png"
+    save_figure(plot_head_heatmaps(stats, title=f"{stats['attention_activation']}: checkpoint_last.pt"), str(redrawn))
+    np.testing.assert_array_equal(matplotlib.image.imread(str(out / "heads.png")),
+                                  matplotlib.image.imread(str(redrawn)))
+    rgb = matplotlib.image.imread(str(out / "sentence-3-cross.png"))[..., :3]
+    assert min(rgb.shape[:2]) > 200, rgb.shape
+    greys = rgb[(rgb.max(-1) - rgb.min(-1) < 1e-6) & (rgb.min(-1) < 0.95)][:, 0]  # the Greys heatmap cells
+    assert len(np.unique(greys)) > 20 and greys.size > 0.05 * rgb[..., 0].size

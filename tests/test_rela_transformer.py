@@ -219,3 +219,69 @@ def test_bad_options_fail_in_one_line(toy_data, tmp_path, args, message):
     last = proc.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.unit
+def test_beam_shared_reorder_drops_finished_sentences(toy_data):
+    """fairseq's SequenceGenerator drops a finished sentence's beams from the batch (its ``reorder_state``
+    indexes the old hypotheses of the sentences kept); the beam-shared cross-attention state, one entry per
+    sentence, must then keep the right sentences' keys.  Sentences finish at different steps here (the
+    untrained model's EOS logit scaled up); the search equals the one without beam sharing."""
+    task, model = build(toy_data, "--attention-activation", "softmax")
+    with torch.no_grad():  # EOS likely enough that sentences end at different steps
+        model.decoder.output_projection.weight[task.target_dictionary.eos()] *= 2
+    sample, beam = batch(task, 6), 4
+    cross = [m for m in model.modules() if isinstance(m, ReLAMultiheadAttention) and m.kind == "cross"]
+    kv_batch = []
+
+    def search():
+        kv_batch.clear()
+        for m in cross:
+            m.recorder = lambda module, weights, values, *rest: kv_batch.append(values.size(0))
+        try:
+            with torch.no_grad():
+                return generator.generate([model], sample)
+        finally:
+            for m in cross:
+                m.recorder = None
+
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_b=10)
+    shared, shared_kv = search(), kv_batch[:: len(cross)]
+    model.decoder.set_beam_size(1)
+    unshared, unshared_kv = search(), kv_batch[:: len(cross)]
+    # the scenario: sentences dropped at two different steps while others go on
+    assert shared_kv[0] == 6 and len(set(shared_kv)) >= 3 and shared_kv[-1] > 0, shared_kv
+    assert unshared_kv == [beam * n for n in shared_kv]  # the same search, keys copied per hypothesis
+    lengths = {len(h["tokens"]) for nbest in shared for h in nbest}
+    assert len(lengths) > 2
+    for a, b in zip(shared, unshared):
+        assert len(a) == len(b) == beam
+        for ha, hb in zip(a, b):
+            assert torch.equal(ha["tokens"], hb["tokens"])
+            torch.testing.assert_close(ha["positional_scores"], hb["positional_scores"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("source", ["weights", "norms", "block"])
+def test_decoder_reports_the_chosen_matrix_only_inside_reporting(toy_data, source):
+    """Inside decoder.reporting(source) every forward call's extra["attn"] is that call's matrix of the
+    chosen layer (negative: from the top); after it, the stock attention (last layer's mean weights) again."""
+    from fairseq_rela.recording import AlignmentSource, AttentionRecorder
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    first, second = batch(task, 3)["net_input"], batch(task, 5)["net_input"]
+    with torch.no_grad():
+        _, stock = model(**first)
+        expected = []
+        for net in (first, second):
+            rec = AttentionRecorder(model, kinds=("cross",), layers=[0], block=True)
+            with rec:
+                model(**net)
+            expected.append(rec.records[("cross", 0)][0].matrix(source))
+        with model.decoder.reporting(AlignmentSource(source, layer=-2)):
+            reported = [model(**net)[1]["attn"][0] for net in (first, second)]
+        _, after = model(**first)
+    for got, want in zip(reported, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(reported[0], stock["attn"][0], atol=1e-3)
+    torch.testing.assert_close(after["attn"][0], stock["attn"][0])

@@ -60,7 +60,23 @@ def _summarize_example(analysis, sweep, updates):
     rows = [line.split(" | ") for line in (work / "results.md").read_text().splitlines() if line.startswith("| rela ")]
     assert len(rows) == 1 and rows[0][1] == str(updates)
     assert rows[0][3].endswith(f"({100 * sweep['best_layer']['aer']:.1f})")
-    assert (work / "aer_by_layer.png").stat().st_size > 0
+    _check_aer_figure(work / "aer_by_layer.png", n_variants=2)
+
+
+def _check_aer_figure(path, n_variants):
+    """summarize.py's figure, decoded: two panels side by side (11 x 4.2 in), each variant's curves drawn in
+    its matplotlib colour (C0, C1, ...), and no other curve colour."""
+    import matplotlib.colors
+    import matplotlib.image
+    import numpy as np
+
+    rgb = matplotlib.image.imread(str(path))[..., :3]
+    height, width = rgb.shape[:2]
+    assert 300 < height < 600 and 2.0 < width / height < 3.2, rgb.shape
+    def drawn(colour):
+        return int((np.abs(rgb - np.array(matplotlib.colors.to_rgb(colour))).max(-1) < 0.02).sum())
+    assert all(drawn(f"C{i}") > 50 for i in range(n_variants)), [drawn(f"C{i}") for i in range(n_variants)]
+    assert drawn(f"C{n_variants}") == 0
 
 
 def test_written_links_score_the_sweep_with_or_without_gold(toy_data, swept, tmp_path):

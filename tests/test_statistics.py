@@ -49,7 +49,7 @@ def test_masked_lm_special_tokens_have_their_own_categories():
     assert shares["bos"]["weight"] == pytest.approx(0.55) and shares["eos"]["weight"] == pytest.approx(0.35)
     assert shares["bos"]["norm"] == pytest.approx(0.3 / 2) and shares["eos"]["norm"] == pytest.approx((0.5 + 1) / 2)
     assert shares["punct"]["weight"] == pytest.approx(0.05) and shares["other"]["weight"] == pytest.approx(0.05)
-    header, row = format_table(result).split("\n")[1:]
+    header, row = format_table(result).split("\n")[1:3]
     assert "bos w/n" in header and " 0.550/0.150 " in row and " 0.350/0.750 " in row
 
 
@@ -109,3 +109,48 @@ def test_capped_correlation_samples_the_whole_split_not_its_first_sentences():
     sampled = stat.result()["spearman_weight_fx"]
     assert abs(full) < 0.1 and abs(sampled - full) < 0.15  # the first 500 triples alone give ρ ≈ +1
     assert stat.kept == 500
+
+
+def _table(result):
+    """stats.txt split into its header, rows (by kind and layer) and legend."""
+    lines = format_table(result).split("\n")
+    blank = lines.index("")
+    rows = {tuple(line.split()[:2]): line for line in lines[2:blank]}
+    return lines[1], rows, [line.strip() for line in lines[blank + 1:]]
+
+
+@pytest.mark.unit
+def test_table_leaves_out_what_cannot_apply_and_explains_the_rest():
+    """A translation model's table: no <s> among the keys, so no bos column (the legend says so); a statistic
+    that is undefined in a row is "n/a", never a number (one live head: no JSD; equal norms: no rho; cross
+    attention: no attention-level mixing ratio); every column shown has its line in the legend."""
+    stats = AttentionStatistics(set(), set())
+    stats.update(_sentence("cross", [[[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]], ["a", ".", "</s>"],
+                           norms=[[1, 0, 3], [0, 2, 0]]))
+    result = stats.result()
+    fields = result["attention"]["cross"]["0"]
+    assert fields["head_jsd"] is None and fields["spearman_weight_fx"] is None  # one head; f(x) norms all 1
+    fields["mixing_ratio"] = {"attention": None, "residual": 0.25, "block": 0.5,
+                              "attention_weights": None, "residual_weights": None}
+    header, rows, legend = _table(result)
+    row = rows[("cross", "0")]
+    assert "bos w/n" not in header and "eos w/n" in header and "punct w/n" in header
+    assert any(line.startswith("left out: bos w/n") for line in legend)
+    cells = row.split()
+    assert cells[header.split().index("JSD")] == "n/a"  # not 0.000 (cells line up with the header up to JSD)
+    assert cells[-3:] == ["n/a", "n/a", "/0.250/0.500"]  # rho, then mix attn/res/blk ("n/a /0.250/0.500")
+    for column in ("sparsity", "null", "JSD", "eos / punct w/n", "rho(a,|f|)", "mix attn/res/blk"):
+        assert any(line.startswith(column + ":") for line in legend), column
+    assert any(line.startswith("layer: counted from 0") for line in legend)
+    assert any("cross attn is n/a" in line for line in legend)
+
+
+@pytest.mark.unit
+def test_a_category_missing_in_one_kind_is_na_there_and_shown_elsewhere():
+    stats = AttentionStatistics(set(), set())
+    stats.update(_sentence("cross", [[[0.5, 0.5, 0.0]]], ["a", ".", "</s>"], norms=[[1, 1, 0]]))
+    stats.update(_sentence("encoder_self", [[[0.5, 0.5, 0.0]]], ["a", "b", "</s>"], norms=[[1, 1, 0]]))
+    header, rows, _ = _table(stats.result())
+    punct = header.split().index("punct")  # "punct w/n" is two words in the header: cells shift by one after it
+    assert rows[("cross", "0")].split()[punct - 1] == "0.500/0.500"
+    assert rows[("encoder_self", "0")].split()[punct - 1] == "n/a"

@@ -8,10 +8,9 @@ import sys
 import pytest
 from fairseq import checkpoint_utils
 
-from fairseq_rela.alignment.aer import alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.aer import AERResult, alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.analysis.sweep import SweepConfig, SweepResult
 from tests.helpers import REPO, USER_DIR, generate_alignments, run_cli
-
-pytestmark = pytest.mark.e2e
 
 
 def _analyze(toy_data, ckpt, out, *args):
@@ -27,6 +26,7 @@ def swept(toy_data, trained, tmp_path_factory):
     return ckpt, out, json.loads((out / "alignment.json").read_text())
 
 
+@pytest.mark.e2e
 def test_sweep_agrees_with_generate(toy_data, swept, tmp_path):
     ckpt, analysis, sweep = swept
     tmp_path = tmp_path / "work"
@@ -79,6 +79,7 @@ def _check_aer_figure(path, n_variants):
     assert drawn(f"C{n_variants}") == 0
 
 
+@pytest.mark.e2e
 def test_written_links_score_the_sweep_with_or_without_gold(toy_data, swept, tmp_path):
     """Each links/ file, read back by the scorer, gives the sweep's per-layer AER (links written,
     then scored on an independent path); without --gold-alignment the same files are written."""
@@ -102,6 +103,7 @@ def _bidirectional(*args):
                            *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.e2e
 def test_bidirectional_symmetrises_like_the_command_line_tools(toy_data, swept, tmp_path):
     """examples/rwth_alignment/bidirectional.py: a backward model that is the forward one mirrored
     changes nothing; a different backward model gives what fairseq-rela-symmetrize + fairseq-rela-aer
@@ -150,6 +152,7 @@ def test_bidirectional_symmetrises_like_the_command_line_tools(toy_data, swept, 
     assert rows[-1][5] == f"{pair['forward_config']} + {pair['backward_config']}"
 
 
+@pytest.mark.e2e
 def test_bidirectional_without_links_is_one_line(toy_data, swept, tmp_path):
     _, analysis, _ = swept
     proc = _bidirectional(analysis, tmp_path, "--gold", toy_data / "test.align", "--gold-base", "0")
@@ -158,6 +161,7 @@ def test_bidirectional_without_links_is_one_line(toy_data, swept, tmp_path):
                                                 "(run fairseq-rela-analyze with --write-links)"]
 
 
+@pytest.mark.e2e
 def test_bidirectional_trains_eflomal_beside_the_attention(toy_data, swept, tmp_path):
     """--eflomal-train/--eflomal-test/--langs: eflomal on the same text, scored against the same gold (the
     toy task is one-to-one, so a working aligner is nearly perfect); bad eflomal input is one line."""
@@ -187,3 +191,29 @@ def test_bidirectional_trains_eflomal_beside_the_attention(toy_data, swept, tmp_
 def _reverse(text: str) -> str:
     return "".join(" ".join("-".join(link.split("-")[::-1]) for link in line.split()) + "\n"
                    for line in text.splitlines())
+
+
+@pytest.mark.unit
+def test_sweep_text_names_layers_and_heads_and_explains_near_100_awi():
+    """alignment.txt spells out the best layer and head (0-based, with their ordinal and count), has a legend,
+    and says why AWI is near 100% where it is; alignment.json keeps "config" and adds source/shift/layer/head."""
+    def r(aer, links=10):
+        return AERResult(aer=aer, precision=1 - aer, recall=1 - aer, hyp_links=links, sure_links=20, possible_links=20,
+                         sentences=2)
+    results = {SweepConfig(s, sh, l): r(0.3 + 0.1 * l if sh == "AWO" else (0.95 if l == 0 else 0.5))
+               for s in ("weights", "norms") for sh in ("AWO", "AWI") for l in (0, 1, 2)}
+    results.update({SweepConfig("weights", "AWO", l, h): r(0.9 - 0.01 * h - 0.1 * l) for l in (0, 1, 2) for h in range(4)})
+    out = SweepResult("gold", 2, ("none", "none", "sum_mean"), results).to_json()
+    assert out["best_layer"]["config"] == "norms-AWO-0" and out["best_layer"]["layer"] == 0
+    assert out["best_head"]["config"] == "weights-AWO-2-3" and (out["best_head"]["layer"], out["best_head"]["head"]) == (2, 3)
+    text = SweepResult("gold", 2, ("none", "none", "sum_mean"), results).format()
+    assert "best layer: norms-AWO, layer 0 (the 1st of 3)" in text
+    assert "best head:  weights-AWO, layer 2 (the 3rd of 3), head 3 (the 4th of 4)" in text
+    assert "note: AWI is near 100% AER at layer 0 (weights 95.0, norms 95.0)" in text
+    assert "layer 1 (" not in text.split("note:")[1].split("\n")[0]  # 50%: not near 100
+    assert "layer, head: counted from 0" in text and "AWI: from the row that reads it as input" in text
+    for source in ("weights:", "norms:"):
+        assert f"\n  {source}" in text
+    assert "\n  block:" not in text  # no block column, no block legend
+    results = {c: (r(0.5) if c.shift == "AWI" else v) for c, v in results.items()}
+    assert "note:" not in SweepResult("gold", 2, ("none", "none", "sum_mean"), results).format()

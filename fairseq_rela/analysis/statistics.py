@@ -15,13 +15,13 @@ per layer:
   + residual, + LayerNorm; by norm, and by weight), when the records hold the block.
 
 Each statistic is one small class (:class:`Statistic`: ``update`` per sentence, ``result`` as JSON
-fields, ``format`` as a ``stats.txt`` column); :class:`AttentionStatistics` keeps one of each per
+fields, ``columns`` and ``legend`` for ``stats.txt``); :class:`AttentionStatistics` keeps one of each per
 attention kind and layer.  A new statistic is one class added to :data:`STATISTICS`.
 """
 import math
 import string
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Set, Tuple, Type
+from typing import Callable, Dict, Iterable, List, Set, Tuple, Type
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from fairseq_rela.block import MIXING_LEVELS
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
 CATEGORIES = ("bos", "eos", "punct", "frequent", "other")
+NA = "n/a"  # a stats.txt cell whose statistic is undefined there (each table's legend says why)
+Column = Tuple[str, Callable[[dict], str]]  # a stats.txt column: header, cell of a layer's JSON fields
 _PUNCT = set(string.punctuation) | set("«»„“”‘’–—…")
 
 
@@ -96,6 +98,7 @@ class Statistic:
     """One statistic of one attention kind and layer, accumulated sentence by sentence."""
 
     header = ""  # its stats.txt column ("" for none)
+    legend = ""  # what its column means, under the table (a line each)
     needs_norms = False  # updated only when the records hold norms
     needs_block = False  # updated only when the records hold the block decomposition
 
@@ -114,11 +117,26 @@ class Statistic:
         """Its stats.txt cell for a layer's JSON fields."""
         return ""
 
+    @classmethod
+    def columns(cls, rows: List[dict]) -> List[Column]:
+        """Its stats.txt columns for the table's ``rows`` (each a layer's JSON fields): none when it has no
+        column or no row has its fields (weights only, no norms, no block)."""
+        if not cls.header or not any(cls.format(fields).strip() for fields in rows):
+            return []
+        return [(cls.header, cls.format)]
+
+    @classmethod
+    def legend_lines(cls, rows: List[dict]) -> List[str]:
+        """Its lines of the legend under a table with these ``rows`` (none when it shows no column)."""
+        return cls.legend.split("\n") if cls.columns(rows) else []
+
 
 class Sparsity(Statistic):
     """Share of exactly-zero weights among the attendable positions, per head."""
 
     header = f"{'sparsity':>9}"
+    legend = ("sparsity: share of exactly-zero weights among the positions a query may attend to (decoder_self: "
+              "itself and earlier ones), 0-1; softmax: always 0")
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -135,13 +153,14 @@ class Sparsity(Statistic):
 
     @staticmethod
     def format(fields):
-        return f"{fields['sparsity_mean']:>9.3f}"
+        return f"{fields['sparsity_mean']:>9.3f}" if "sparsity_mean" in fields else ""
 
 
 class NullRate(Statistic):
     """Share of query rows with no positive weight ("null attention"), per head."""
 
     header = f"{'null':>7}"
+    legend = "null: share of query rows whose weights are all zero (ReLA switches the row off), 0-1; softmax: always 0"
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -158,13 +177,15 @@ class NullRate(Statistic):
 
     @staticmethod
     def format(fields):
-        return f"{fields['null_rate_mean']:>7.3f}"
+        return f"{fields['null_rate_mean']:>7.3f}" if "null_rate_mean" in fields else ""
 
 
 class HeadJSD(Statistic):
     """Mean over rows of the generalised Jensen–Shannon divergence between the heads, in nats."""
 
     header = f"{'JSD':>6}"
+    legend = ("JSD: how differently the heads attend: generalised Jensen-Shannon divergence of their row-normalised "
+              f"weights, nats, 0 (heads alike) to ln(heads); over rows where 2+ heads attend ({NA}: none did)")
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -180,13 +201,23 @@ class HeadJSD(Statistic):
 
     @staticmethod
     def format(fields):
-        return f"{(fields['head_jsd'] or 0):>6.3f}"
+        if "head_jsd" not in fields:
+            return ""
+        jsd = fields["head_jsd"]
+        return f"{NA if jsd is None else f'{jsd:.3f}':>6}"
 
 
 class TokenShare(Statistic):
     """Share of each row's attention per key category, by weight (head mean) and by norm."""
 
-    header = f"{'bos w/n':>13} {'eos w/n':>13} {'punct w/n':>13}"
+    shown = {"bos": "<s>", "eos": "</s>", "punct": "punctuation"}  # its stats.txt columns: category, key
+
+    @staticmethod
+    def present(fields: dict, category: str) -> bool:
+        """Whether keys of ``category`` were seen in that layer: its mean ``‖f(x)‖`` (:class:`FxNorm`) is null
+        exactly when none was (assumed seen when the records had no norms)."""
+        fx = fields.get("fx_norm_mean")
+        return fx is None or fx.get(category) is not None
 
     def __init__(self, heads: int):
         super().__init__(heads)
@@ -203,10 +234,39 @@ class TokenShare(Statistic):
         return {"token_share": {c: {"weight": self.weight[i] / rows, "norm": self.norm[i] / rows}
                                 for i, c in enumerate(CATEGORIES)}}
 
-    @staticmethod
-    def format(fields):
-        ts = fields["token_share"]
-        return " ".join(f"{ts[c]['weight']:>6.3f}/{ts[c]['norm']:<6.3f}" for c in ("bos", "eos", "punct"))
+    @classmethod
+    def cell(cls, fields: dict, category: str) -> str:
+        if "token_share" not in fields:
+            return ""
+        if not cls.present(fields, category):
+            return f"{NA:^13}"
+        share = fields["token_share"][category]
+        return f"{share['weight']:>6.3f}/{share['norm']:<6.3f}"
+
+    @classmethod
+    def _shown(cls, rows: List[dict]) -> Tuple[List[str], List[str]]:
+        """The categories with a column (seen in some row), and those left out."""
+        with_data = [f for f in rows if "token_share" in f]
+        seen = [c for c in cls.shown if any(cls.present(f, c) for f in with_data)]
+        return seen, ([c for c in cls.shown if c not in seen] if with_data else [])
+
+    @classmethod
+    def columns(cls, rows):
+        return [(f"{c + ' w/n':>13}", lambda fields, c=c: cls.cell(fields, c)) for c in cls._shown(rows)[0]]
+
+    @classmethod
+    def legend_lines(cls, rows):
+        seen, left_out = cls._shown(rows)
+        lines = []
+        if seen:
+            lines.append(f"{' / '.join(seen)} w/n: share of each query row's attention on "
+                         f"{' / '.join(cls.shown[c] for c in seen)} keys, by weight (alpha, mean over heads) / by norm "
+                         f"(||sum_h alpha f(x)||), 0-1 ({NA}: no such key in that attention's input)")
+        if left_out:
+            lines.append(f"left out: {', '.join(c + ' w/n' for c in left_out)} (no "
+                         f"{' or '.join(cls.shown[c] for c in left_out)} among the keys of any attention"
+                         f"{'; translation models never feed <s>' if 'bos' in left_out else ''})")
+        return lines
 
 
 class WeightNormCorrelation(Statistic):
@@ -215,6 +275,8 @@ class WeightNormCorrelation(Statistic):
     seeded, and the ``cap`` lowest are kept: not the first ones, which are the shortest sentences)."""
 
     header = f"{'rho(a,|f|)':>11}"
+    legend = ("rho(a,|f|): Spearman rank correlation of weight alpha_ij and norm ||f(x_j)|| over (head, query, key) "
+              f"triples, -1..1; negative: big weights on small vectors ({NA}: weights or norms all equal)")
     needs_norms = True
     cap = 200_000
 
@@ -252,8 +314,10 @@ class WeightNormCorrelation(Statistic):
 
     @staticmethod
     def format(fields):
-        rho = fields.get("spearman_weight_fx")
-        return f"{'' if rho is None else f'{rho:.3f}':>11}"
+        if "spearman_weight_fx" not in fields:
+            return ""
+        rho = fields["spearman_weight_fx"]
+        return f"{NA if rho is None else f'{rho:.3f}':>11}"
 
 
 class FxNorm(Statistic):
@@ -289,6 +353,9 @@ class MixingRatio(Statistic):
     all source tokens against the decoder token's own state (residual and block levels only)."""
 
     header = f"{'mix attn/res/blk':>17}"
+    legend = ("mix attn/res/blk: context-mixing ratio, the share of a token's new vector that comes from other "
+              "tokens, by norm, after the attention / + residual / + LayerNorm, 0-1;\n  cross attn is "
+              f"{NA}: no source token is the query's own (res, blk: the source against the decoder token's own state)")
     needs_block = True
 
     def __init__(self, heads: int):
@@ -323,8 +390,8 @@ class MixingRatio(Statistic):
     def format(fields):
         mix = fields.get("mixing_ratio")
         if not mix:
-            return " " * 17
-        return f"{'/'.join('  -  ' if mix[k] is None else f'{mix[k]:.3f}' for k in MIXING_LEVELS):>17}"
+            return ""
+        return f"{'/'.join(f'{NA:^5}' if mix[k] is None else f'{mix[k]:.3f}' for k in MIXING_LEVELS):>17}"
 
 
 STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm,
@@ -373,15 +440,26 @@ class AttentionStatistics:
         return {"sentences": self.sentences, "attention": out}
 
 
+LAYERS_LEGEND = ("layer: counted from 0 (0 = the first, next to the embeddings) as in stats.json, alignment.json, "
+                 "--alignment-layer, links/*-L<layer>.txt; papers count from 1 (their layer 2 = 1 here)")
+
+
 def format_table(stats: dict) -> str:
-    """A readable table: one line per attention kind and layer, one column per statistic that has one."""
-    columns = [cls for cls in STATISTICS if cls.header]
-    lines = [f"{stats['sentences']} sentences",
-             f"{'attention':<13}{'layer':>5} " + " ".join(cls.header for cls in columns)]
-    for kind, layers in stats["attention"].items():
-        for layer, fields in layers.items():
-            lines.append(f"{kind:<13}{layer:>5} " + " ".join(cls.format(fields) for cls in columns))
-    return "\n".join(lines)
+    """``stats.txt``: one line per attention kind and layer, a column for each statistic that applies to
+    some row (``n/a`` where it does not), and a legend of the columns shown."""
+    rows = [(kind, layer, fields) for kind, layers in stats["attention"].items() for layer, fields in layers.items()]
+    every = [fields for _, _, fields in rows]
+    columns = [column for cls in STATISTICS for column in cls.columns(every)]
+    subset = f" of {stats['subset']}" if stats.get("subset") else ""
+    teacher = (", the reference translation fed to the decoder (teacher forcing)"
+               if any(kind != "encoder_self" for kind, _, _ in rows) else "")
+    lines = [f"{stats['sentences']} sentences{subset}{teacher}",
+             f"{'attention':<13}{'layer':>5} " + " ".join(header for header, _ in columns)]
+    for kind, layer, fields in rows:
+        lines.append(f"{kind:<13}{layer:>5} " + " ".join(f"{cell(fields):>{len(header)}}" for header, cell in columns))
+    legend = [LAYERS_LEGEND, "each value: mean over the layer's heads (stats.json has every head) and its query rows"]
+    legend += [line for cls in STATISTICS for line in cls.legend_lines(every)]
+    return "\n".join(lines + [""] + [f"  {line}" for line in legend])
 
 
 def compute_statistics(sentences: Iterable[SentenceAttention], src_dict, tgt_dict,

@@ -69,8 +69,10 @@ class SweepResult:
             "per_layer": self.per_layer(),
             "per_head": {c.name: r.aer for c, r in ordered if c.head is not None},
             "details": {c.name: r.as_dict() for c, r in ordered},
-            "best_layer": {"config": f"{bl.source}-{bl.shift}-{bl.layer}", **bl_r.as_dict()},
-            "best_head": {"config": f"{bh.source}-{bh.shift}-{bh.layer}-{bh.head}", **bh_r.as_dict()},
+            "best_layer": {"config": f"{bl.source}-{bl.shift}-{bl.layer}", "source": bl.source, "shift": bl.shift,
+                           "layer": bl.layer, **bl_r.as_dict()},
+            "best_head": {"config": f"{bh.source}-{bh.shift}-{bh.layer}-{bh.head}", "source": bh.source,
+                          "shift": bh.shift, "layer": bh.layer, "head": bh.head, **bh_r.as_dict()},
             "baselines": {name: r.as_dict() for name, r in self.baselines.items()},
         }
 
@@ -129,18 +131,78 @@ class AlignmentSweep(LinkSweep):
         return SweepResult(self.gold_path, n, (self.src_style, self.tgt_style, self.rule), results, baselines)
 
 
+SOURCE_LEGEND = {"weights": "alpha, mean over the heads (one head: its alpha)",
+                 "norms": "||sum_h alpha f(x)|| (one head: ||alpha f(x)||)",
+                 "block": "the source token's part of the block output: attention + residual + LayerNorm, all heads"}
+RULE_LEGEND = {"sum_mean": "a word's source subwords summed, its target subwords averaged",
+               "any": "two words linked if any of their subwords are"}
+NEAR_100 = 0.9  # an AWI AER at least this high gets the note on why
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _where(best: dict, layers: int, heads: int) -> str:
+    """``norms-AWO, layer 1 (the 2nd of 2), head 0 (the 1st of 4)``: 0-based numbers, spelled out."""
+    text = f"{best['source']}-{best['shift']}, layer {best['layer']} (the {_ordinal(best['layer'] + 1)} of {layers})"
+    if best.get("head") is not None:
+        text += f", head {best['head']} (the {_ordinal(best['head'] + 1)} of {heads})"
+    return text
+
+
+def _awi_note(out: dict) -> List[str]:
+    """Why AWI is near 100% AER at some layers (when it is), from those configurations' own counts."""
+    near: Dict[str, List[Tuple[str, float]]] = {}  # layer: (source, AER) of its AWI columns near 100%
+    for column, layers in out["per_layer"].items():
+        source, _, shift = column.rpartition("-")
+        for layer, aer in layers.items():
+            if shift == "AWI" and aer >= NEAR_100:
+                near.setdefault(layer, []).append((source, aer))
+    if not near:
+        return []
+    layer = min(near, key=int)
+    source = near[layer][0][0]
+    d = out["details"].get(f"{source}-AWI-L{layer}")
+    where = "; ".join(f"layer {l} ({', '.join(f'{s} {100 * a:.1f}' for s, a in v)})"
+                      for l, v in sorted(near.items(), key=lambda kv: int(kv[0])))
+    lines = [f"note: AWI is near 100% AER at {where}: AWI reads the row whose decoder input is the word,",
+             "  and those rows almost never peak on that word's source word"]
+    if d and d["hyp_links"]:
+        lines[-1] += (f" ({source}-AWI layer {layer}: {d['hyp_links']} links for {d['sure_links']} gold ones, "
+                      f"{100 * (1 - d['precision']):.0f}% of them wrong)")
+    lines.append("  A row attends in order to predict the NEXT word: a layer can look at that word's source (its AWO) "
+                 "or park on </s>, never at the word it reads")
+    return lines
+
+
 def format_sweep(out: dict) -> str:
-    """``alignment.txt``: the per-layer table, the best layer and head, the baselines."""
+    """``alignment.txt``: the per-layer table, the best layer and head, the baselines, a legend."""
     cols = list(out["per_layer"])
-    lines = [f"AER (%) on {out['sentences']} sentences, teacher-forced; words merged "
-             f"({out['subword_merge']['source']}/{out['subword_merge']['target']}, {out['subword_merge']['rule']})",
+    merge = out["subword_merge"]
+    layers = list(next(iter(out["per_layer"].values())))
+    lines = [f"AER (%) on {out['sentences']} sentences, teacher-forced (the reference fed to the decoder); lower is "
+             f"better",
              "layer " + "".join(f"{c:>14}" for c in cols)]
-    for layer in next(iter(out["per_layer"].values())):
+    for layer in layers:
         lines.append(f"{layer:>5} " + "".join(f"{100 * out['per_layer'][c][layer]:>14.1f}" for c in cols))
     bl, bh = out["best_layer"], out["best_head"]
-    lines.append(f"best layer: {bl['config']}  AER {100 * bl['aer']:.1f} (P {100 * bl['precision']:.1f}, "
-                 f"R {100 * bl['recall']:.1f})")
-    lines.append(f"best head:  {bh['config']}  AER {100 * bh['aer']:.1f}")
+    heads = sum(1 for name in out["per_head"] if name.startswith(f"{bh['source']}-{bh['shift']}-L{bh['layer']}-H"))
+    lines.append(f"best layer: {_where(bl, len(layers), heads)}  AER {100 * bl['aer']:.1f} "
+                 f"(P {100 * bl['precision']:.1f}, R {100 * bl['recall']:.1f})")
+    lines.append(f"best head:  {_where(bh, len(layers), heads)}  AER {100 * bh['aer']:.1f} "
+                 f"(P {100 * bh['precision']:.1f}, R {100 * bh['recall']:.1f})")
     for name, r in out["baselines"].items():
         lines.append(f"{name:<12} AER {100 * r['aer']:.1f} (P {100 * r['precision']:.1f}, R {100 * r['recall']:.1f})")
-    return "\n".join(lines)
+    lines += _awi_note(out)
+    legend = ["layer, head: counted from 0 (layer 0 = the first decoder layer's cross-attention) as in alignment.json, "
+              "--alignment-layer, --alignment-heads, links/*-L<layer>.txt; papers count from 1",
+              *(f"{s}: {SOURCE_LEGEND[s]}" for s in SOURCE_LEGEND if any(c.startswith(f"{s}-") for c in cols)),
+              "AWO: a target word is aligned from the decoder row that predicts it (output); AWI: from the row that "
+              "reads it as input (fairseq-generate --alignment-shift)",
+              "P, R: precision, recall (%); a word whose row has its largest value on </s> gets no link",
+              f"words: subwords merged (source {merge['source']}, target {merge['target']}): "
+              f"{RULE_LEGEND.get(merge['rule'], merge['rule'])}"]
+    if out["baselines"]:
+        legend.append("eflomal-fwd/-rev/-gdfa: the statistical aligner eflomal, each direction and grow-diag-final-and")
+    return "\n".join(lines + [""] + [f"  {line}" for line in legend])

@@ -18,12 +18,17 @@ The **mixing ratio** (their §5) of query ``i`` is how much of the block's outpu
 tokens: ``‖Σ_{j≠i} c_ij‖ / (‖Σ_{j≠i} c_ij‖ + ‖c_ii‖)`` (cross-attention: all source tokens against
 the residual), at three levels: ``attention`` (the attention's vectors alone, Attn-N), ``residual``
 (with the residual, AttnRes-N) and ``block`` (after the LayerNorm, AttnResLn-N; pre-norm: = residual).
+
+The same terms give each block's **ALTI** shares (:func:`fairseq_rela.contributions.alti`: Manhattan
+distances of ``F_i(c_ij)`` to the block's output, bias included), computed on the vectors in hand.
 """
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from fairseq_rela.contributions import alti
 
 #: the levels of :attr:`BlockParts.mixing` (last axis)
 MIXING_LEVELS = ("attention", "residual", "block")
@@ -39,6 +44,8 @@ class BlockParts:
     vectors: Optional[Tensor] = None  # (B, T, S, E) F_i(c_ij), with keep_vectors
     residual: Optional[Tensor] = None  # (B, T, E) F_i(x_i) (cross-attention), with keep_vectors
     bias: Optional[Tensor] = None  # (B, T, E) F_i(b) + β: Σ_j vectors + residual + bias == block output
+    alti: Optional[Tensor] = None  # (B, T, S) ALTI share of key j in output i (contributions.alti)
+    alti_residual: Optional[Tensor] = None  # (B, T) cross-attention: the residual's ALTI share; None: inside alti
 
 
 def _ratio(mixed: Tensor, kept: Tensor) -> Tensor:
@@ -95,11 +102,12 @@ def decompose_block(vectors: Tensor, bias: Tensor, residual: Tensor, self_offset
         own = None if own is None else contrib[:, rows, cols]
         out_bias = F(out_bias, scale) + beta
     block_level = residual_level if layer_norm is None else _mixing(contrib, own, res)
+    shares = alti(contrib, res, out_bias)
     return BlockParts(
         norms=contrib.norm(dim=-1), residual_norm=None if res is None else res.norm(dim=-1),
         mixing=torch.stack([attention_level, residual_level, block_level], -1),
         vectors=contrib if keep_vectors else None, residual=res if keep_vectors else None,
-        bias=out_bias if keep_vectors else None,
+        bias=out_bias if keep_vectors else None, alti=shares.keys, alti_residual=shares.residual,
     )
 
 

@@ -17,7 +17,7 @@ turns a record into an alignment matrix (weights, norms or block contributions),
 ``fairseq-generate`` and for the analysis sweep alike.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -82,6 +82,8 @@ class AttentionRecord:
     block_vectors: Optional[Array] = None  # (B, T, S, E) F_i(c_ij), with keep_vectors
     block_residual: Optional[Array] = None  # (B, T, E) F_i(x_i) (cross-attention), with keep_vectors
     block_bias: Optional[Array] = None  # (B, T, E): Σ_j block_vectors + block_residual + block_bias == block output
+    alti: Optional[Array] = None  # (B, T, S) ALTI share of key j in block output i (fairseq_rela.contributions)
+    alti_residual: Optional[Array] = None  # (B, T) cross-attention: the residual's (decoder state's) ALTI share
 
     @property
     def has_norms(self) -> bool:
@@ -223,7 +225,8 @@ class AttentionRecorder:
     With ``norms=False`` only weights are kept (cheap: for training-time statistics).
     Outside the context nothing is recorded and the attention does no extra work.
     With ``block=True`` (implies norms) each record also holds the decomposition of its attention
-    block (:mod:`fairseq_rela.block`): exact in eval mode; the layers must be :class:`~fairseq_rela.block.ResidualTap` s.
+    block (:mod:`fairseq_rela.block`) and its ALTI shares (:mod:`fairseq_rela.contributions`): exact in
+    eval mode; the layers must be :class:`~fairseq_rela.block.ResidualTap` s.
     """
 
     def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
@@ -311,10 +314,12 @@ class AttentionRecorder:
                                           norm, self.keep_vectors))
         rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors = (
             None if part[0] is None else torch.cat(part) for part in zip(*attention))
+        names = [f.name for f in fields(BlockParts)]
         parts = BlockParts(*(None if getattr(chunks[0], f) is None else torch.cat([getattr(c, f) for c in chunks])
-                             for f in ("norms", "residual_norm", "mixing", "vectors", "residual", "bias")))
+                             for f in names))
         rec.block_norm, rec.block_residual_norm, rec.mixing_ratio = parts.norms, parts.residual_norm, parts.mixing
         rec.block_vectors, rec.block_residual, rec.block_bias = parts.vectors, parts.residual, parts.bias
+        rec.alti, rec.alti_residual = parts.alti, parts.alti_residual
 
 
 def _block_layer(model: nn.Module, name: str, kind: str) -> nn.Module:
@@ -335,8 +340,8 @@ class SentenceAttention:
     ``tgt_out``: the tokens each decoder position predicts (``y1 .. yn </s>``).
     ``records[(kind, layer)]``: an :class:`AttentionRecord` with ``weights``, ``weighted_norm``
     (H,T,S), ``fx_norm`` (H,T|1,S), ``summed_norm`` (T,S), and when the block was recorded
-    ``block_norm`` (T,S), ``block_residual_norm`` (T,) (cross) and ``mixing_ratio`` (T,3); queries T and
-    keys S are positions of ``src`` (encoder) or ``tgt_in``.
+    ``block_norm`` (T,S), ``block_residual_norm`` (T,) (cross), ``mixing_ratio`` (T,3), ``alti`` (T,S) and
+    ``alti_residual`` (T,) (cross); queries T and keys S are positions of ``src`` (encoder) or ``tgt_in``.
     """
 
     id: int
@@ -352,8 +357,8 @@ class SentenceAttention:
 
 
 _NORM_FIELDS = ("weighted_norm", "fx_norm", "summed_norm")
-_QUERY_KEY_FIELDS = ("summed_norm", "block_norm")  # (B, T, S)
-_QUERY_FIELDS = ("block_residual_norm", "mixing_ratio")  # (B, T, ...)
+_QUERY_KEY_FIELDS = ("summed_norm", "block_norm", "alti")  # (B, T, S)
+_QUERY_FIELDS = ("block_residual_norm", "mixing_ratio", "alti_residual")  # (B, T, ...)
 
 
 def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> Iterator[SentenceAttention]:
@@ -375,7 +380,7 @@ def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> 
                               "cross": (tgt_keep, src_keep)}[kind]
             out = AttentionRecord(kind, layer, rec.weights[b][:, q_keep][:, :, k_keep].cpu().numpy(),
                                   summed_heads=rec.summed_heads)
-            for name in _NORM_FIELDS + _QUERY_FIELDS + ("block_norm",):
+            for name in _NORM_FIELDS + _QUERY_FIELDS + ("block_norm", "alti"):
                 value = getattr(rec, name)
                 if value is None:
                     continue

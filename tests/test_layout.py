@@ -15,8 +15,8 @@ PACKAGE = REPO / "fairseq_rela"
 RANKS = {
     "fairseq_rela": 0, "fairseq_rela.errors": 0,
     "fairseq_rela.alignment": 1, "fairseq_rela.checkpoint": 1, "fairseq_rela.toy": 1,
-    "fairseq_rela.activations": 2, "fairseq_rela.normalization": 2,
-    "fairseq_rela.attention": 3, "fairseq_rela.block": 3,
+    "fairseq_rela.activations": 2, "fairseq_rela.normalization": 2, "fairseq_rela.kernels": 2,
+    "fairseq_rela.attention": 3, "fairseq_rela.block": 3, "fairseq_rela.contributions": 3,
     "fairseq_rela.config": 4, "fairseq_rela.recording": 4,
     "fairseq_rela.models": 5,
     "fairseq_rela.tasks": 6,

@@ -1,10 +1,15 @@
 """The reproduction recipes (examples/reproduce) end to end on small local data, their pair table and
-error paths (fairseq-rela-average: test_cli_average.py)."""
+error paths, reruns and signals (fairseq-rela-average: test_cli_average.py)."""
 import gzip
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +17,8 @@ from tests.helpers import REPO, SHARED_DATA
 
 RECIPE = REPO / "examples" / "reproduce" / "recipe.py"
 sys.path.insert(0, str(RECIPE.parent))
+import recipe as recipe_module  # noqa: E402
 from pairs import PAIRS, VARIANTS  # noqa: E402
-
-pytestmark = pytest.mark.e2e
 
 TINY = ("--arch", "rela_transformer_tiny", "--log-interval", "1")
 SHORT = ("--max-len-a", "0", "--max-len-b", "12")  # an untrained model's beam search would run to 200 tokens
@@ -59,6 +63,7 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("work")
 
 
+@pytest.mark.e2e
 @pytest.mark.realdata
 def test_wmt_recipe_chain(wmt_corpus, work):
     recipe("prepare", "--pair", "ro-en", "--work", work, "--corpus", wmt_corpus, "--vocab-size", "800")
@@ -85,14 +90,16 @@ def test_wmt_recipe_chain(wmt_corpus, work):
     res = json.loads((pdir / "eval-rela-g-seed1/result.json").read_text())
     assert res["test_sentences"] == 53 and len(lines(pdir / "eval-rela-g-seed1/hyp.detok")) == 53
     assert "--beam 4" in res["generate"] and "--lenpen 0.6" in res["generate"]
-    assert res["checkpoint"].endswith("checkpoint.avg5.pt")
+    assert res["checkpoint"].endswith("eval-rela-g-seed1/checkpoint.avg5.pt") and len(res["averaged"]) == 5
     assert re.match(r"nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:", res["signature"])
     summary = (work / "summary.md").read_text()
     row = next(x for x in summary.split("\n") if x.startswith("| ro-en | rela-g |"))
     assert f"| {res['bleu']:.1f} | 32.9 |" in row and "CPU" in row  # ours beside the paper's
+    assert row.endswith("| average of last 5 |")
     assert "fairseq-rela-launch --nproc-per-node 2" in summary
 
 
+@pytest.mark.e2e
 @pytest.mark.realdata
 def test_europarl_recipe_chain(tmp_path):
     corpus = tmp_path / "corpus"
@@ -110,7 +117,7 @@ def test_europarl_recipe_chain(tmp_path):
     pdir = work / "europarl-de-en"
     report = json.loads((pdir / "prepared.json").read_text())["pairs"]
     assert report["removed_empty_or_rwth"] >= 3 and report["valid"] == 40 and report["test"] == 508
-    assert (pdir / "data/spm.de.model").exists() and (pdir / "data/spm.en.model").exists()  # separate models
+    assert (pdir / "spm/spm.de.model").exists() and (pdir / "spm/spm.en.model").exists()  # separate models
     train_en = lines(pdir / "data/train.en")
     assert all(x == x.lower() for x in train_en) and any(" , " in x for x in train_en)  # Moses, lowercased
 
@@ -130,6 +137,7 @@ def test_europarl_recipe_chain(tmp_path):
     assert row.endswith("| 25.0 |") and "AER" in out
 
 
+@pytest.mark.e2e
 def test_pair_table_and_batch_plan(tmp_path):
     import sacrebleu.dataset
 
@@ -157,6 +165,7 @@ def test_pair_table_and_batch_plan(tmp_path):
                     assert "rela_transformer_iwslt_de_en" in cmd and "--best-checkpoint-metric bleu" in cmd
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args,message", [
     (["prepare", "--pair", "en-xx"], "invalid choice: 'en-xx'"),
     (["train", "--pair", "ro-en", "--variant", "relu"], "invalid choice: 'relu'"),
@@ -176,3 +185,223 @@ def test_bad_input_one_line(tmp_path, args, message):
     err = proc.stderr.strip().split("\n")
     assert message in err[-1] and "Traceback" not in proc.stderr and "error:" in err[-1]
     assert not (tmp_path / "w" / "ro-en" / "prepared.json").exists()
+
+
+# ---------------------------------------------------------------- reruns, short runs, signals, checkouts
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """400 training pairs of WMT news De-En as ro-en: prepares in seconds."""
+    d = tmp_path_factory.mktemp("corpus-tiny")
+    news = SHARED_DATA / "wmt-news"
+    for split, name, n in (("train", "newstest2010", 400), ("valid", "newstest2013", 20), ("test", "newstest2014", 13)):
+        write(d / f"{split}.ro", lines(news / f"{name}.de.gz")[:n])
+        write(d / f"{split}.en", lines(news / f"{name}.en.gz")[:n])
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_work(tiny_corpus, tmp_path_factory):
+    """A work folder with ro-en prepared from ``tiny_corpus`` (each test trains its own variant)."""
+    work = tmp_path_factory.mktemp("work-tiny")
+    recipe("prepare", "--pair", "ro-en", "--work", work, "--corpus", tiny_corpus, "--vocab-size", "300")
+    return work
+
+
+def snapshot(work):
+    """Every file under ``work`` with its modification time."""
+    return {p.relative_to(work): p.stat().st_mtime_ns for p in sorted(work.rglob("*")) if p.is_file()}
+
+
+def unfinished(pdir):
+    """Step folders that look finished without being so, and leftovers of a step that were not cleared."""
+    hidden = [p.name for p in pdir.iterdir() if p.name.startswith(".")]
+    unmarked = [p.name for p in pdir.iterdir() if p.is_dir() and p.name in ("data", "spm", "bin")
+                and not (p / "step.json").is_file()]
+    return hidden + unmarked
+
+
+def processes():
+    """pid -> (parent pid, process group, state) of every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            out[int(d)] = (int(fields[1]), int(fields[2]), fields[0])
+    return out
+
+
+def descendants(pid):
+    procs = processes()
+    out, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, (pp, _, _) in procs.items() if pp == parent]
+        out.update(kids)
+        todo += kids
+    return out
+
+
+def interrupt(signum, ready, *args):
+    """Start the recipe, send ``signum`` once ``ready(its descendants' command lines)``; returns the recipe's
+    result and the processes it had started (or that share their process groups) still alive afterwards."""
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while True:
+        kids = descendants(proc.pid)
+        cmdlines = []
+        for k in kids:
+            try:
+                cmdlines.append(open(f"/proc/{k}/cmdline").read().replace("\0", " "))
+            except OSError:
+                pass
+        if ready(cmdlines) or proc.poll() is not None or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the recipe ended before the signal:\n{proc.stderr.read()[-2000:]}"
+    groups = {processes().get(k, (0, 0, ""))[1] for k in kids} - {0, os.getpgid(0)}
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    for _ in range(50):  # killed processes vanish within moments
+        alive = [p for p, (_, group, state) in processes().items() if state != "Z" and (p in kids or group in groups)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    for p in alive:  # leave nothing behind, then fail
+        os.kill(p, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), alive
+
+
+@pytest.mark.unit
+def test_step_made_whole_or_not_at_all(tmp_path):
+    step = recipe_module.Step(tmp_path / "s", {"size": 1})
+    calls = []
+
+    def build(tmp, fail=False):
+        calls.append(tmp)
+        (tmp / "part").write_text("x")
+        if fail:
+            raise recipe_module.Interrupted(signal.SIGTERM)
+        (tmp / "whole").write_text("x")
+        return {"n": len(calls)}
+
+    with pytest.raises(recipe_module.Interrupted):
+        step.run(lambda tmp: build(tmp, fail=True), {}, force=False)
+    assert not step.dest.exists() and os.listdir(tmp_path) == []  # nothing half-made is left
+    step.tmp.mkdir()
+    (step.tmp / "stale").write_text("x")  # as after a SIGKILL: redone from a clean folder
+    done = step.run(build, {}, force=False)
+    assert sorted(os.listdir(step.dest)) == ["part", "step.json", "whole"] and done["report"] == {"n": 2}
+    assert step.run(build, {}, force=False) == done and len(calls) == 2  # finished: not redone
+    assert step.run(build, {"upstream": "new"}, force=False)["report"] == {"n": 3}  # other inputs: redone
+    other = recipe_module.Step(step.dest, {"size": 2})
+    with pytest.raises(recipe_module.RecipeError, match=r"other options \(size 1, now 2\): pass --force"):
+        other.run(build, {}, force=False)
+    assert len(calls) == 3 and (step.dest / "whole").exists()
+    assert other.run(build, {}, force=True)["options"] == {"size": 2} and os.listdir(tmp_path) == ["s"]
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_prepare_reruns_and_resumes(tiny_corpus, tmp_path):
+    work = tmp_path / "work"
+    pdir = work / "ro-en"
+    args = ("prepare", "--pair", "ro-en", "--work", work, "--corpus", tiny_corpus)
+    # SIGTERM while a step's console script runs (spm_train or fairseq-preprocess): nothing looks finished
+    proc, alive = interrupt(signal.SIGTERM, lambda cmds: any("sentencepiece" in c or "fairseq-preprocess" in c
+                                                             for c in cmds), *args, "--vocab-size", "300")
+    assert proc.returncode == 128 + signal.SIGTERM and not alive, proc.stderr[-2000:]
+    assert "interrupted by SIGTERM" in proc.stderr.strip().split("\n")[-1]
+    assert not (pdir / "prepared.json").exists() and not unfinished(pdir)
+    assert (pdir / "data/step.json").exists() and not (pdir / "bin").exists()
+    out = recipe(*args, "--vocab-size", "300").stdout  # resumed: the finished step is kept
+    assert "data: done already" in out and "bin: done already" not in out and not unfinished(pdir)
+    before = snapshot(pdir)
+    out = recipe(*args, "--vocab-size", "300").stdout  # the issue's second run: nothing redone
+    assert all(f"{s}: done already" in out for s in ("data", "spm", "bin")) and snapshot(pdir) == before
+    proc = recipe(*args, "--vocab-size", "320", check=False)  # other options: one line, folder untouched
+    err = proc.stderr.strip().split("\n")
+    assert proc.returncode == 1 and len(err) == 1 and "Traceback" not in proc.stderr
+    assert "error:" in err[0] and "spm.vocab_size 300, now 320" in err[0] and "--force" in err[0]
+    assert snapshot(pdir) == before
+    out = recipe(*args, "--vocab-size", "320", "--force").stdout  # only what changed is redone
+    assert "data: done already" in out and "spm: done already" not in out
+    after = snapshot(pdir)
+    assert after[Path("data/train.ro")] == before[Path("data/train.ro")]
+    assert after[Path("bin/dict.ro.txt")] != before[Path("bin/dict.ro.txt")]
+    assert json.loads((pdir / "prepared.json").read_text())["options"]["spm"]["vocab_size"] == 320
+    assert not unfinished(pdir)
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_train_signal_stops_every_rank(tiny_work, signum):
+    """A signal to the recipe reaches fairseq-rela-launch and both its ranks; exit 128 + signal."""
+    name = f"softmax-seed{signum}"
+    proc, alive = interrupt(signum, lambda cmds: sum("fairseq-train" in c for c in cmds) == 2,
+                            "train", "--pair", "ro-en", "--work", tiny_work, "--variant", "softmax", "--seeds", signum,
+                            "--cpu", "--procs", "2", "--max-tokens", "2500", "--", *TINY, "--max-update", "100000")
+    assert proc.returncode == 128 + signum and not alive, proc.stderr[-2000:]
+    assert proc.stderr.strip().split("\n")[-1].startswith(f"recipe.py: interrupted by {signal.Signals(signum).name}")
+    runs = json.loads((tiny_work / "ro-en" / f"runs-{name}.json").read_text())
+    assert [r["status"] for r in runs] == [f"interrupted ({signal.Signals(signum).name})"]
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_short_run_evaluates_the_checkpoints_there_are(tiny_work):
+    """--max-update below the recipe's checkpoint interval: evaluate says so and uses checkpoint_last.pt;
+    trained on to two interval checkpoints, the evaluation is redone on their average."""
+    pdir = tiny_work / "ro-en"
+    train = ("train", "--pair", "ro-en", "--work", tiny_work, "--variant", "rela-i", "--cpu", "--max-tokens", "2500")
+    tiny = ("--", *TINY, "--update-freq", "1")
+    evaluate = ("evaluate", "--pair", "ro-en", "--work", tiny_work, "--variant", "rela-i", "--cpu", "--", *SHORT)
+    proc = recipe(*train, *tiny, "--max-update", "3")
+    assert "leaves 0 interval checkpoint(s), not 5: evaluate will use checkpoint_last.pt" in proc.stderr
+    assert "trained already" in recipe(*train, *tiny, "--max-update", "3").stdout  # finished: no extra update
+    assert len(json.loads((pdir / "runs-rela-i-seed1.json").read_text())) == 1
+    proc = recipe(*evaluate)
+    assert "holds no interval checkpoint" in proc.stderr and "evaluating checkpoint_last.pt" in proc.stderr
+    res = json.loads((pdir / "eval-rela-i-seed1/result.json").read_text())
+    assert res["checkpoint"].endswith("ckpt-rela-i-seed1/checkpoint_last.pt") and "averaged" not in res
+    assert res["checkpoint_used"].startswith("checkpoint_last.pt") and res["test_sentences"] == 13
+    row = next(x for x in (tiny_work / "summary.md").read_text().split("\n") if x.startswith("| ro-en | rela-i |"))
+    assert "| checkpoint_last.pt (no interval checkpoint; recipe: average of last 5) |" in row
+
+    proc = recipe(*train, *tiny, "--max-update", "6", check=False)  # another command on a trained run: refused
+    assert proc.returncode == 1 and "--max-update 3, now 6" in proc.stderr and "--force" in proc.stderr
+    proc = recipe(*train, "--force", *tiny, "--max-update", "6", "--save-interval-updates", "2")
+    assert "leaves 3 interval checkpoint(s), not 5: evaluate will use the average of those 3" in proc.stderr
+    ckpts = sorted((pdir / "ckpt-rela-i-seed1").glob("checkpoint_*_*.pt"))
+    assert [int(p.stem.split("_")[-1]) for p in ckpts] == [4, 6]  # resumed at update 3
+    proc = recipe(*evaluate)  # the checkpoints changed: evaluated again without --force
+    assert "holds 2 interval checkpoint(s), the recipe averages the last 5: averaging those 2" in proc.stderr
+    res = json.loads((pdir / "eval-rela-i-seed1/result.json").read_text())
+    assert res["averaged"] == [p.name for p in ckpts] and res["checkpoint"].endswith("eval-rela-i-seed1/checkpoint.avg2.pt")
+    assert res["checkpoint_used"] == "average of last 2 (recipe: 5)" and os.path.isfile(res["checkpoint"])
+    assert "eval-rela-i-seed1/checkpoint.avg2.pt" in res["generate"] and ".partial" not in json.dumps(res)
+    assert "done already" in recipe(*evaluate).stdout  # nothing changed: not redone
+
+
+@pytest.mark.e2e
+def test_user_dir_is_the_copy_the_console_scripts_import(tmp_path):
+    """From a second checkout, --user-dir names the fairseq_rela that fairseq-train imports, not the
+    checkout's own (fairseq: "not globally unique")."""
+    other = tmp_path / "checkout2"
+    (other / "examples").mkdir(parents=True)
+    shutil.copytree(RECIPE.parent, other / "examples" / "reproduce")
+    (other / "fairseq_rela").mkdir()
+    (other / "fairseq_rela" / "__init__.py").write_text("")
+    imported = subprocess.run([sys.executable, "-c", "import fairseq_rela, os; print(os.path.dirname(fairseq_rela.__file__))"],
+                              cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    proc = subprocess.run([sys.executable, str(other / "examples/reproduce/recipe.py"), "train", "--pair", "ro-en",
+                           "--work", tmp_path / "w", "--variant", "softmax", "--dry-run"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"--user-dir {imported} " in proc.stdout and str(other) not in proc.stdout
+    assert f"the console scripts import {imported}, not this checkout's {other / 'fairseq_rela'}" in proc.stderr

@@ -3,6 +3,8 @@ published numbers (sources in examples/reproduce/README.md)."""
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+AVERAGE_LAST = 5  # ReLA pairs: the last 5 interval checkpoints are kept and averaged
+
 # attention variant -> fairseq-train options
 VARIANTS: Dict[str, Tuple[str, ...]] = {
     "softmax": ("--attention-activation", "softmax"),
@@ -23,7 +25,7 @@ RELA_TRAIN = (
     "--lr", "7e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--warmup-init-lr", "1e-7",
     "--clip-norm", "0.0",
     # length of training and checkpoint interval: our choice (the last 5 interval checkpoints are averaged)
-    "--max-update", "150000", "--save-interval-updates", "1500", "--keep-interval-updates", "5",
+    "--max-update", "150000", "--save-interval-updates", "1500", "--keep-interval-updates", str(AVERAGE_LAST),
     "--no-epoch-checkpoints",
 )
 
@@ -61,11 +63,12 @@ class Pair:
     published: Dict[str, float] = field(default_factory=dict)
     variants: Tuple[str, ...] = tuple(VARIANTS)
     seeds: Tuple[int, ...] = (1,)
+    average_last: Optional[int] = None           # evaluate the average of the last N interval checkpoints (None: best)
 
 
 def _rela(name, src, tgt, hf, valid, test, table, published, max_char_ratio=3.0):
     return Pair(name, src, tgt, "rela", table, RELA_TRAIN, 25000, 6250, hf, valid, test,
-                max_char_ratio=max_char_ratio, published=published)
+                max_char_ratio=max_char_ratio, published=published, average_last=AVERAGE_LAST)
 
 
 def _published(softmax, sparsemax, entmax15, rela):

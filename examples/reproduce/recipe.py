@@ -7,6 +7,9 @@
 
 Pairs and settings: ``pairs.py``.  Everything after ``--`` goes to fairseq-train (train) or
 fairseq-generate (evaluate) unchanged, after the recipe's own options (so it overrides them).
+Every step can be rerun: finished work is skipped, interrupted work is redone (``Step``), other
+options than a finished folder was made with are refused unless ``--force``.  SIGINT/SIGTERM stop
+the running console script's whole process group; the recipe then exits with 128 + the signal.
 See README.md in this folder.
 """
 import argparse
@@ -16,25 +19,44 @@ import os
 import platform
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import unicodedata
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pairs import EUROPARL_URL, PAIRS, VARIANTS, Pair  # noqa: E402
 
+try:  # the copy the console scripts beside this python import (checked in main)
+    import fairseq_rela
+    from fairseq_rela.cli.files import write_json, write_text
+except ImportError:
+    fairseq_rela = None
+
 PROG = "recipe.py"
 BIN = Path(sys.executable).parent
-USER_DIR = str(Path(__file__).resolve().parents[2] / "fairseq_rela")
+MARKER = "step.json"  # written last inside a finished step's folder
+GRACE_S = 30  # after a signal, how long a child may take to exit before its process group is killed
 # characters some readers take for line ends (str.splitlines, universal newlines): a space in our files
 _BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class RecipeError(Exception):
     """Bad input or state: one line, non-zero exit."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the children are stopped, the recipe exits with 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------- text
@@ -58,9 +80,7 @@ def gold_key(line: str) -> str:
 
 
 def write_lines(path: Path, lines: List[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(str(path), "".join(line + "\n" for line in lines))
 
 
 def find(directory: Path, name: str) -> Path:
@@ -79,8 +99,8 @@ def pairs_of(src: Path, tgt: Path) -> List[Tuple[str, str]]:
 
 # ---------------------------------------------------------------- sources
 def sacrebleu_echo(test_set: str, pair: Pair, side: str) -> List[str]:
-    proc = subprocess.run([str(BIN / "sacrebleu"), "-t", test_set, "-l", f"{pair.src}-{pair.tgt}", "--echo", side],
-                          capture_output=True, text=True)
+    proc = run_child([str(BIN / "sacrebleu"), "-t", test_set, "-l", f"{pair.src}-{pair.tgt}", "--echo", side],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RecipeError(f"sacrebleu -t {test_set} --echo {side} failed (no internet? pass --corpus DIR): "
                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -116,48 +136,140 @@ def download_europarl(raw: Path) -> Path:
     return raw
 
 
+# ---------------------------------------------------------------- steps
+@dataclass
+class Step:
+    """One output folder of the recipe, made whole or not at all.
+
+    It is built in a hidden temporary folder beside it (cleared first) and renamed into place when whole,
+    with ``step.json`` (options, inputs, report) written last inside it.  A finished step with the same
+    options and inputs is skipped; other inputs (an earlier step was redone) redo it; other options are
+    an error unless ``force``."""
+    dest: Path
+    options: dict
+
+    @property
+    def tmp(self) -> Path:
+        return self.dest.parent / f".{self.dest.name}.partial"
+
+    def marker(self) -> Optional[dict]:
+        path = self.dest / MARKER
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def check(self, force: bool) -> None:
+        """Refuse (one line) a finished folder made with other options, unless ``force``."""
+        done = self.marker()
+        if done is not None and done["options"] != self.options and not force:
+            raise RecipeError(f"{self.dest} was made with other options ({differences(done['options'], self.options)})"
+                              ": pass --force to redo it, or use another --work")
+
+    def run(self, build: Callable[[Path], dict], inputs: dict, force: bool) -> dict:
+        """The finished step's marker: ``build(tmp)`` (returning the report) unless done already."""
+        self.check(force)
+        done = self.marker()
+        if done is not None and done["options"] == self.options and done["inputs"] == inputs:
+            print(f"{PROG}: {self.dest}: done already", flush=True)
+            return done
+        old = self.dest.parent / f".{self.dest.name}.old"
+        for leftover in (self.tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        try:
+            record = {"options": self.options, "inputs": inputs, "report": build(self.tmp), "id": uuid.uuid4().hex,
+                      "finished": time.ctime()}
+            write_json(record, str(self.tmp / MARKER))
+            if self.dest.exists():
+                os.rename(self.dest, old)
+            os.rename(self.tmp, self.dest)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        return record
+
+
+def differences(old: dict, new: dict) -> str:
+    """``key old, now new`` for every option that differs (one level of nesting flattened)."""
+    def flat(d):
+        return {f"{k}.{k2}" if isinstance(v, dict) else k: v2 for k, v in d.items()
+                for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)])}
+    a, b = flat(old), flat(new)
+    return "; ".join(f"{k} {a.get(k, '(unset)')}, now {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
+                     if a.get(k) != b.get(k))
+
+
+def read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 # ---------------------------------------------------------------- prepare
 def prepare(args, pair: Pair) -> None:
     work = pair_dir(args)
-    corpus = Path(args.corpus) if args.corpus else None
+    corpus = Path(args.corpus).resolve() if args.corpus else None
+    gold = None
     if pair.paper == "kobayashi":
         rwth = Path(args.rwth) if args.rwth else None
         if rwth is None:
             raise RecipeError("--rwth DIR (or RWTH_GOLD_DIR) is needed: the RWTH gold set (test.de, test.en, "
                               "alignment.talp)")
         gold = {f: find(rwth, f) for f in ("test.de", "test.en", "alignment.talp")}
-        if corpus is not None:
-            files = (find(corpus, "europarl-v7.de-en.de"), find(corpus, "europarl-v7.de-en.en"))
-        splits = None
-    elif corpus is not None:
-        files = {s: (find(corpus, f"{s}.{pair.src}"), find(corpus, f"{s}.{pair.tgt}")) for s in ("train", "valid", "test")}
+        files = (find(corpus, "europarl-v7.de-en.de"), find(corpus, "europarl-v7.de-en.en")) if corpus else None
+    else:
+        files = ({s: (find(corpus, f"{s}.{pair.src}"), find(corpus, f"{s}.{pair.tgt}")) for s in ("train", "valid", "test")}
+                 if corpus else None)
     try:  # the SentencePiece trainer is needed at the end: check now
         import sentencepiece  # noqa: F401
         if pair.paper == "kobayashi":
             import sacremoses  # noqa: F401
     except ImportError as err:
         raise RecipeError(f"{err.name} is not installed (bash scripts/install.sh installs it)")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "prepared.json").unlink(missing_ok=True)
-    data = work / "data"
-    data.mkdir(exist_ok=True)
-    report = {}
+    options = {"data": {"pair": pair.name, "corpus": str(corpus) if corpus else "download",
+                        "max_train_pairs": args.max_train_pairs},
+               "spm": {"vocab_size": args.vocab_size or pair.vocab_size}}
     if pair.paper == "kobayashi":
-        if corpus is None:
+        options["data"].update(rwth=str(Path(args.rwth).resolve()), valid_lines=args.valid_lines)
+    steps = [Step(work / name, options.get(name, {})) for name in ("data", "spm", "bin")]
+    prepared = read_json(work / "prepared.json")
+    changed = prepared is not None and prepared.get("options") != options
+    if changed:  # every refusal before any work
+        made = ("by an older recipe.py (no options recorded)" if "options" not in prepared
+                else f"with other options ({differences(prepared['options'], options)})")
+        if not args.force:
+            raise RecipeError(f"{work} was prepared {made}: pass --force to redo what changed, or use another --work")
+        trained = sorted(p.name for p in work.glob("ckpt-*") if p.is_dir())
+        if trained:
+            raise RecipeError(f"--force: {work} holds models trained on the old data ({', '.join(trained)}): "
+                              "move them away first, or use another --work")
+    for step in steps:
+        step.check(args.force)
+    work.mkdir(parents=True, exist_ok=True)
+    if changed:
+        (work / "prepared.json").unlink()  # only a whole new preparation writes it again
+    data = steps[0].run(lambda tmp: write_splits(args, pair, work, files, gold, tmp), {}, args.force)
+    counts = {s: data["report"][s] for s in ("train", "valid", "test")}
+    spm = steps[1].run(lambda tmp: spm_encode(pair, work / "data", tmp, counts, options["spm"]["vocab_size"]),
+                       {"data": data["id"]}, args.force)
+    steps[2].run(lambda tmp: binarise(pair, work, tmp, counts), {"spm": spm["id"]}, args.force)
+    report = data["report"]
+    record = {"pair": pair.name, "options": options, "pairs": report}
+    if record != prepared:  # written last: a folder without it is not a finished one
+        write_json(record, str(work / "prepared.json"))
+    print(f"{PROG}: {pair.name} prepared in {work}: " + ", ".join(f"{k} {v}" for k, v in report.items()))
+
+
+def write_splits(args, pair: Pair, work: Path, files, gold, dest: Path) -> dict:
+    """The cleaned train/valid/test text in ``dest``; the report (read, dropped, lines per split)."""
+    if pair.paper == "kobayashi":
+        if files is None:
             raw = download_europarl(work / "raw")
             files = (raw / "europarl-v7.de-en.de", raw / "europarl-v7.de-en.en")
         splits, report = kobayashi_splits(pair, pairs_of(*files), gold, args)
     else:
-        raw_splits = ({s: pairs_of(*f) for s, f in files.items()} if corpus is not None else download_rela(pair))
+        raw_splits = {s: pairs_of(*f) for s, f in files.items()} if files is not None else download_rela(pair)
         splits, report = rela_splits(pair, raw_splits, args)
     for split, rows in splits.items():
         for i, lang in enumerate((pair.src, pair.tgt)):
-            write_lines(data / f"{split}.{lang}", [r[i] for r in rows])
-    spm_encode(pair, data, splits, args.vocab_size or pair.vocab_size)
-    binarise(pair, work, splits)
-    report.update({s: len(rows) for s, rows in splits.items()})
-    (work / "prepared.json").write_text(json.dumps({"pair": pair.name, "pairs": report}, indent=1))
-    print(f"{PROG}: {pair.name} prepared in {work}: " + ", ".join(f"{k} {v}" for k, v in report.items()))
+            write_lines(dest / f"{split}.{lang}", [r[i] for r in rows])
+    return {**report, **{s: len(rows) for s, rows in splits.items()}}
 
 
 def rela_splits(pair: Pair, raw: Dict[str, List[Tuple[str, str]]], args):
@@ -198,40 +310,49 @@ def kobayashi_splits(pair: Pair, rows: List[Tuple[str, str]], gold: Dict[str, Pa
     return splits, {"europarl_read": len(rows), "removed_empty_or_rwth": len(rows) - len(kept)}
 
 
-def spm_encode(pair: Pair, data: Path, splits, vocab_size: int) -> None:
+# SentencePiece training runs in a child process, so that a signal stops it at once
+SPM_TRAIN = "import json, sys, sentencepiece as spm; spm.SentencePieceTrainer.train(**json.loads(sys.argv[1]))"
+
+
+def spm_encode(pair: Pair, data: Path, dest: Path, counts: Dict[str, int], vocab_size: int) -> dict:
+    """SentencePiece model(s) trained on ``data``'s training text, and every split encoded, in ``dest``."""
     import sentencepiece as spm
 
     models = {}
     groups = [(pair.src, pair.tgt)] if pair.joint_vocab else [(pair.src,), (pair.tgt,)]
     for langs in groups:
-        prefix = data / ("spm" if pair.joint_vocab else f"spm.{langs[0]}")
-        spm.SentencePieceTrainer.train(
+        prefix = dest / ("spm" if pair.joint_vocab else f"spm.{langs[0]}")
+        options = dict(
             input=[str(data / f"train.{lang}") for lang in langs], model_prefix=str(prefix), vocab_size=vocab_size,
             character_coverage=0.9995 if "zh" in langs else 1.0, model_type="unigram", input_sentence_size=10_000_000,
             shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
             hard_vocab_limit=False)
+        call([sys.executable, "-c", SPM_TRAIN, json.dumps(options)], Path(f"{prefix}.log"), name="spm_train")
         for lang in langs:
             models[lang] = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
-    for split, rows in splits.items():
+    for split in counts:
         for lang in (pair.src, pair.tgt):
             lines = read_lines(data / f"{split}.{lang}")
-            write_lines(data / f"{split}.spm.{lang}", [" ".join(models[lang].encode(x, out_type=str)) for x in lines])
+            write_lines(dest / f"{split}.spm.{lang}", [" ".join(models[lang].encode(x, out_type=str)) for x in lines])
+    return {"vocab_size": vocab_size}
 
 
-def binarise(pair: Pair, work: Path, splits) -> None:
-    data, dest = work / "data", work / "bin"
+def binarise(pair: Pair, work: Path, dest: Path, counts: Dict[str, int]) -> dict:
+    """``fairseq-preprocess`` of ``work/spm`` into ``dest``, checked to hold every line."""
+    encoded = work / "spm"
     cmd = [str(BIN / "fairseq-preprocess"), "--source-lang", pair.src, "--target-lang", pair.tgt,
-           "--trainpref", str(data / "train.spm"), "--validpref", str(data / "valid.spm"),
-           "--testpref", str(data / "test.spm"), "--destdir", str(dest), "--workers", "2"]
+           "--trainpref", str(encoded / "train.spm"), "--validpref", str(encoded / "valid.spm"),
+           "--testpref", str(encoded / "test.spm"), "--destdir", str(dest), "--workers", "2"]
     cmd += ["--joined-dictionary"] if pair.joint_vocab else []
     call(cmd, work / "preprocess.log")
     from fairseq.data import indexed_dataset
 
-    for split, rows in splits.items():  # never lose a pair: the binarised sets hold every line
+    for split, n_rows in counts.items():  # never lose a pair: the binarised sets hold every line
         for lang in (pair.src, pair.tgt):
             n = len(indexed_dataset.make_dataset(str(dest / f"{split}.{pair.src}-{pair.tgt}.{lang}"), impl="mmap"))
-            if n != len(rows):
-                raise RecipeError(f"{dest}: {split}.{lang} holds {n} sentences, expected {len(rows)}")
+            if n != n_rows:
+                raise RecipeError(f"{dest}: {split}.{lang} holds {n} sentences, expected {n_rows}")
+    return dict(counts)
 
 
 # ---------------------------------------------------------------- train
@@ -259,7 +380,7 @@ def train_command(args, pair: Pair, variant: str, seed: int) -> List[str]:
         launch += ["--master-addr", args.master_addr, "--master-port", str(args.master_port)]
     device = ["--cpu"] if args.cpu else ["--fp16"]
     return [*launch, *(["--cpu"] if args.cpu else []), "--",
-            str(work / "bin"), "--user-dir", USER_DIR, "--source-lang", pair.src, "--target-lang", pair.tgt,
+            str(work / "bin"), "--user-dir", user_dir(), "--source-lang", pair.src, "--target-lang", pair.tgt,
             *pair.train_args, *VARIANTS[variant], *device, "--max-tokens", str(max_tokens),
             "--update-freq", str(update_freq(pair, max_tokens, world)), "--seed", str(seed),
             "--save-dir", str(work / f"ckpt-{run_name(variant, seed)}"), "--log-format", "simple",
@@ -284,20 +405,81 @@ def train(args, pair: Pair) -> None:
         raise RecipeError(f"{work}: not prepared (run `{PROG} prepare --pair {pair.name} --work {args.work}` first)")
     runs = [(v, s) for v in variants(args, pair) for s in seeds(args, pair)]
     cmds = [(v, s, train_command(args, pair, v, s)) for v, s in runs]  # every check before the first run
+    if not args.dry_run:
+        for variant, seed, cmd in cmds:
+            name = run_name(variant, seed)
+            done = runs_of(work, name)
+            if done and done[-1]["command"] != shlex.join(cmd) and not args.force:
+                raise RecipeError(f"{work / f'ckpt-{name}'} was trained with another command (runs-{name}.json: "
+                                  f"{command_differences(shlex.split(done[-1]['command']), cmd)}): pass --force to go "
+                                  "on training it with this one, or leave it out (--variant, --seeds)")
+    note = interval_note(pair, cmds[0][2])
     for variant, seed, cmd in cmds:
         name = run_name(variant, seed)
+        done = [] if args.dry_run else runs_of(work, name)
+        if done and done[-1].get("status", "complete") == "complete" and done[-1]["command"] == shlex.join(cmd):
+            print(f"{PROG}: {pair.name} {name}: trained already (runs-{name}.json)", flush=True)
+            continue
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
+            note = None
         print(f"{PROG}: training {pair.name} {name}: {shlex.join(cmd)}", flush=True)
         if args.dry_run:
             continue
-        start = time.time()
-        call(cmd, work / f"train-{name}.log", append=True)
-        log_run(work / f"runs-{name}.json", {"command": shlex.join(cmd), "hardware": hardware(args),
-                                            "seconds": round(time.time() - start, 1), "finished": time.ctime()})
+        start, status = time.time(), "failed"
+        try:  # fairseq-train resumes from checkpoint_last.pt by itself
+            call(cmd, work / f"train-{name}.log", append=True)
+            status = "complete"
+        except Interrupted as sig:
+            status = f"interrupted ({signal.Signals(sig.signum).name})"
+            raise
+        finally:
+            log_run(work, name, {"command": shlex.join(cmd), "hardware": hardware(args), "status": status,
+                                 "seconds": round(time.time() - start, 1), "finished": time.ctime()})
 
 
-def log_run(path: Path, record: dict) -> None:
-    runs = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps(runs + [record], indent=1))
+def option_value(cmd: List[str], name: str) -> Optional[str]:
+    """The value fairseq sees for ``name`` in ``cmd`` (the last one given wins)."""
+    value = None
+    for i, arg in enumerate(cmd):
+        if arg == name and i + 1 < len(cmd):
+            value = cmd[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def command_differences(old: List[str], new: List[str]) -> str:
+    """``--option old, now new`` for the options whose value differs between two commands."""
+    def shown(cmd, name):
+        if not any(a == name or a.startswith(name + "=") for a in cmd):
+            return "(not given)"
+        value = option_value(cmd, name)
+        return "(given)" if value is None or value.startswith("--") else value
+
+    names = sorted({a.split("=")[0] for a in old + new if a.startswith("--")})
+    diff = [f"{n} {shown(old, n)}, now {shown(new, n)}" for n in names if shown(old, n) != shown(new, n)]
+    return "; ".join(diff) or "the same options in another order"
+
+
+def interval_note(pair: Pair, cmd: List[str]) -> Optional[str]:
+    """A line when the run will leave fewer interval checkpoints than evaluate averages (a short run)."""
+    if pair.average_last is None:
+        return None
+    try:
+        max_update, interval = int(option_value(cmd, "--max-update") or 0), int(option_value(cmd, "--save-interval-updates") or 0)
+    except ValueError:
+        return None
+    if max_update <= 0 or interval <= 0 or max_update // interval >= pair.average_last:
+        return None
+    n = max_update // interval
+    uses = f"the average of those {n}" if n else "checkpoint_last.pt"
+    return (f"--max-update {max_update} with --save-interval-updates {interval} leaves {n} interval checkpoint(s), "
+            f"not {pair.average_last}: evaluate will use {uses} (and record it)")
+
+
+def log_run(work: Path, name: str, record: dict) -> None:
+    write_json(runs_of(work, name) + [record], str(work / f"runs-{name}.json"))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -309,33 +491,85 @@ def evaluate(args, pair: Pair) -> None:
         raise RecipeError(f"{work}: no trained model for {args.variant} (run `{PROG} train` first)")
     if pair.paper == "kobayashi" and not args.rwth:
         raise RecipeError("--rwth DIR (or RWTH_GOLD_DIR) is needed for the alignment sweep")
-    for variant, seed in todo:
+    options = {"cpu": args.cpu, "extra": args.extra}
+    if pair.paper == "kobayashi":
+        options["rwth"] = str(Path(args.rwth).resolve())
+    plans = []
+    for variant, seed in todo:  # every refusal before the first evaluation
         name = run_name(variant, seed)
-        out = work / f"eval-{name}"
-        out.mkdir(exist_ok=True)
-        result = {"pair": pair.name, "variant": variant, "seed": seed, "run": name}
-        ckpt_dir = work / f"ckpt-{name}"
-        if pair.paper == "rela":  # average of the last 5 interval checkpoints
-            ckpt = ckpt_dir / "checkpoint.avg5.pt"
-            call([str(BIN / "fairseq-rela-average"), "--inputs", str(ckpt_dir), "--last", "5", "--output", str(ckpt)],
-                 out / "average.log")
-        else:  # best by validation BLEU
-            ckpt = ckpt_dir / "checkpoint_best.pt"
-            if not ckpt.exists():
-                raise RecipeError(f"{ckpt}: no such checkpoint")
-        result["checkpoint"] = str(ckpt)
-        result.update(bleu(args, pair, work, ckpt, out))
-        if pair.paper == "kobayashi":
-            result["alignment"] = alignment_sweep(args, pair, work, ckpt, out)
-        (out / "result.json").write_text(json.dumps(result, indent=1))
-        print(f"{PROG}: {pair.name} {name}: BLEU {result['bleu']:.1f} ({result['signature']})", flush=True)
+        step = Step(work / f"eval-{name}", options)
+        step.check(args.force)
+        plans.append((variant, seed, name, step, *checkpoints_to_evaluate(pair, work / f"ckpt-{name}")))
+    for variant, seed, name, step, ckpts, note in plans:
+        inputs = {"checkpoints": [fingerprint(p) for p in ckpts]}
+        result = step.run(lambda tmp: evaluate_run(args, pair, variant, seed, ckpts, note, tmp, step.dest),
+                          inputs, args.force)["report"]
+        print(f"{PROG}: {pair.name} {name}: BLEU {result['bleu']:.1f} ({result['signature']}; "
+              f"{result['checkpoint_used']})", flush=True)
     summarize(args)
+
+
+def checkpoints_to_evaluate(pair: Pair, ckpt_dir: Path) -> Tuple[List[Path], Optional[str]]:
+    """The checkpoints to evaluate (their average for the ReLA pairs) and, if not the recipe's, a line why."""
+    if pair.average_last is None:  # best by validation BLEU
+        best = ckpt_dir / "checkpoint_best.pt"
+        if not best.is_file():
+            raise RecipeError(f"{best}: no such checkpoint")
+        return [best], None
+    interval = sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir()
+                      if (m := re.match(r"checkpoint_\d+_(\d+)\.pt$", p.name)))
+    chosen = [p for _, p in interval[-pair.average_last:]]
+    if len(chosen) == pair.average_last:
+        return chosen, None
+    if chosen:
+        return chosen, (f"{ckpt_dir} holds {len(chosen)} interval checkpoint(s), the recipe averages the last "
+                        f"{pair.average_last}: averaging those {len(chosen)}")
+    last = ckpt_dir / "checkpoint_last.pt"
+    if not last.is_file():
+        raise RecipeError(f"{ckpt_dir}: no interval checkpoint and no checkpoint_last.pt (has training run?)")
+    return [last], (f"{ckpt_dir} holds no interval checkpoint (a run shorter than --save-interval-updates), the "
+                    f"recipe averages the last {pair.average_last}: evaluating checkpoint_last.pt")
+
+
+def fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"name": path.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def evaluate_run(args, pair: Pair, variant: str, seed: int, ckpts: List[Path], note: Optional[str], out: Path,
+                 dest: Path) -> dict:
+    """BLEU (and for Europarl the alignment sweep) of one run, written to ``out``; paths in the result name
+    ``dest``, where ``out`` is moved when whole."""
+    work = pair_dir(args)
+    name = run_name(variant, seed)
+    if note:
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
+    result = {"pair": pair.name, "variant": variant, "seed": seed, "run": name}
+    if pair.average_last is None:
+        ckpt, used = ckpts[0], f"{ckpts[0].name} (best validation BLEU)"
+    elif ckpts[0].name == "checkpoint_last.pt":
+        ckpt, used = ckpts[0], f"checkpoint_last.pt (no interval checkpoint; recipe: average of last {pair.average_last})"
+    else:
+        ckpt = out / f"checkpoint.avg{len(ckpts)}.pt"
+        call([str(BIN / "fairseq-rela-average"), "--inputs", *map(str, ckpts), "--output", str(ckpt)],
+             out / "average.log")
+        used = f"average of last {len(ckpts)}" + ("" if len(ckpts) == pair.average_last
+                                                 else f" (recipe: {pair.average_last})")
+        result["averaged"] = [p.name for p in ckpts]
+    result.update(checkpoint=str(ckpt), checkpoint_used=used)
+    result.update(bleu(args, pair, work, ckpt, out))
+    if pair.paper == "kobayashi":
+        result["alignment"] = alignment_sweep(args, pair, work, ckpt, out)
+    # the paths (checkpoint, commands) as they will be once ``out`` is moved to ``dest``
+    result = json.loads(json.dumps(result).replace(json.dumps(str(out))[1:-1], json.dumps(str(dest))[1:-1]))
+    write_json(result, str(out / "result.json"))
+    return result
 
 
 def bleu(args, pair: Pair, work: Path, ckpt: Path, out: Path) -> dict:
     import sacrebleu
 
-    cmd = [str(BIN / "fairseq-generate"), str(work / "bin"), "--user-dir", USER_DIR, "--path", str(ckpt),
+    cmd = [str(BIN / "fairseq-generate"), str(work / "bin"), "--user-dir", user_dir(), "--path", str(ckpt),
            "--source-lang", pair.src, "--target-lang", pair.tgt, "--gen-subset", "test", "--beam", "4",
            "--lenpen", "0.6", "--required-batch-size-multiple", "1", "--post-process", "sentencepiece",
            "--max-tokens", "8000", *(["--cpu"] if args.cpu else ["--fp16"]), *args.extra]
@@ -359,7 +593,7 @@ def bleu(args, pair: Pair, work: Path, ckpt: Path, out: Path) -> dict:
 
 def alignment_sweep(args, pair: Pair, work: Path, ckpt: Path, out: Path) -> dict:
     sweep = out / "alignment"
-    cmd = [str(BIN / "fairseq-rela-analyze"), str(work / "bin"), "--user-dir", USER_DIR, "--path", str(ckpt),
+    cmd = [str(BIN / "fairseq-rela-analyze"), str(work / "bin"), "--user-dir", user_dir(), "--path", str(ckpt),
            "--gen-subset", "test", "--source-lang", pair.src, "--target-lang", pair.tgt, "--gold-alignment",
            str(find(Path(args.rwth), "alignment.talp")), "--output-dir", str(sweep), "--plot-sentences", "0",
            "--max-tokens", "8000", "--no-progress-bar", *(["--cpu"] if args.cpu else [])]
@@ -380,7 +614,8 @@ def summarize(args) -> None:
     if not results:
         raise RecipeError(f"{work}: no evaluated runs (run `{PROG} evaluate` first)")
     lines = ["# Results", "", "## BLEU (SacreBLEU, detokenised; Europarl: tokenised lowercase RWTH text)", "",
-             "| pair | variant | seeds | ours | paper | training wall time | hardware |", "|---|---|---|---|---|---|---|"]
+             "| pair | variant | seeds | ours | paper | training wall time | hardware | checkpoint |",
+             "|---|---|---|---|---|---|---|---|"]
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for r in results:
         groups.setdefault((r["pair"], r["variant"]), []).append(r)
@@ -391,8 +626,9 @@ def summarize(args) -> None:
         runs = [rec for r in rs for rec in runs_of(work / name, r["run"])]
         wall = sum(rec["seconds"] for rec in runs)
         hw = sorted({rec["hardware"] for rec in runs})
+        used = sorted({r.get("checkpoint_used", Path(r["checkpoint"]).name) for r in rs})
         lines.append(f"| {name} | {variant} | {len(rs)} | {ours:.1f} | {'—' if paper is None else f'{paper:.1f}'} "
-                     f"| {wall / 3600:.2f} h | {'; '.join(hw) or '?'} |")
+                     f"| {wall / 3600:.2f} h | {'; '.join(hw) or '?'} | {'; '.join(used)} |")
     align = [(k, rs) for k, rs in groups.items() if "alignment" in rs[0]]
     for (name, variant), rs in align:
         pair = PAIRS[name]
@@ -410,8 +646,9 @@ def summarize(args) -> None:
     lines += ["", "## Commands", ""]
     for r in results:
         for rec in runs_of(work / r["pair"], r["run"]):
-            lines.append(f"- {r['pair']} {r['run']} train ({rec['seconds'] / 3600:.2f} h, {rec['hardware']}): "
-                         f"`{rec['command']}`")
+            status = rec.get("status", "complete")
+            lines.append(f"- {r['pair']} {r['run']} train ({rec['seconds'] / 3600:.2f} h, {rec['hardware']}"
+                         f"{'' if status == 'complete' else ', ' + status}): `{rec['command']}`")
         lines.append(f"- {r['pair']} {r['run']} decode: `{r['generate']}`; BLEU signature `{r['signature']}`")
     text = "\n".join(lines) + "\n"
     write_lines(work / "summary.md", text.rstrip("\n").split("\n"))
@@ -424,17 +661,105 @@ def runs_of(work: Path, name: str) -> List[dict]:
 
 
 # ---------------------------------------------------------------- plumbing
-def call(cmd: List[str], log: Path, append: bool = False, stdout: Optional[Path] = None) -> None:
+class Signals:
+    """SIGINT/SIGTERM: sent on to every running child's process group, then ``Interrupted`` in the recipe.
+
+    A signal that arrives while a child is being started (``hold``) is raised once it is registered, so
+    no child is ever started unseen."""
+
+    def __init__(self):
+        self.children: List[subprocess.Popen] = []
+        self.signalled: set = set()
+        self.signum: Optional[int] = None
+        self.hold = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        for proc in self.children:
+            self.forward(proc, signum)
+        if first and not self.hold:
+            raise Interrupted(signum)
+
+    def forward(self, proc: subprocess.Popen, signum: int) -> None:
+        self.signalled.add(proc.pid)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def start(self, cmd: List[str], **popen) -> subprocess.Popen:
+        """``cmd`` in a process group of its own (its pid), registered; ``Interrupted`` if a signal came."""
+        self.hold = True
+        try:
+            proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+            self.children.append(proc)
+        finally:
+            self.hold = False
+        if self.signum is not None:
+            if proc.pid not in self.signalled:
+                self.forward(proc, self.signum)
+            self.stop(proc)
+            raise Interrupted(self.signum)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Wait (at most GRACE_S) for a signalled child to end, then kill what is left of its process group."""
+        try:
+            proc.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # grandchildren whose parent died (a launcher's ranks)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        self.children.remove(proc)
+
+
+SIGNALS = Signals()
+
+
+def run_child(cmd: List[str], **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose child a signal to the recipe stops (with its whole process group)."""
+    proc = SIGNALS.start(cmd, **popen)
+    try:
+        out, err = proc.communicate()
+    except Interrupted:
+        SIGNALS.stop(proc)
+        raise
+    SIGNALS.children.remove(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def call(cmd: List[str], log: Path, append: bool = False, stdout: Optional[Path] = None,
+         name: Optional[str] = None) -> None:
     """Run a console script, its output to ``log`` (stdout to ``stdout`` if given); one line if it fails."""
     with open(log, "a" if append else "w") as err:
         if stdout is not None:
             with open(stdout, "w") as out:
-                proc = subprocess.run(cmd, stdout=out, stderr=err)
+                proc = run_child(cmd, stdout=out, stderr=err)
         else:
-            proc = subprocess.run(cmd, stdout=err, stderr=subprocess.STDOUT)
+            proc = run_child(cmd, stdout=err, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-        raise RecipeError(f"{Path(cmd[0]).name} failed (status {proc.returncode}, log {log}): {tail[0][:300]}")
+        raise RecipeError(f"{name or Path(cmd[0]).name} failed (status {proc.returncode}, log {log}): {tail[0][:300]}")
+
+
+def user_dir() -> str:
+    """``--user-dir`` for the console scripts: the fairseq_rela they import (the one beside this python),
+    whichever checkout the recipe runs from; fairseq refuses a second copy ("not globally unique")."""
+    used = Path(fairseq_rela.__file__).resolve().parent
+    here = Path(__file__).resolve().parents[2] / "fairseq_rela"
+    if here.is_dir() and here != used and not getattr(user_dir, "noted", False):
+        user_dir.noted = True
+        print(f"{PROG}: note: the console scripts import {used}, not this checkout's {here}: using that one",
+              file=sys.stderr, flush=True)
+    return str(used)
 
 
 def pair_dir(args) -> Path:
@@ -464,6 +789,8 @@ def get_parser() -> argparse.ArgumentParser:
     common.add_argument("--work", default="work/reproduce", help="working folder (one subfolder per pair)")
     for step in ("prepare", "train", "evaluate"):
         s = sub.add_parser(step, parents=[common])
+        s.add_argument("--force", action="store_true",
+                       help="redo finished work made with other options (default: refuse; same options: skip)")
         s.add_argument("--pair", required=True, choices=sorted(PAIRS), help="language pair (pairs.py)")
         s.add_argument("--rwth", default=os.environ.get("RWTH_GOLD_DIR"),
                        help="RWTH gold folder: test.de, test.en, alignment.talp (europarl-de-en; env RWTH_GOLD_DIR)")
@@ -493,6 +820,10 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     parser = get_parser()
     args = parser.parse_args(argv)
+    if fairseq_rela is None:
+        sys.exit(f"{PROG}: error: fairseq_rela is not importable by {sys.executable}: run the recipe with the python "
+                 "of the environment it is installed in (bash scripts/install.sh)")
+    SIGNALS.install()
     try:
         if args.step == "summarize":
             summarize(args)
@@ -505,6 +836,10 @@ def main(argv=None) -> None:
         {"prepare": prepare, "train": train, "evaluate": evaluate}[args.step](args, pair)
     except (RecipeError, OSError) as err:
         sys.exit(f"{PROG}: error: {err}")
+    except Interrupted as sig:
+        print(f"{PROG}: interrupted by {signal.Signals(sig.signum).name}: children stopped, unfinished steps left "
+              "unmarked (rerun to resume)", file=sys.stderr)
+        sys.exit(128 + sig.signum)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,17 @@ from fairseq.sequence_generator import SequenceGenerator
 import fairseq_rela.models  # noqa: F401  (registers rela_transformer)
 from fairseq_rela.recording import AlignmentSource, AttentionRecorder
 
-VARIANTS = {
-    "fairseq-softmax": ["--arch", "transformer"],
-    "fairseq-softmax-2": ["--arch", "transformer"],  # identical model: the noise floor of the ratios
-    "softmax": ["--arch", "rela_transformer", "--attention-activation", "softmax"],
-    "rela-g": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "g"],
-    "rela-i": ["--arch", "rela_transformer", "--attention-activation", "rela", "--rela-variant", "i"],
-    "sparsemax": ["--arch", "rela_transformer", "--attention-activation", "sparsemax"],
-    "entmax15": ["--arch", "rela_transformer", "--attention-activation", "entmax15"],
+ACTIVATIONS = {  # each variant's attention options; the "fairseq-*" ones are stock fairseq (--arch transformer*)
+    "fairseq-softmax": [],
+    "fairseq-softmax-2": [],  # identical model: the noise floor of the ratios
+    "softmax": ["--attention-activation", "softmax"],
+    "rela-g": ["--attention-activation", "rela", "--rela-variant", "g"],
+    "rela-i": ["--attention-activation", "rela", "--rela-variant", "i"],
+    "sparsemax": ["--attention-activation", "sparsemax"],
+    "entmax15": ["--attention-activation", "entmax15"],
 }
+STOCK = ("fairseq-softmax", "fairseq-softmax-2")
+VARIANTS = {v: ["--arch", "transformer" if v in STOCK else "rela_transformer", *a] for v, a in ACTIVATIONS.items()}
 BASELINE = "fairseq-softmax"
 NOISE = "fairseq-softmax-2"
 ALIGN_VARIANTS = ("softmax", "rela-g", "rela-i")  # alignment extraction is timed for these
@@ -190,39 +192,68 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class PeakMemory:
+    """Peak memory of a block above the memory at its start, in MiB (``.mib`` after the block): the
+    CUDA allocator's peak, or on CPU the process's RSS sampled every millisecond by a thread."""
+
+    def __init__(self, device):
+        self.device, self.mib = device, None
+
+    def __enter__(self):
+        import threading
+
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base = _rss_mib()
+        self.peak, self.done = self.base, threading.Event()
+
+        def sample():
+            while not self.done.is_set():
+                self.peak = max(self.peak, _rss_mib())
+                time.sleep(0.001)
+
+        self.sampler = threading.Thread(target=sample, daemon=True)
+        self.sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        sync(self.device)
+        if self.device.type == "cuda":
+            self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        else:
+            self.done.set()
+            self.sampler.join()
+            self.mib = self.peak - self.base
+        return False
+
+
+def resident_mib(device) -> float:
+    """Memory held now: CUDA allocated bytes, or the process's RSS on CPU (MiB)."""
+    return torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else _rss_mib()
+
+
+def hardware(device) -> str:
+    """The device in words, for a result's config."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
 def step_peak_mib(variant: str, args) -> float:
     """Peak memory of one training step: CUDA allocator peak, or on CPU the RSS peak above the
     RSS before the step, sampled every millisecond by a thread."""
-    import threading
-
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     model, d = build(variant, args, args.vocab, device, dtype)
     length = args.train_lengths[-1]
     src, lens, prev, tgt = batch(d, max(1, args.train_tokens // length), length, device)
     model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_mib()
-    peak, done = [base], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mib())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    if device.type != "cuda":
-        sampler.start()
-    out, _ = model(src, lens, prev)
-    F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1)).backward()
-    sync(device)
-    done.set()
-    if device.type == "cuda":
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    sampler.join()
-    return peak[0] - base
+    with PeakMemory(device) as peak:
+        out, _ = model(src, lens, prev)
+        F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1)).backward()
+    return peak.mib
 
 
 def peak_memory(variant: str, args) -> float:
@@ -350,7 +381,7 @@ def main() -> None:
     result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names if v != NOISE}
     result["config"] = {
         "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "device": hardware(device),
         "torch": torch.__version__, "dtype": args.dtype, "rounds": args.rounds, "reps": args.reps,
         "model": f"{args.layers}+{args.layers} layers, {args.dim}/{4 * args.dim}, {args.heads} heads, vocab {args.vocab}",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),

@@ -307,3 +307,189 @@ def test_multi30k_summary_compares_with_another_runs_softmax(tmp_path):
     (run / "de-en-softmax" / "train.log").write_text(valid(1, 10, 8.0) + "\n")
     done = subprocess.run(script + ["--softmax-log", other], capture_output=True, text=True)
     assert done.returncode == 1 and "has its own softmax" in done.stderr
+
+
+def _toy_replication_data(root):
+    """A toy stand-in for prepare.py's output: sentence-piece-marked words (``▁w3``), binarised with one joint
+    dictionary as De-En (test = "newstest2014", test1 = "RWTH"), the RWTH gold (1-based talp) and the
+    references summarize.py reads."""
+    from fairseq_rela.toy import write_toy_corpus
+
+    from tests.helpers import run_cli
+
+    raw = root / "raw"
+    write_toy_corpus(raw, splits=(("train", 600), ("valid", 20), ("test", 45), ("test1", 12)))
+    for split in ("train", "valid", "test", "test1"):
+        for side, lang in (("src", "de"), ("tgt", "en")):
+            lines = (raw / f"{split}.{side}").read_text().splitlines()
+            (raw / f"{split}.{lang}").write_text("".join(" ".join(f"\u2581{w}" for w in line.split()) + "\n"
+                                                         for line in lines))
+    run_cli("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", raw / "train",
+            "--validpref", raw / "valid", "--testpref", f"{raw / 'test'},{raw / 'test1'}", "--joined-dictionary",
+            "--destdir", root / "bin", "--workers", "1")
+    gold = root / "gold"
+    gold.mkdir()
+    (gold / "alignment.talp").write_text("".join(
+        " ".join(f"{int(i) + 1}-{int(j) + 1}" for i, j in (link.split("-") for link in line.split())) + "\n"
+        for line in (raw / "test1.align").read_text().splitlines()))
+    (gold / "newstest2014.raw.en").write_text((raw / "test.tgt").read_text())
+    (gold / "rwth.tok.en").write_text((raw / "test1.tgt").read_text())
+    return root / "bin", gold
+
+
+def _pair_env(tmp_path, **extra):
+    from tests.helpers import BIN
+
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONWARNINGS": "ignore", "CPU": "1",
+            "WORK": str(tmp_path / "work"), "NUM_WORKERS": "0", "MAX_UPDATE": "6", "UPDATE_FREQ": "2",
+            "MAX_TOKENS": "300", "VALID_INTERVAL": "3", "LOG_INTERVAL": "1", "NEWSTEST_SHARDS": "3",
+            "GEN_MAX_TOKENS": "100", "DEADLINE": "500", "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.e2e
+def test_gpu_pair_cpu_mode_trains_evaluates_and_summarises(tmp_path):
+    """gpu_pair.sh's CPU mode runs gpu_run.sh's whole path on a toy corpus: both models train a few updates of
+    the batch plan, then the RWTH sweep, the RWTH and (a fixed third of) newstest2014 translations, and the
+    summary, whose figures are checked against the files the run left."""
+    bin_dir, gold = _toy_replication_data(tmp_path / "data")
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(EXAMPLE / "gpu_pair.sh"), str(bin_dir), str(gold), str(out), "120"],
+                          capture_output=True, text=True, env=_pair_env(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    work = tmp_path / "work"
+    rows = {r["model"]: r for r in json.loads((out / "results.json").read_text())}
+    assert set(rows) == {"de-en-softmax", "de-en-rela-g"}
+    assert (out / "results.md").read_text() == (work / "results.md").read_text() and (out / "curves.png").stat().st_size
+    for name, r in rows.items():
+        log = (work / name / "train.log").read_text()
+        assert "'update_freq': [2]" in log and "'max_tokens': 300" in log and "'warmup_updates': 500" in log
+        assert r["updates"] == 6 and [u for u, _ in r["valid_curve"]] == [3, 6]  # VALID_INTERVAL 3, to MAX_UPDATE
+        assert r["crash"] is None and r["final_loss_scale"] is None  # fp32
+        # newstest2014: shard 0 of 3, a fixed subset, the same for both models, named in the table
+        hyps = _generated_plain(work / name / "gen-newstest2014.txt")
+        assert 0 < len(hyps) < 45 and r["bleu_newstest2014_sentences"] == [len(hyps), 45]
+        assert r["bleu_newstest2014"] is not None and r["bleu_rwth"] is not None
+        assert r["bleu_rwth_sentences"] == [12, 12] and len(_generated_plain(work / name / "gen-rwth.txt")) == 12
+        sweep = json.loads((work / name / "analysis" / "alignment.json").read_text())
+        assert r["aer"]["best_layer"] == sweep["best_layer"] and set(r["cross_attention"]) == {"0", "1"}
+    assert _generated_plain(work / "de-en-softmax" / "gen-newstest2014.txt").keys() == \
+        _generated_plain(work / "de-en-rela-g" / "gen-newstest2014.txt").keys()
+    assert f"({rows['de-en-softmax']['bleu_newstest2014_sentences'][0]}/45)" in (out / "results.md").read_text()
+    assert rows["de-en-rela-g"]["cross_attention"]["0"]["sparsity_mean"] > 0  # ReLA: exact zeros
+    assert rows["de-en-softmax"]["cross_attention"]["0"]["sparsity_mean"] == 0
+    import tarfile
+
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert "./de-en-rela-g/analysis/alignment.json" in names and "./results.md" in names
+    assert not any(n.endswith(".pt") for n in names)
+    assert "CPU mode" in (work / "gpu.txt").read_text()
+
+
+def _generated_plain(path):
+    """``{id: hypothesis}`` of a plain fairseq-generate output, read here without summarize.py."""
+    return {int(line.split("\t")[0][2:]): line.rstrip("\n").split("\t")[2]
+            for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("D-")}
+
+
+@pytest.mark.e2e
+def test_gpu_pair_refuses_bad_input_before_any_work(tmp_path):
+    script = str(EXAMPLE / "gpu_pair.sh")
+    bin_dir, gold = tmp_path / "bin", tmp_path / "gold"
+    bin_dir.mkdir()
+    gold.mkdir()
+    for name in ("dict.de.txt", "dict.en.txt"):
+        (bin_dir / name).write_text("")
+    (gold / "alignment.talp").write_text("")
+    cases = [
+        ([], {}, "gpu_pair.sh: error: usage: gpu_pair.sh BIN GOLD_DIR OUT [SECONDS_OF_TRAINING]"),
+        ([str(tmp_path), str(gold)], {}, f"gpu_pair.sh: error: {tmp_path}: no dict.de.txt and dict.en.txt "
+                                         "(prepare.py's bin/ is needed)"),
+        ([str(bin_dir), str(tmp_path)], {}, f"gpu_pair.sh: error: {tmp_path}: no alignment.talp (the RWTH gold)"),
+        ([str(bin_dir), str(gold)], {"PRECISION": "--fp16"}, "gpu_run.sh: error: CPU=1 trains in fp32 only (PRECISION=--fp16)"),
+        ([str(bin_dir), str(gold)], {"UPDATE_FREQ": "two"}, "gpu_run.sh: error: UPDATE_FREQ=two: a positive integer is needed"),
+        ([str(bin_dir), str(gold)], {"DEADLINE": "100"}, "gpu_pair.sh: error: training time -95 s: give DEADLINE > "
+                                                         "EVAL_RESERVE + 25 or SECONDS_OF_TRAINING"),
+    ]
+    for args, env, line in cases:
+        out = tmp_path / "out"
+        proc = subprocess.run(["bash", script, *args, *([str(out)] if args else [])], capture_output=True, text=True,
+                              env={**_pair_env(tmp_path), **env})
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
+        assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def _descendants(pid):
+    """Live (not zombie) descendants of ``pid``: {pid: command line}, read from /proc."""
+    children = {}
+    for stat in __import__("glob").glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = open(f"/proc/{child}/cmdline").read().replace("\0", " ")
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def _alive(pid) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+def test_gpu_pair_passes_a_signal_to_its_trainings(tmp_path):
+    """SIGTERM to the run while both models train: every training process ends, and the run exits 143."""
+    import signal
+    import time
+
+    bin_dir, gold = _toy_replication_data(tmp_path / "data")
+    proc = subprocess.Popen(["bash", str(EXAMPLE / "gpu_pair.sh"), str(bin_dir), str(gold), str(tmp_path / "out"), "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_pair_env(tmp_path, MAX_UPDATE="100000"))
+    try:
+        deadline, trainings = time.time() + 300, {}
+        while time.time() < deadline and len(trainings) < 2:
+            time.sleep(1)
+            tree = _descendants(proc.pid)
+            trainings = {p: c for p, c in tree.items() if "fairseq-train" in c or "fairseq_cli.train" in c}
+        assert len(trainings) == 2, tree
+        time.sleep(3)
+        everything = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+        left = list(everything)
+        for _ in range(20):  # processes that got the signal may take a moment to exit
+            left = [p for p in left if _alive(p)]
+            if not left:
+                break
+            time.sleep(0.5)
+        assert not left, {p: everything[p] for p in left}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.e2e
+def test_summarize_without_plot_for_the_gpu_site(tmp_path):
+    """--no-plot (the GPU site has no matplotlib): the tables, no curves.png."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(RUN_H200, run, ignore=shutil.ignore_patterns("curves.png", "results.*"))
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize.py"), str(run), "--no-plot"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (run / "curves.png").exists() and "| de-en-rela-g |" in (run / "results.md").read_text()
+    assert len(json.loads((run / "results.json").read_text())) == 7

@@ -273,6 +273,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, default=None, help="prepare.py's folder (references for BLEU)")
+    p.add_argument("--no-plot", action="store_true", help="no curves.png (a machine without matplotlib)")
     args = p.parse_args()
     folders = sorted((f for f in args.run.iterdir() if (f / "train.log").is_file()), key=model_order)
     if not folders:
@@ -290,7 +291,8 @@ def main() -> None:
     text = table(rows) + "\n\n" + papers_table(rows) + "\n"
     (args.run / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     (args.run / "results.md").write_text(text)
-    plot(rows, args.run / "curves.png")
+    if not args.no_plot:
+        plot(rows, args.run / "curves.png")
     print(text, end="")
 
 

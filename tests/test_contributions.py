@@ -1,6 +1,5 @@
 """ALTI per block, rollout and ALTI+ (fairseq_rela/contributions.py, recorded by AttentionRecorder(block=True))
-against an independent implementation of the authors' formulas (REFERENCE below) and their properties."""
-import copy
+against an independent implementation of the authors' formulas (tests/reference.py) and their properties."""
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from fairseq_rela.errors import OptionError
 from fairseq_rela.models.conversion import as_rela_roberta, as_rela_transformer
 from fairseq_rela.recording import AttentionRecorder, split_sentences
 from tests.helpers import batch, build, build_mlm
+from tests.reference import ref_alti_from_terms, ref_alti_plus, ref_stock_model_alti
 
 pytestmark = pytest.mark.unit
 
@@ -27,134 +27,6 @@ TINY = ("--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder
         "--decoder-layers", "2", "--decoder-attention-heads", "4")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# REFERENCE: a straightforward loop implementation of the authors' formulas (Ferrando et al. 2022, ALTI and ALTI+;
-# mt-upc/transformer-contributions-nmt, wrappers/transformer_wrapper.py), independent of fairseq_rela.  To be moved
-# to tests/reference.py.
-# ---------------------------------------------------------------------------------------------------------------
-
-def ref_alti_from_terms(terms, output):
-    """One output row: terms (n, E) T_i(x_j) (cross: the residual last), output (E,) y_i with its biases.
-    max(0, ‖y‖₁ − ‖y − T_j‖₁), normalised to sum 1 ('l1' contributions, 'min_sum' normalisation)."""
-    y1 = sum(abs(float(e)) for e in output)
-    scores = []
-    for t in terms:
-        dist = sum(abs(float(a) - float(b)) for a, b in zip(output, t))
-        scores.append(max(0.0, y1 - dist))
-    total = sum(scores)
-    return [s / total for s in scores]
-
-
-def ref_stock_block_alti(attn, layer_norm, query, key, residual, causal, pre_norm):
-    """ALTI of one softmax attention block of a stock fairseq layer, for one sentence (batch 1, no padding), from
-    the block's inputs: query/key (T|S, E) the attention's inputs, residual (T, E) the state added back.
-    Returns (T, S) shares, or (T, S + 1) for cross-attention (the residual last), like the authors' code."""
-    H, d = attn.num_heads, attn.head_dim
-    T, S, E = query.shape[0], key.shape[0], query.shape[1]
-    q = (query @ attn.q_proj.weight.t() + attn.q_proj.bias) * d ** -0.5
-    k = key @ attn.k_proj.weight.t() + attn.k_proj.bias
-    v = key @ attn.v_proj.weight.t() + attn.v_proj.bias
-    w_o, b_o = attn.out_proj.weight, attn.out_proj.bias
-    cross = not causal and attn.encoder_decoder_attention
-    rows = []
-    for i in range(T):
-        alpha = []
-        for h in range(H):
-            sl = slice(h * d, (h + 1) * d)
-            scores = torch.stack([q[i, sl] @ k[m, sl] for m in range(S)])
-            if causal:
-                scores[i + 1:] = float("-inf")
-            alpha.append(torch.softmax(scores, 0))
-        terms = []
-        for j in range(S):
-            c = torch.zeros(E, dtype=torch.double)
-            for h in range(H):
-                sl = slice(h * d, (h + 1) * d)
-                c = c + alpha[h][j] * (w_o[:, sl] @ v[j, sl])
-            if not cross and j == i:
-                c = c + residual[i]
-            terms.append(c)
-        if cross:
-            terms.append(residual[i])
-        u = sum(terms) + b_o
-        if pre_norm:
-            output = u
-        else:  # T_i(x_j) = γ ⊙ (c − mean c) / s(u_i), y_i = Σ T + γ ⊙ (b_O − mean b_O) / s(u_i) + β
-            s = torch.sqrt(((u - u.mean()) ** 2).mean() + layer_norm.eps)
-            g, beta = layer_norm.weight, layer_norm.bias
-            terms = [g * (t - t.mean()) / s for t in terms]
-            output = sum(terms) + g * (b_o - b_o.mean()) / s + beta
-        rows.append(ref_alti_from_terms(terms, output))
-    return torch.tensor(rows, dtype=torch.double)
-
-
-def ref_stock_model_alti(model, src_tokens, prev_output_tokens, pre_norm):
-    """Per-layer ALTI of every block of a stock fairseq transformer, one sentence: {(kind, layer): (T, S[+1])}.
-    The blocks' inputs are read with forward pre-hooks, as the authors' trace_forward does."""
-    model = copy.deepcopy(model).double()
-    inputs, hooks = {}, []
-
-    def keep(key):
-        def hook(module, args, kwargs):
-            inputs[key] = (kwargs.get("query", args[0] if args else None), kwargs.get("key", args[1] if len(args) > 1
-                                                                                       else None))
-        return hook
-
-    def keep_ln(key):
-        def hook(module, args):
-            inputs[key] = args[0]
-        return hook
-
-    blocks = []
-    for i, layer in enumerate(model.encoder.layers):
-        blocks.append(("encoder_self", i, layer.self_attn, layer.self_attn_layer_norm, False))
-    for i, layer in enumerate(model.decoder.layers):
-        blocks.append(("decoder_self", i, layer.self_attn, layer.self_attn_layer_norm, True))
-        blocks.append(("cross", i, layer.encoder_attn, layer.encoder_attn_layer_norm, False))
-    for kind, i, attn, ln, _ in blocks:
-        hooks.append(attn.register_forward_pre_hook(keep((kind, i, "attn")), with_kwargs=True))
-        hooks.append(ln.register_forward_pre_hook(keep_ln((kind, i, "ln"))))
-    with torch.no_grad():
-        model(src_tokens, src_lengths=torch.tensor([src_tokens.size(1)]), prev_output_tokens=prev_output_tokens)
-    for h in hooks:
-        h.remove()
-    out = {}
-    with torch.no_grad():
-        for kind, i, attn, ln, causal in blocks:
-            query, key = (x[:, 0] for x in inputs[(kind, i, "attn")])
-            # the residual: the layer's input — pre-norm: the LayerNorm's input; post-norm: the attention's query
-            residual = inputs[(kind, i, "ln")][:, 0] if pre_norm else query
-            out[(kind, i)] = ref_stock_block_alti(attn, ln, query, key, residual, causal, pre_norm)
-    return out
-
-
-def ref_alti_plus(enc_layers, dec_self_layers, cross_layers):
-    """ALTI+ as the authors' get_contribution_rollout: encoder rollout by compute_joint_attention, then the
-    decoder's joint [cross source | self × cross residual] matrices rolled out with the encoder's last layer.
-    Inputs: lists of (S,S), (T,T), (T,S+1) (residual last).  Returns (L_dec, T, S + T)."""
-    joint = enc_layers[0]
-    for c in enc_layers[1:]:
-        joint = c @ joint
-    enc = joint
-    S = enc.shape[0]
-    C = []
-    for self_c, cross_c in zip(dec_self_layers, cross_layers):
-        scaled = self_c * cross_c[:, -1:]  # row t of the self block, times the cross block's residual share
-        C.append(torch.cat([cross_c[:, :-1], scaled], -1))
-    accum = []
-    for i, c in enumerate(C):
-        rolled = torch.cat([c[:, :S] @ enc, c[:, S:]], -1)
-        if i == 0:
-            accum.append(rolled)
-            continue
-        prev = accum[-1]
-        new_tgt = rolled[:, S:] @ prev[:, S:]
-        new_src = rolled[:, S:] @ prev[:, :S] + rolled[:, :S]
-        new = torch.cat([new_src, new_tgt], -1)
-        accum.append(new / new.sum(-1, keepdim=True))
-    return torch.stack(accum)
-
-# ------------------------------------------------------------------ end of REFERENCE ----------------------------
 
 
 def _perturb(model):

@@ -4,8 +4,10 @@ A subclass of fairseq's :class:`~fairseq.modules.MultiheadAttention`: same param
 incremental-state layout (``prev_key``/``prev_value`` of shape ``(batch, heads, len, head_dim)``),
 so beam search, checkpoints and ``reorder_incremental_state`` work unchanged.  It never takes
 fairseq's ``F.multi_head_attention_forward`` fast path (which would skip the activation and the
-normaliser); softmax uses PyTorch's fused ``scaled_dot_product_attention`` only when nobody needs
-the weights, where the two are the same computation.
+normaliser).  When nobody needs the weights (no caller asks, no recorder), a fused kernel computes
+the same thing: softmax PyTorch's ``scaled_dot_product_attention``, ReLA on CUDA our Triton kernel
+(:mod:`fairseq_rela.kernels.rela_triton`), sparsemax/1.5-entmax on CUDA AdaSplash where installed and
+its masks express ours; ``kernel="eager"`` (``--attention-kernel eager``) always takes the eager path.
 
     y = W_O · N(concat_h Σ_j α^h_ij v^h_j) + b_O,   α^h = act(q^h k^hᵀ / √d_h)
 """
@@ -18,7 +20,9 @@ from fairseq.modules import MultiheadAttention
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fairseq_rela import kernels
 from fairseq_rela.activations import get_activation
+from fairseq_rela.kernels import sparse
 from fairseq_rela.normalization import HeadNorm, IdentityNorm
 
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
@@ -64,6 +68,7 @@ class ReLAMultiheadAttention(MultiheadAttention):
         activation: str = "softmax",
         head_norm: Optional[HeadNorm] = None,
         kind: Optional[str] = None,
+        kernel: str = "auto",
         **kwargs,
     ):
         unsupported = [k for k in ("add_bias_kv", "add_zero_attn", "xformers_att_config") if kwargs.get(k)]
@@ -77,6 +82,7 @@ class ReLAMultiheadAttention(MultiheadAttention):
         self.kind = AttentionKind(kind) if kind else (
             AttentionKind.CROSS if self.encoder_decoder_attention else AttentionKind.ENCODER_SELF)
         self.recorder: Optional[Recorder] = None  # None: recording off and free
+        self.kernel = kernels.check_kernel(kernel)  # auto | eager | fused (see _fused_path)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind.value!r}, activation={self.activation!r}"
@@ -109,15 +115,23 @@ class ReLAMultiheadAttention(MultiheadAttention):
         mask, bias = self._mask(key_padding_mask, attn_mask, group)
 
         weights: Optional[Tensor] = None
-        if self.spec.fused_sdpa and not need_weights and self.recorder is None:
-            p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
+        ctx: Optional[Tensor] = None
+        p = self.dropout_module.p if (self.training or self.dropout_module.apply_during_inference) else 0.0
+        path = None if need_weights or self.recorder is not None else self._fused_path(q.device, tgt_len, p)
+        if path == "sdpa":
             sdpa_mask = None if mask is None else ~mask
             if bias is not None:  # additive: SDPA adds a float mask to the scores (a fully blocked row gives 0)
                 sdpa_mask = bias if mask is None else torch.where(mask, float("-inf"), bias)
             with sdpa_kernel(SDPA_BACKENDS):
                 ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p, scale=1.0)
-            used = None
-        else:
+        elif path == "rela" and (bias is None or not bias.requires_grad):  # the kernel gives no bias gradient
+            from fairseq_rela.kernels.rela_triton import rela_attention
+
+            ctx = rela_attention(q, k, v, mask, bias, dropout_p=p)
+        elif path == "adasplash" and group == 1:
+            ctx = sparse.fused_sparse_attention(self.activation, q, k, v, key_padding_mask, attn_mask)
+        used = None
+        if ctx is None:
             weights = self.spec.weights(q @ k.transpose(-1, -2), mask, bias)
             used = self.dropout_module(weights)  # what the output is made of (training: dropped out)
             ctx = used @ v
@@ -133,6 +147,24 @@ class ReLAMultiheadAttention(MultiheadAttention):
             return out, None
         weights = weights.float().transpose(0, 1)  # (H, B, T, S), fairseq's layout
         return out, (weights if need_head_weights else weights.mean(dim=0))
+
+    def _fused_path(self, device: torch.device, tgt_len: int, dropout_p: float) -> Optional[str]:
+        """The fused kernel for a call that needs no weights (``"sdpa"``, ``"rela"``, ``"adasplash"``), or
+        None for the eager path.  ``auto``: SDPA for softmax everywhere; ReLA's Triton kernel on CUDA,
+        except one-query steps (incremental decoding stays eager); AdaSplash on CUDA where installed and
+        without attention dropout (it has none).  ``fused`` also runs ReLA's kernel under
+        ``TRITON_INTERPRET=1`` on the CPU (tests).  ``eager``: never."""
+        if self.kernel == "eager":
+            return None
+        if self.spec.fused_sdpa:
+            return "sdpa"
+        if self.activation == "rela":
+            if self.kernel == "fused":
+                return "rela" if kernels.triton_runs_on(device) else None
+            return "rela" if device.type == "cuda" and tgt_len > 1 and kernels.triton_available() else None
+        if self.activation in sparse.ALPHAS and device.type == "cuda" and dropout_p == 0.0 and sparse.available():
+            return "adasplash"
+        return None
 
     def _heads(self, x: Tensor) -> Tensor:
         """(len, batch, embed) -> (batch, heads, len, head_dim)."""

@@ -26,6 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   # Sparse baselines, subword model, plots, tests, statistical aligner baseline, TensorBoard logs,
   # NLTK (its AER is the independent reference the scorer is tested against).
   $PIP install --no-deps "entmax==1.3"
+  $PIP install --no-deps "triton==3.9.0"  # ReLA's fused kernel; tests run it on the CPU (TRITON_INTERPRET=1)
   $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4" \
       "sacremoses==0.1.1"  # detokeniser: newstest2014 BLEU in examples/reproduce and examples/replication
   $PIP install "hypothesis==6.170.15"  # property-based fuzzing of the alignment parsers (tests)

@@ -2,12 +2,14 @@
 
 Every option of ``--arch transformer`` still applies; ``--attention-activation`` (softmax, rela,
 sparsemax, entmax15), ``--rela-variant``, ``--rela-norm`` and ``--attention-activation-in`` choose
-the attention, so compared models differ in the attention function alone.
+the attention, so compared models differ in the attention function alone; ``--attention-kernel``
+(auto, eager, fused) chooses only how it is computed.
 """
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_legacy import base_architecture, transformer_iwslt_de_en
 
+from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.config import AttentionOptions, add_attention_args
 from fairseq_rela.models.layers import RelaTransformerDecoder, RelaTransformerEncoder
 
@@ -28,7 +30,9 @@ class RelaTransformerModel(TransformerModel):
     @classmethod
     def build_model(cls, args, task):
         rela_base_architecture(args)
-        return super().build_model(args, task)
+        model = super().build_model(args, task)
+        model.set_attention_kernel(AttentionOptions.from_args(args).kernel)
+        return model
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
@@ -44,6 +48,12 @@ class RelaTransformerModel(TransformerModel):
         ``TransformerModel`` stops here, so pass it to the decoder: its cross-attentions then project
         the encoder states once per sentence and share them across the beam."""
         self.decoder.set_beam_size(beam_size)
+
+    def set_attention_kernel(self, kernel: str) -> None:
+        """``--attention-kernel`` (auto, eager, fused) for every attention: how, not what, is computed."""
+        for module in self.modules():
+            if isinstance(module, ReLAMultiheadAttention):
+                module.kernel = kernel
 
     @property
     def attention_options(self) -> AttentionOptions:

@@ -8,7 +8,7 @@ PYV=${1:-3.12}
 W=.gpu/wheels; mkdir -p "$W"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any"
-for pkg in hydra-core==1.3.2 omegaconf==2.3.0 bitarray==3.12.3 entmax==1.3 cffi==2.1.1 pycparser==3.12; do
+for pkg in hydra-core==1.3.2 omegaconf==2.3.0 bitarray==3.12.3 entmax==1.3 cffi==2.1.1 pycparser==3.12 adasplash==0.2.2; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp $PLAT -d "$W" "$pkg"
 done
 python3 -m pip download -q --no-deps --no-binary :all: -d "$W" antlr4-python3-runtime==4.9.3   # pure Python, sdist only

@@ -13,8 +13,10 @@ through the residual connection and LayerNorm that follow (:mod:`fairseq_rela.bl
 al. 2021); :class:`AttentionRecorder` collects it as
 :class:`AttentionRecord` s (a batch), and :func:`split_sentences` cuts those into one
 :class:`SentenceAttention` per sentence pair.  :meth:`AttentionRecord.matrix` is the one place that
-turns a record into an alignment matrix (weights, norms or block contributions), for
-``fairseq-generate`` and for the analysis sweep alike.
+turns a record into an alignment matrix (weights, norms, block contributions or their ALTI shares), for
+``fairseq-generate`` and for the analysis sweep alike; :meth:`SentenceAttention.matrix` adds the
+rolled-out sources (:data:`ROLLED_OUT_SOURCES`, ALTI+'s source columns: they need every layer of a
+sentence, so they are the analysis's, not ``fairseq-generate``'s, which reports one layer).
 """
 import re
 from dataclasses import dataclass, field, fields
@@ -26,10 +28,14 @@ from torch import Tensor, nn
 
 from fairseq_rela.attention import ATTENTION_KINDS, ReLAMultiheadAttention
 from fairseq_rela.block import BlockParts, decompose_block
+from fairseq_rela.contributions import ROLLOUT_SOURCES, Contributions, sentence_contributions
 from fairseq_rela.errors import OptionError, check_choice
 
 Array = Union[Tensor, np.ndarray]
-ALIGNMENT_SOURCES = ("weights", "norms", "block")
+ALIGNMENT_SOURCES = ("weights", "norms", "block", "alti")  # one layer's cross-attention record
+ALL_HEADS_SOURCES = ("block", "alti")  # the residual and LayerNorm act on the heads' sum: no head selection
+#: rolled out through every layer below (``rollout-alti`` is ALTI+): :meth:`SentenceAttention.matrix`
+ROLLED_OUT_SOURCES = tuple(f"rollout-{s}" for s in ROLLOUT_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,24 @@ class AlignmentSource:
     heads: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
+        if self.source in ROLLED_OUT_SOURCES:
+            raise OptionError(f"--alignment-source {self.source}: a rolled-out source needs every layer of the "
+                              "sentence, and a decoder reports one layer; fairseq-rela-analyze --write-links "
+                              "writes its links")
         check_choice("--alignment-source", self.source, ALIGNMENT_SOURCES)
-        if self.source == "block" and self.heads is not None:
-            raise OptionError("--alignment-heads: --alignment-source block covers all heads (the residual and "
-                              "LayerNorm act on their sum); leave --alignment-heads out")
+        if self.source in ALL_HEADS_SOURCES and self.heads is not None:
+            raise OptionError(f"--alignment-heads: --alignment-source {self.source} covers all heads (the residual "
+                              "and LayerNorm act on their sum); leave --alignment-heads out")
+
+    @property
+    def needs_norms(self) -> bool:
+        """Whether the recorder must decompose the attention's output (``norms``)."""
+        return self.source == "norms"
+
+    @property
+    def needs_block(self) -> bool:
+        """Whether the recorder must decompose the attention block (``block``, ``alti``)."""
+        return self.source in ALL_HEADS_SOURCES
 
     def resolve(self, n_layers: int, n_heads: int) -> "AlignmentSource":
         """The same source with a 0-based layer, checked against a decoder's size."""
@@ -98,17 +118,20 @@ class AttentionRecord:
 
         ``weights``: ``mean_h α^h`` over the heads; ``norms``: ``‖Σ_h α^h f_h(x_j)‖`` over the heads
         (Kobayashi et al.'s norm of the summed vectors; one head: ``‖α^h f_h(x_j)‖``); ``block``: the
-        norm of key j's contribution to the block's output, after the residual and LayerNorm (all heads).
+        norm of key j's contribution to the block's output, after the residual and LayerNorm (all heads);
+        ``alti``: key j's ALTI share of the block's output (all heads; in cross-attention the rest of the
+        row, ``alti_residual``, is the decoder state's).
         """
         check_choice("--alignment-source", source, ALIGNMENT_SOURCES)
         heads = None if heads is None else tuple(heads)
-        if source == "block":
-            if self.block_norm is None:
-                raise OptionError("--alignment-source block: the attention was recorded without its block")
+        if source in ALL_HEADS_SOURCES:
+            value = self.block_norm if source == "block" else self.alti
+            if value is None:
+                raise OptionError(f"--alignment-source {source}: the attention was recorded without its block")
             if heads is not None:
-                raise OptionError("--alignment-source block covers all heads (the residual and LayerNorm act on "
-                                  "their sum)")
-            return self.block_norm
+                raise OptionError(f"--alignment-source {source} covers all heads (the residual and LayerNorm act "
+                                  "on their sum)")
+            return value
         if source == "weights":
             w = self.weights if heads is None else self.weights[..., list(heads), :, :]
             return w.mean(-3)
@@ -349,11 +372,49 @@ class SentenceAttention:
     tgt_in: List[str]
     tgt_out: List[str]
     records: Dict[Tuple[str, int], AttentionRecord] = field(default_factory=dict)
+    _rolled: Dict[str, Union[Contributions, OptionError]] = field(default_factory=dict, repr=False, compare=False)
 
     def tokens(self, kind: str) -> Tuple[List[str], List[str]]:
         """(query tokens, key tokens) of an attention kind."""
         return {"encoder_self": (self.src, self.src), "decoder_self": (self.tgt_in, self.tgt_in),
                 "cross": (self.tgt_in, self.src)}[kind]
+
+    def contributions(self, source: str = "alti") -> Contributions:
+        """The records rolled out from ``source`` (:func:`~fairseq_rela.contributions.sentence_contributions`;
+        computed once per source); an OptionError where the records lack what ``source`` needs."""
+        if source not in self._rolled:
+            try:
+                self._rolled[source] = sentence_contributions(self.records, source)
+            except OptionError as err:
+                self._rolled[source] = err
+        value = self._rolled[source]
+        if isinstance(value, OptionError):
+            raise value
+        return value
+
+    def rollout_sources(self) -> Tuple[str, ...]:
+        """The :data:`~fairseq_rela.contributions.ROLLOUT_SOURCES` these records can be rolled out from."""
+        out = []
+        for source in ROLLOUT_SOURCES:
+            try:
+                self.contributions(source)
+            except OptionError:
+                continue
+            out.append(source)
+        return tuple(out)
+
+    def matrix(self, source: str, layer: int, heads: Optional[Sequence[int]] = None) -> np.ndarray:
+        """(T, S) alignment matrix of decoder ``layer``: a record's (:meth:`AttentionRecord.matrix`), or, for
+        ``rollout-X`` (:data:`ROLLED_OUT_SOURCES`, all heads), the source tokens' columns of ALTI+'s
+        rollout from ``X`` after that layer (``rollout-alti``: ALTI+ itself)."""
+        if source not in ROLLED_OUT_SOURCES:
+            return self.records[("cross", layer)].matrix(source, heads)
+        if heads is not None:
+            raise OptionError(f"--alignment-source {source} covers all heads")
+        rolled = self.contributions(source[len("rollout-"):])
+        if rolled.decoder is None:
+            raise OptionError(f"--alignment-source {source}: an encoder-only model has no cross-attention")
+        return rolled.decoder[layer][:, : len(self.src)]
 
 
 _NORM_FIELDS = ("weighted_norm", "fx_norm", "summed_norm")

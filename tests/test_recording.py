@@ -169,3 +169,74 @@ def test_recorder_restricted_to_heads_sums_only_those(toy_data):
     torch.testing.assert_close(b.matrix("weights", [0, 2]), a.matrix("weights", [0, 2]))
     torch.testing.assert_close(b.matrix("norms", [0, 2]), b.summed_norm)
     assert not torch.allclose(b.matrix("norms", [0, 2]), a.matrix("norms"))
+
+
+def _block_sentences(toy_data, n=4):
+    from fairseq_rela.recording import split_sentences
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch_of(task, n)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    return list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+
+
+def test_alti_is_an_alignment_source_over_all_heads(toy_data):
+    import numpy as np
+
+    from fairseq_rela.errors import OptionError
+    from fairseq_rela.recording import ALIGNMENT_SOURCES, AlignmentSource, AttentionRecord
+
+    assert "alti" in ALIGNMENT_SOURCES
+    sent = _block_sentences(toy_data, 2)[0]
+    for layer in range(2):
+        record = sent.records[("cross", layer)]
+        np.testing.assert_array_equal(record.matrix("alti"), record.alti)
+        np.testing.assert_array_equal(sent.matrix("alti", layer), record.alti)
+        assert not np.array_equal(record.matrix("alti"), record.matrix("block"))
+        with pytest.raises(OptionError, match="covers all heads"):
+            record.matrix("alti", [0])
+    with pytest.raises(OptionError, match="recorded without its block"):
+        AttentionRecord("cross", 0, np.ones((2, 3, 4))).matrix("alti")
+    assert AlignmentSource("alti").needs_block and AlignmentSource("block").needs_block
+    assert not AlignmentSource("norms").needs_block and AlignmentSource("norms").needs_norms
+    with pytest.raises(OptionError, match="--alignment-heads: --alignment-source alti covers all heads"):
+        AlignmentSource("alti", heads=(0,))
+
+
+def test_rolled_out_matrix_is_alti_plus_source_columns(toy_data):
+    """SentenceAttention.matrix("rollout-X", layer): the source columns of ALTI+ after that decoder layer,
+    checked against the independent reference rollout of the records' per-layer ALTI shares."""
+    import numpy as np
+
+    from fairseq_rela.errors import OptionError
+    from fairseq_rela.recording import ROLLED_OUT_SOURCES, AlignmentSource
+    from tests.reference import ref_alti_plus
+
+    assert ROLLED_OUT_SOURCES == ("rollout-weights", "rollout-norms", "rollout-block", "rollout-alti")
+    for sent in _block_sentences(toy_data):
+        S = len(sent.src)
+        per_layer = {}
+        for key, r in sent.records.items():
+            a = torch.as_tensor(r.alti, dtype=torch.float64)
+            per_layer[key] = a if r.alti_residual is None else torch.cat(
+                [a, torch.as_tensor(r.alti_residual, dtype=torch.float64)[:, None]], -1)
+        ref = ref_alti_plus(*[[per_layer[(kind, i)] for i in range(2)]
+                              for kind in ("encoder_self", "decoder_self", "cross")])
+        for layer in range(2):
+            got = sent.matrix("rollout-alti", layer)
+            assert got.shape == (len(sent.tgt_in), S)
+            np.testing.assert_allclose(got, ref[layer, :, :S].numpy(), atol=1e-6)
+        assert sent.rollout_sources() == ("weights", "norms", "block", "alti")
+        assert not np.allclose(sent.matrix("rollout-weights", 1), sent.matrix("rollout-alti", 1))
+        assert sent.contributions("alti") is sent.contributions("alti")  # rolled out once per sentence
+        with pytest.raises(OptionError, match="covers all heads"):
+            sent.matrix("rollout-alti", 0, [1])
+    del sent.records[("encoder_self", 0)]
+    sent._rolled.clear()
+    assert sent.rollout_sources() == ()
+    with pytest.raises(OptionError, match="every layer from 0"):
+        sent.matrix("rollout-alti", 0)
+    with pytest.raises(OptionError, match="fairseq-rela-analyze --write-links"):
+        AlignmentSource("rollout-alti")

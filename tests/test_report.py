@@ -186,3 +186,63 @@ def test_chromium_renders_the_heatmaps_without_script_errors(tmp_path):
     _, _, blank = render_in_chromium(inert, tmp_path)
     assert heatmap_colours(blank) <= 2  # the selected head buttons
 
+
+
+def _recorded_sentences(toy_data, n=2):
+    import torch
+
+    from fairseq_rela.recording import AttentionRecorder, split_sentences
+    from tests.helpers import batch, build
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch(task, n)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    return list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+
+
+def test_rolled_out_contributions_and_the_source_share_curve(toy_data):
+    """With ALTI recorded: the last decoder layer's ALTI+ matrix over [source | target prefix] and one SVG
+    source-share curve per source (alti, block); without the block: neither."""
+    from fairseq_rela.contributions import sentence_contributions
+
+    sent = _recorded_sentences(toy_data, 1)[0]
+    data = sentence_data(sent, ["cross"])
+    rolled = data["rollout"]
+    expected = sentence_contributions(sent.records, "alti").decoder[-1]
+    S = len(sent.src)
+    assert rolled["part"] == "decoder" and rolled["layer"] == 1 and rolled["sources"] == S
+    assert rolled["queries"] == sent.tgt_out and rolled["keys"][:S] == sent.src and len(rolled["keys"]) == S + len(sent.tgt_in)
+    m = rolled["matrix"]
+    assert np.allclose(np.array(m["q"]) / LEVELS * m["max"], expected, atol=m["max"] / LEVELS)
+    assert list(rolled["source_share"]) == ["alti", "block"]
+    assert rolled["source_share"]["alti"] == pytest.approx(expected[:, :S].sum(-1).tolist())
+    page = ParsedPage(render_report({"sentences": 1, "attention": {}}, [data]))
+    assert page.problems == [] and page.external_references() == []
+    assert len(page.find("div", **{"class": "rollout", "data_sentence": sent.id})) == 1
+    assert len(page.find("svg", **{"class": "share-curve", "data_sentence": sent.id})) == 1
+    (line,) = page.find("polyline", data_source="alti")
+    ys = [float(p.split(",")[1]) for p in line["points"].split()]
+    assert len(ys) == len(sent.tgt_out) and np.argmax(ys) == np.argmin(rolled["source_share"]["alti"])  # y grows down
+    for record in sent.records.values():
+        record.alti = record.alti_residual = None
+    sent._rolled.clear()
+    assert "rollout" not in sentence_data(sent, ["cross"])
+
+
+@pytest.mark.e2e
+def test_chromium_draws_the_rolled_out_contributions(toy_data, tmp_path):
+    data = [sentence_data(s, []) for s in _recorded_sentences(toy_data, 2)]
+    page = tmp_path / "report.html"
+    html = render_report({"sentences": 2, "attention": {}}, data)
+    page.write_text(html, encoding="utf-8")
+    dom, console, pixels = render_in_chromium(page, tmp_path)
+    assert console == [], console
+    body = ParsedPage(dom).find("body")[0]
+    assert "data-errors" not in body, dom[-2000:]
+    assert body["data-rendered"] == "2"  # one rolled-out map per sentence, nothing else drawn
+    assert heatmap_colours(pixels) > 10
+    inert = tmp_path / "inert.html"  # without the renderer: the SVG curves alone are not blue squares
+    inert.write_text(html.replace(f"<script>{JS}</script>", ""), encoding="utf-8")
+    assert heatmap_colours(render_in_chromium(inert, tmp_path)[2]) <= 2

@@ -154,3 +154,111 @@ def test_a_category_missing_in_one_kind_is_na_there_and_shown_elsewhere():
     punct = header.split().index("punct")  # "punct w/n" is two words in the header: cells shift by one after it
     assert rows[("cross", "0")].split()[punct - 1] == "0.500/0.500"
     assert rows[("encoder_self", "0")].split()[punct - 1] == "n/a"
+
+
+def _recorded(task, model, n=5):
+    import torch
+
+    from fairseq_rela.recording import AttentionRecorder, split_sentences
+    from tests.helpers import batch
+
+    sample = batch(task, n)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    return list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+
+
+@pytest.mark.unit
+def test_alti_mixing_hand_computed():
+    sent = _sentence("encoder_self", [[[0.5, 0.5], [0.5, 0.5]]], ["a", "</s>"], norms=[[1, 1], [1, 1]])
+    record = sent.records[("encoder_self", 0)]
+    record.block_norm, record.mixing_ratio = np.ones((2, 2)), np.full((2, 3), 0.5)
+    record.alti = np.array([[0.8, 0.2], [np.nan, np.nan]])  # own shares 0.8 and undefined
+    cross = AttentionRecord("cross", 0, np.ones((1, 2, 2)) / 2, block_norm=np.ones((2, 2)),
+                            mixing_ratio=np.full((2, 3), 0.5), alti=np.full((2, 2), 0.1),
+                            alti_residual=np.array([0.8, 0.6]))
+    cross.fx_norm, cross.weighted_norm, cross.summed_norm = np.ones((1, 2, 2)), cross.weights, np.ones((2, 2))
+    sent.records[("cross", 0)] = cross
+    stats = AttentionStatistics(set(), set())
+    stats.update(sent)
+    result = stats.result()["attention"]
+    assert result["encoder_self"]["0"]["alti_mixing"] == pytest.approx(0.2)  # the undefined row left out
+    assert result["cross"]["0"]["alti_mixing"] == pytest.approx(1 - 0.7)  # from the source: 1 - residual share
+    text = format_table(stats.result())
+    assert "alti mix" in text.split("\n")[1] and "\n  alti mix: ALTI's mixing" in text
+
+
+@pytest.mark.unit
+def test_source_share_per_layer_and_position_over_a_split(toy_data):
+    """stats["contributions"][source]: own share per encoder layer, ALTI+ source share per decoder layer and by
+    target position, each the mean over every token, from an independent rollout (tests/reference.py)."""
+    import torch
+
+    from fairseq_rela.analysis.statistics import SourceShare
+    from tests.helpers import build
+    from tests.reference import ref_alti_plus
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sents = _recorded(task, model)
+    stats = AttentionStatistics(set(), set())
+    own, share, by_pos = [[], []], [[], []], {}
+    for sent in sents:
+        stats.update(sent)
+        S = len(sent.src)
+        terms = {}
+        for key, r in sent.records.items():
+            a = torch.as_tensor(r.alti, dtype=torch.float64)
+            terms[key] = a if r.alti_residual is None else torch.cat(
+                [a, torch.as_tensor(r.alti_residual, dtype=torch.float64)[:, None]], -1)
+        enc = [terms[("encoder_self", i)] for i in range(2)]
+        plus = ref_alti_plus(enc, *[[terms[(k, i)] for i in range(2)] for k in ("decoder_self", "cross")])
+        enc_rolled = [enc[0], enc[1] @ enc[0]]
+        for layer in range(2):
+            own[layer] += torch.diagonal(enc_rolled[layer]).tolist()
+            share[layer] += plus[layer, :, :S].sum(-1).tolist()
+        for t, v in enumerate(plus[-1, :, :S].sum(-1).tolist()):
+            by_pos.setdefault(t, []).append(v)
+    result = stats.result()
+    got = result["contributions"]
+    assert list(got) == ["weights", "norms", "block", "alti"]
+    alti = got["alti"]
+    assert alti["own_share"] == pytest.approx([np.mean(v) for v in own], abs=1e-6)
+    assert alti["source_share"] == pytest.approx([np.mean(v) for v in share], abs=1e-6)
+    assert alti["source_share_by_position"] == pytest.approx([np.mean(by_pos[t]) for t in sorted(by_pos)], abs=1e-6)
+    assert alti["sentences_by_position"] == [len(by_pos[t]) for t in sorted(by_pos)]
+    assert len(alti["source_share_by_position"]) == max(len(s.tgt_in) for s in sents)
+    # weights: the residual is half of each cross row by construction, so 1 - 2^-(layer+1) but for null rows
+    assert got["weights"]["source_share"][0] <= 0.5 + 1e-9
+    text = format_table(result)
+    assert "token contributions through the model" in text and "decoder src      1" in text
+    assert "source share by target position" in text and "\n  src: ALTI+'s source share" in text
+    # positions beyond the cap are not counted
+    capped = SourceShare("alti")
+    capped.positions = 3
+    for sent in sents:
+        capped.update(sent)
+    assert len(capped.result()["source_share_by_position"]) == 3
+
+
+@pytest.mark.unit
+def test_masked_lm_rollout_has_own_share_only(mlm_data):
+    import torch
+
+    from fairseq_rela.models.conversion import as_rela_roberta
+    from fairseq_rela.recording import AttentionRecorder, split_sentences
+    from tests.helpers import batch, build_mlm
+
+    task, model = build_mlm(mlm_data)
+    model = as_rela_roberta(model).eval()
+    sample = batch(task, 3)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"], features_only=True)
+    stats = AttentionStatistics(set(), set())
+    for sent in split_sentences(sample, rec, task.source_dictionary, task.source_dictionary):
+        stats.update(sent)
+    got = stats.result()["contributions"]["alti"]
+    assert list(got) == ["own_share"] and len(got["own_share"]) == 2 and 0 < got["own_share"][1] < 1
+    text = format_table(stats.result())
+    assert "encoder own      1" in text and "decoder src" not in text and "by target position" not in text

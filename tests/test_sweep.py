@@ -8,7 +8,7 @@ import sys
 import pytest
 from fairseq import checkpoint_utils
 
-from fairseq_rela.alignment.aer import AERResult, alignment_error_rate, read_gold, read_hypothesis
+from fairseq_rela.alignment.aer import AERResult, Gold, alignment_error_rate, read_gold, read_hypothesis
 from fairseq_rela.analysis.sweep import SweepConfig, SweepResult
 from tests.helpers import REPO, USER_DIR, generate_alignments, run_cli
 
@@ -217,3 +217,49 @@ def test_sweep_text_names_layers_and_heads_and_explains_near_100_awi():
     assert "\n  block:" not in text  # no block column, no block legend
     results = {c: (r(0.5) if c.shift == "AWI" else v) for c, v in results.items()}
     assert "note:" not in SweepResult("gold", 2, ("none", "none", "sum_mean"), results).format()
+
+
+@pytest.mark.unit
+def test_sweep_scores_alti_and_the_rolled_out_sources_per_layer(toy_data):
+    """Per decoder layer: alti (the record's ALTI shares) and rollout-weights/-norms/-block/-alti (ALTI+'s source
+    columns) beside weights/norms/block; per head only weights and norms; links from the same matrices."""
+    import numpy as np
+    import torch
+
+    from fairseq_rela.alignment.links import align
+    from fairseq_rela.analysis.sweep import LinkSweep, format_sweep
+    from fairseq_rela.contributions import sentence_contributions
+    from fairseq_rela.recording import AttentionRecorder, split_sentences
+    from tests.helpers import batch, build
+
+    task, model = build(toy_data, "--attention-activation", "rela")
+    sample = batch(task, 4)
+    rec = AttentionRecorder(model, block=True)
+    with torch.no_grad(), rec:
+        model(**sample["net_input"])
+    sweep = LinkSweep("none", "none")
+    sents = list(split_sentences(sample, rec, task.source_dictionary, task.target_dictionary))
+    for sent in sents:
+        sweep.update(sent)
+    layer_level = {(c.source, c.shift, c.layer) for c in sweep.hyps if c.head is None}
+    sources = ("weights", "norms", "block", "alti", "rollout-weights", "rollout-norms", "rollout-block", "rollout-alti")
+    assert layer_level == {(s, sh, l) for s in sources for sh in ("AWO", "AWI") for l in (0, 1)}
+    assert {c.source for c in sweep.hyps if c.head is not None} == {"weights", "norms"}
+    for sent in sents:
+        S = len(sent.src)
+        for source, matrix in (("alti", sent.records[("cross", 1)].alti),
+                               ("rollout-alti", sentence_contributions(sent.records, "alti").decoder[1][:, :S]),
+                               ("rollout-block", sentence_contributions(sent.records, "block").decoder[1][:, :S])):
+            links, _ = align(np.asarray(matrix), sent.src, sent.tgt_out[:-1], True, "none", "none", "sum_mean")
+            assert sweep.hyps[SweepConfig(source, "AWI", 1)][sent.id] == set(links), source
+    # the text: one table per kind of source, each column legended
+    gold = [Gold(sure={(0, 0)}, possible={(0, 0)}) for _ in sents]
+    results = {c: alignment_error_rate(gold, sweep.links(c, len(sents))) for c in sweep.hyps}
+    text = SweepResult("gold", len(sents), ("none", "none", "sum_mean"), results).format()
+    first, rolled = text.split("\nrolled out: ")
+    assert first.split("\n")[1].split() == ["layer"] + [f"{s}-{sh}" for s in sources[:4] for sh in ("AWO", "AWI")]
+    rows = rolled.split("\n")
+    assert rows[1].split() == ["layer"] + [f"{s}-{sh}" for s in sources[4:] for sh in ("AWO", "AWI")]
+    assert [r.split()[0] for r in rows[2:4]] == ["0", "1"] and rows[4].startswith("best layer:")
+    assert "\n  alti: the source token's ALTI share" in text and "\n  rollout-X: " in text
+    assert "rollout-alti = ALTI+" in text

@@ -17,6 +17,11 @@ Page content:
   marks every cell whose source subword and target subword belong to the two linked words (word ids
   from :func:`fairseq_rela.alignment.links.word_ids`).  Target word ``y_t`` is marked on the row the
   best configuration reads: the row that predicts it (AWO) or the row whose input it is (AWI);
+* per drawn sentence, when its records hold ALTI (the block was recorded): the token contributions
+  rolled out through the whole model (:mod:`fairseq_rela.contributions`): ALTI+'s matrix after the last
+  decoder layer, each predicted token's contributions from the source tokens and the target prefix (a
+  masked LM: the encoder's rollout after its last layer), and the source-share curve, ALTI+'s source
+  share of each predicted token by decoding step, from ``alti`` and ``block`` (an inline SVG);
 * a head overview: sparsity and null rate per layer x head of each attention kind (``stats.json``);
 * the AER table of the sweep (per layer, weights/norms x AWO/AWI, best layer and head, baselines).
 
@@ -32,6 +37,7 @@ import numpy as np
 from fairseq_rela.alignment.links import word_ids
 
 LEVELS = 1000
+CURVE_SOURCES = {"alti": "#08306b", "block": "#e66101"}  # the source-share curves and their colours
 KIND_TITLES = {"encoder_self": "encoder self-attention", "decoder_self": "decoder self-attention",
                "cross": "cross-attention (encoder-decoder)"}
 
@@ -77,7 +83,74 @@ def sentence_data(sent, kinds: Sequence[str]) -> dict:
                 entry["norms"] = {"all": _quantise(record.matrix("norms")), "heads": per_head}
             entries.append(entry)
         out["kinds"][kind] = {"queries": list(queries), "keys": list(keys), "layers": entries}
+    rolled = rollout_data(sent)
+    if rolled is not None:
+        out["rollout"] = rolled
     return out
+
+
+def _finite_list(values) -> List[Optional[float]]:
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def rollout_data(sent) -> Optional[dict]:
+    """The sentence's contributions rolled out by ALTI (None where its records hold no ALTI): the last
+    layer's matrix (decoder: ALTI+ over ``[source | target prefix]``, rows the predicted tokens; encoder-only:
+    the encoder's rollout) quantised, and per source of :data:`CURVE_SOURCES` the source share by step."""
+    sources = sent.rollout_sources()
+    if "alti" not in sources:
+        return None
+    rolled = sent.contributions("alti")
+    if rolled.decoder is None:
+        return {"part": "encoder", "layer": len(rolled.encoder) - 1, "queries": list(sent.src),
+                "keys": list(sent.src), "matrix": _quantise(rolled.encoder[-1]), "source_share": {}}
+    keys = list(sent.src) + [f"\u2039{t}\u203a" for t in sent.tgt_in]  # ‹target prefix›
+    share = {s: _finite_list(sent.contributions(s).source_share) for s in CURVE_SOURCES if s in sources}
+    return {"part": "decoder", "layer": len(rolled.decoder) - 1, "queries": list(sent.tgt_out), "keys": keys,
+            "sources": len(sent.src), "matrix": _quantise(rolled.decoder[-1]), "source_share": share}
+
+
+def _share_curve(sid: int, rolled: dict) -> str:
+    """An inline SVG: source share (0..1) of each predicted token (x: decoding step), one line per source."""
+    steps = rolled["queries"]
+    width, height, left, bottom, top = max(240, 28 * len(steps) + 60), 200, 40, 60, 10
+    x = lambda t: left + 28 * t + 14  # noqa: E731
+    y = lambda v: top + (1 - v) * (height - top - bottom)  # noqa: E731
+    parts = [f'<svg class="share-curve" data-sentence="{sid}" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img">']
+    for v in (0, 0.5, 1):
+        parts.append(f'<line x1="{left}" x2="{width - 4}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"></line>'
+                     f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{v:g}</text>')
+    for t, token in enumerate(steps):
+        parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 12}" font-size="10" text-anchor="end" '
+                     f'transform="rotate(-60 {x(t):.1f} {height - bottom + 12})">{_e(token)}</text>')
+    for source, values in rolled["source_share"].items():
+        points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in enumerate(values) if v is not None)
+        colour = CURVE_SOURCES[source]
+        parts.append(f'<polyline data-source="{_e(source)}" points="{points}" fill="none" stroke="{colour}" '
+                     f'stroke-width="2"></polyline>'
+                     + "".join(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"><title>'
+                               f'{_e(steps[t])}: {v:.3f} ({_e(source)})</title></circle>'
+                               for t, v in enumerate(values) if v is not None))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _rollout_block(sid: int, rolled: dict) -> str:
+    if rolled["part"] == "encoder":
+        caption = (f"the encoder's token contributions rolled out by ALTI after layer {rolled['layer']} (the last): "
+                   "row i: how much of token i's representation comes from each token (rows sum to 1)")
+        curve = ""
+    else:
+        caption = (f"ALTI+ after decoder layer {rolled['layer']} (the last): row t, the token predicted at step t; "
+                   "columns: the source tokens, then the target prefix the decoder read (‹…›); rows sum to 1")
+        legend = " ".join(f'<span style="color:{CURVE_SOURCES[s]}">&#9632; {_e(s)}</span>'
+                          for s in rolled["source_share"])
+        curve = (f'<p class="legend">source share of each predicted token (ALTI+ rollout: the sum of its source '
+                 f'columns; the rest comes from the target prefix), by decoding step: {legend}</p>'
+                 + _share_curve(sid, rolled))
+    return (f'<div class="rollout" data-sentence="{sid}"><h3>token contributions through the model</h3>'
+            f'<p class="legend">{_e(caption)}</p><div class="maps"></div>{curve}</div>')
 
 
 def _cells(links: Iterable[Tuple[int, int]], src_ids: List[int], tgt_rows: Dict[int, List[int]]) -> List[List[int]]:
@@ -232,6 +305,8 @@ def _sentence_skeleton(data: dict) -> str:
                           '<div class="maps"></div></div>')
         blocks.append(f'<div class="kind" data-kind="{_e(kind)}"><h3>{_e(KIND_TITLES.get(kind, kind))}</h3>'
                       f'{"".join(layers)}</div>')
+    if data.get("rollout"):
+        blocks.append(_rollout_block(sid, data["rollout"]))
     return (f'<section class="sentence" id="sentence-{sid}" data-sentence="{sid}"><h2>sentence {sid}</h2>'
             f'{text}{"".join(blocks)}</section>')
 
@@ -428,6 +503,13 @@ JS = r"""
       div.querySelectorAll("button").forEach(function (x) { x.classList.toggle("on", x === b); });
       render(div, b.getAttribute("data-head"));
     });
+  });
+  Array.prototype.slice.call(document.querySelectorAll("div.rollout")).forEach(function (div) {
+    try {
+      var r = byId[div.getAttribute("data-sentence")].rollout;
+      draw(figure(div.querySelector(".maps"), "ALTI rollout, max " + r.matrix.max.toPrecision(3)), r.matrix,
+           r.queries, r.keys, null);
+    } catch (e) { fail(String(e)); }
   });
   if (showLinks) {
     showLinks.addEventListener("change", function () {

@@ -12,20 +12,30 @@ per layer:
 - ``fx_norm_mean``: mean ``‖f(x)‖`` per key category; ``spearman_weight_fx``: rank correlation of
   ``α`` and ``‖f(x)‖`` over all (head, query, key) triples (sampled up to a cap);
 - ``mixing_ratio``: Kobayashi et al. (2021)'s context-mixing ratio of the attention block (attention,
-  + residual, + LayerNorm; by norm, and by weight), when the records hold the block.
+  + residual, + LayerNorm; by norm, and by weight), when the records hold the block;
+- ``alti_mixing``: the same question answered by ALTI (Ferrando et al. 2022): the share of the block's
+  output from other tokens (cross-attention: from the source, against the decoder's own state);
+per rollout source (:data:`~fairseq_rela.contributions.ROLLOUT_SOURCES` the records allow), over the
+whole model (:class:`SourceShare`, under ``contributions``):
+- ``own_share``: per encoder layer, a token's share of its own representation after that layer, rolled
+  out from the embeddings (a masked LM's only rollout statistic: how much a token stays itself);
+- ``source_share``: per decoder layer, ALTI+'s source contribution to each predicted token (the rest is
+  the target prefix's), and ``source_share_by_position`` at the last layer, by target position.
 
 Each statistic is one small class (:class:`Statistic`: ``update`` per sentence, ``result`` as JSON
 fields, ``columns`` and ``legend`` for ``stats.txt``); :class:`AttentionStatistics` keeps one of each per
-attention kind and layer.  A new statistic is one class added to :data:`STATISTICS`.
+attention kind and layer, and one :class:`SourceShare` per rollout source (it needs every layer of a
+sentence).  A new statistic is one class added to :data:`STATISTICS`.
 """
 import math
 import string
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Set, Tuple, Type
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Type
 
 import numpy as np
 
 from fairseq_rela.block import MIXING_LEVELS
+from fairseq_rela.contributions import ROLLOUT_SOURCES
 from fairseq_rela.recording import AttentionRecord, SentenceAttention
 
 CATEGORIES = ("bos", "eos", "punct", "frequent", "other")
@@ -394,14 +404,142 @@ class MixingRatio(Statistic):
         return f"{'/'.join(f'{NA:^5}' if mix[k] is None else f'{mix[k]:.3f}' for k in MIXING_LEVELS):>17}"
 
 
+class AltiMixing(Statistic):
+    """ALTI's answer to the mixing ratio, mean over query tokens: the share of the block's output that
+    comes from other tokens, ``1 − ALTI_ii`` (self-attention) or from the source tokens, ``1 − r_i``
+    (cross-attention: ``r_i`` the decoder state's share).  Rows where ALTI is undefined are left out."""
+
+    header = f"{'alti mix':>9}"
+    legend = ("alti mix: ALTI's mixing: the share of a token's block output that comes from other tokens (cross: from "
+              "the source, against the decoder token's own state), 0-1")
+    needs_block = True
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.total, self.rows = 0.0, 0
+
+    def update(self, record, keys):
+        if record.alti is None:
+            return
+        if record.kind == "cross":
+            other = 1 - np.asarray(record.alti_residual, np.float64)
+        else:
+            alti = np.asarray(record.alti, np.float64)
+            T, S = alti.shape
+            other = 1 - alti[np.arange(T), np.arange(T) + S - T]
+        defined = np.isfinite(other)
+        self.total += float(other[defined].sum())
+        self.rows += int(defined.sum())
+
+    def result(self):
+        return {"alti_mixing": self.total / self.rows} if self.rows else {}
+
+    @staticmethod
+    def format(fields):
+        return f"{fields['alti_mixing']:>9.3f}" if "alti_mixing" in fields else ""
+
+
 STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm,
-                                           MixingRatio)
+                                           MixingRatio, AltiMixing)
 CHEAP: Tuple[Type[Statistic], ...] = (Sparsity, NullRate)  # weights_only: no per-row work
 
 
+class _Mean:
+    """Running means of a vector that may grow (positions, layers); non-finite values left out."""
+
+    def __init__(self):
+        self.total, self.count = np.zeros(0), np.zeros(0, dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        """``values`` (N,) or (N, M): entry i gets value i (or the M values of row i)."""
+        values = np.asarray(values, np.float64)
+        values = values.reshape(values.shape[0], -1)
+        n = values.shape[0]
+        if n > self.total.size:
+            self.total, self.count = np.pad(self.total, (0, n - self.total.size)), np.pad(self.count,
+                                                                                         (0, n - self.count.size))
+        defined = np.isfinite(values)
+        self.total[:n] += np.where(defined, values, 0).sum(-1)
+        self.count[:n] += defined.sum(-1)
+
+    def means(self) -> List[Optional[float]]:
+        return [float(t / c) if c else None for t, c in zip(self.total, self.count)]
+
+
+class SourceShare:
+    """Token contributions rolled out from one source (:meth:`SentenceAttention.contributions`) through the
+    whole model, sentence by sentence: per encoder layer the tokens' own share of their representation
+    (mean over tokens, then sentences: every token counts), per decoder layer ALTI+'s source share of the
+    predicted tokens, and at the last decoder layer the source share by target position (0-based, the
+    first ``positions``; mean over the sentences that reach it)."""
+
+    positions = 50
+
+    def __init__(self, source: str):
+        self.source = source
+        self.own, self.share, self.by_position = _Mean(), _Mean(), _Mean()  # by layer, layer, position
+
+    def update(self, sent: SentenceAttention) -> None:
+        rolled = sent.contributions(self.source)
+        enc = rolled.encoder  # (L, S, S)
+        self.own.add(np.diagonal(enc, axis1=1, axis2=2))  # (L, S): every token of every layer counts once
+        if rolled.decoder is not None:
+            share = rolled.decoder[..., : enc.shape[-1]].sum(-1)  # (L, T)
+            self.share.add(share)
+            self.by_position.add(share[-1][: self.positions])
+
+    def result(self) -> dict:
+        out = {"own_share": self.own.means()}
+        if self.share.count.size:
+            out["source_share"] = self.share.means()
+            out["source_share_by_position"] = self.by_position.means()
+            out["sentences_by_position"] = self.by_position.count.tolist()
+        return out
+
+
+CONTRIBUTIONS_LEGEND = [
+    "own: a token's share of its own encoder representation after that layer, rolled out from the embeddings "
+    "(1: untouched by the others), 0-1",
+    "src: ALTI+'s source share of the token the decoder predicts after that layer (the rest: the target prefix), 0-1",
+    "weights/norms: rollout of (attention + identity)/2, Abnar & Zuidema; block: ||F_i(c_ij)|| row-normalised; "
+    "alti: ALTI per block, rolled out (for src: ALTI+, Ferrando et al. 2022)",
+    "weights/norms src is 1 - 2^-(layer+1) by construction (the residual is half of every row; only ReLA's null "
+    "rows, all residual, lower it): the model's own split is block's and alti's",
+    "mean over every token of the split; a source is left out when the records lack it (norms of some heads only, "
+    "no block)"]
+
+
+def format_contributions(contributions: dict) -> List[str]:
+    """The ``stats.txt`` lines of :class:`SourceShare` results (``stats["contributions"]``): a per-layer table
+    (own share in the encoder, source share in the decoder), source share by target position, a legend."""
+    if not contributions:
+        return []
+    sources = list(contributions)
+    first = contributions[sources[0]]
+
+    def cell(values: List[Optional[float]], i: int) -> str:
+        value = values[i] if i < len(values) else None
+        return f"{NA if value is None else f'{value:.3f}':>8}"
+
+    lines = ["token contributions through the model, rolled out layer by layer",
+             f"{'part':<13}{'layer':>5} " + " ".join(f"{s:>8}" for s in sources)]
+    for part, name in (("encoder own", "own_share"), ("decoder src", "source_share")):
+        for layer in range(len(first.get(name, []))):
+            lines.append(f"{part:<13}{layer:>5} " + " ".join(cell(contributions[s][name], layer) for s in sources))
+    if "source_share_by_position" in first:
+        counts = first["sentences_by_position"]
+        lines += ["", f"source share by target position (decoder's last layer; {SourceShare.positions} positions "
+                      "at most; sentences: how many reach it)",
+                  f"{'position':>8} {'sentences':>9} " + " ".join(f"{s:>8}" for s in sources)]
+        for t, n in enumerate(counts):
+            lines.append(f"{t:>8} {n:>9} " + " ".join(cell(contributions[s]["source_share_by_position"], t)
+                                                      for s in sources))
+    return lines + [""] + [f"  {line}" for line in CONTRIBUTIONS_LEGEND]
+
+
 class AttentionStatistics:
-    """Accumulates :data:`STATISTICS` sentence by sentence, per attention kind and layer;
-    :meth:`result` gives a JSON-ready dict."""
+    """Accumulates :data:`STATISTICS` sentence by sentence, per attention kind and layer, and a
+    :class:`SourceShare` per rollout source the records allow; :meth:`result` gives a JSON-ready dict."""
 
     def __init__(self, src_frequent: Set[str], tgt_frequent: Set[str], correlation_cap: int = 200_000,
                  weights_only: bool = False):
@@ -409,6 +547,7 @@ class AttentionStatistics:
         self.cap = correlation_cap
         self.kinds = CHEAP if weights_only else STATISTICS  # weights_only: sparsity and null rate only
         self.acc: Dict[Tuple[str, int], List[Statistic]] = {}
+        self.rolled: Dict[str, SourceShare] = {}  # rollout source -> its statistic (not with weights_only)
         self.sentences = 0
 
     def _statistics(self, key: Tuple[str, int], heads: int) -> List[Statistic]:
@@ -429,6 +568,9 @@ class AttentionStatistics:
             for stat in self._statistics((kind, layer), H):
                 if (record.has_norms or not stat.needs_norms) and (record.has_block or not stat.needs_block):
                     stat.update(record, keys)
+        if self.kinds is not CHEAP:
+            for source in sent.rollout_sources():
+                self.rolled.setdefault(source, SourceShare(source)).update(sent)
 
     def result(self) -> dict:
         out: Dict[str, dict] = {}
@@ -437,7 +579,10 @@ class AttentionStatistics:
             for stat in stats:
                 fields.update(stat.result())
             out.setdefault(kind, {})[str(layer)] = fields
-        return {"sentences": self.sentences, "attention": out}
+        result = {"sentences": self.sentences, "attention": out}
+        if self.rolled:
+            result["contributions"] = {s: self.rolled[s].result() for s in ROLLOUT_SOURCES if s in self.rolled}
+        return result
 
 
 LAYERS_LEGEND = ("layer: counted from 0 (0 = the first, next to the embeddings) as in stats.json, alignment.json, "
@@ -459,7 +604,8 @@ def format_table(stats: dict) -> str:
         lines.append(f"{kind:<13}{layer:>5} " + " ".join(f"{cell(fields):>{len(header)}}" for header, cell in columns))
     legend = [LAYERS_LEGEND, "each value: mean over the layer's heads (stats.json has every head) and its query rows"]
     legend += [line for cls in STATISTICS for line in cls.legend_lines(every)]
-    return "\n".join(lines + [""] + [f"  {line}" for line in legend])
+    rolled = format_contributions(stats.get("contributions", {}))
+    return "\n".join(lines + [""] + [f"  {line}" for line in legend] + ([""] + rolled if rolled else []))
 
 
 def compute_statistics(sentences: Iterable[SentenceAttention], src_dict, tgt_dict,

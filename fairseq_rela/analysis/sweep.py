@@ -1,9 +1,12 @@
-"""Teacher-forced AER for every decoder layer x {weights, norms, block} x {AWO, AWI}, per layer
-(weights averaged over heads, norms of the head sum, block: attention + residual + LayerNorm) and per
-head (weights, norms), against gold alignments.
+"""Teacher-forced AER for every decoder layer x source x {AWO, AWI}, per layer and per head, against
+gold alignments.  Sources: one layer's cross-attention — weights (averaged over heads), norms (of the
+head sum), block (attention + residual + LayerNorm), alti (the block's ALTI shares) — and, per layer,
+the same rolled out through every layer below (``rollout-weights``, ``-norms``, ``-block``, ``-alti``:
+the source columns of ALTI+, :mod:`fairseq_rela.contributions`); heads one by one: weights, norms.
 
 Pure: :class:`AlignmentSweep` takes sentences and returns a :class:`SweepResult`; the command line
 writes it (``alignment.json``, ``alignment.txt``, ``alignment.png``).  Matrices come from
+:meth:`~fairseq_rela.recording.SentenceAttention.matrix`, which reads one layer's record with
 :meth:`~fairseq_rela.recording.AttentionRecord.matrix`, the same function ``fairseq-generate`` uses.
 """
 from collections import defaultdict
@@ -12,9 +15,9 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from fairseq_rela.alignment.aer import AERResult, Gold, Link, alignment_error_rate
 from fairseq_rela.alignment.links import align
-from fairseq_rela.recording import SentenceAttention
+from fairseq_rela.recording import ALIGNMENT_SOURCES, ROLLED_OUT_SOURCES, SentenceAttention
 
-SOURCES = ("weights", "norms", "block")
+SOURCES = ALIGNMENT_SOURCES + ROLLED_OUT_SOURCES
 SHIFTS = ("AWO", "AWI")
 
 
@@ -92,6 +95,7 @@ class LinkSweep:
     def update(self, sent: SentenceAttention) -> None:
         self.seen.add(sent.id)
         src, tgt = sent.src, sent.tgt_out[:-1]
+        rolled = [f"rollout-{s}" for s in sent.rollout_sources()]  # every layer of the sentence recorded
         for (kind, layer), record in sent.records.items():
             if kind != "cross":
                 continue
@@ -99,10 +103,12 @@ class LinkSweep:
             for head in heads:
                 sources = ["weights"] + (["norms"] if record.has_norms and (head is None or record.weighted_norm
                                                                              is not None) else [])
-                if head is None and record.has_block:  # the block is over all heads
-                    sources.append("block")
+                if head is None and record.has_block:  # the block and ALTI are over all heads
+                    sources += ["block"] + (["alti"] if record.alti is not None else [])
+                if head is None:
+                    sources += rolled
                 for source in sources:
-                    matrix = record.matrix(source, None if head is None else [head])
+                    matrix = sent.matrix(source, layer, None if head is None else [head])
                     for shift in SHIFTS:
                         links, _ = align(matrix, src, tgt, shift == "AWI", self.src_style, self.tgt_style, self.rule)
                         self.hyps[SweepConfig(source, shift, layer, head)][sent.id] = set(links)
@@ -133,7 +139,11 @@ class AlignmentSweep(LinkSweep):
 
 SOURCE_LEGEND = {"weights": "alpha, mean over the heads (one head: its alpha)",
                  "norms": "||sum_h alpha f(x)|| (one head: ||alpha f(x)||)",
-                 "block": "the source token's part of the block output: attention + residual + LayerNorm, all heads"}
+                 "block": "the source token's part of the block output: attention + residual + LayerNorm, all heads",
+                 "alti": "the source token's ALTI share of the block output (Ferrando et al. 2022), all heads",
+                 "rollout-": "the source token's share of the decoder state after that layer, rolled out through "
+                             "every layer below\n  from weights/norms/block/alti (ALTI+'s source columns: encoder "
+                             "rollout x cross-attention, mixed through decoder self-attention; rollout-alti = ALTI+)"}
 RULE_LEGEND = {"sum_mean": "a word's source subwords summed, its target subwords averaged",
                "any": "two words linked if any of their subwords are"}
 NEAR_100 = 0.9  # an AWI AER at least this high gets the note on why
@@ -176,16 +186,27 @@ def _awi_note(out: dict) -> List[str]:
     return lines
 
 
+def _layer_table(out: dict, cols: List[str], layers: List[str]) -> List[str]:
+    width = max([14] + [len(c) + 2 for c in cols])
+    lines = ["layer " + "".join(f"{c:>{width}}" for c in cols)]
+    for layer in layers:
+        lines.append(f"{layer:>5} " + "".join(f"{100 * out['per_layer'][c][layer]:>{width}.1f}" for c in cols))
+    return lines
+
+
 def format_sweep(out: dict) -> str:
-    """``alignment.txt``: the per-layer table, the best layer and head, the baselines, a legend."""
+    """``alignment.txt``: the per-layer tables (one layer's attention; rolled out), the best layer and head,
+    the baselines, a legend."""
     cols = list(out["per_layer"])
     merge = out["subword_merge"]
     layers = list(next(iter(out["per_layer"].values())))
+    one = [c for c in cols if not c.startswith("rollout-")]
     lines = [f"AER (%) on {out['sentences']} sentences, teacher-forced (the reference fed to the decoder); lower is "
-             f"better",
-             "layer " + "".join(f"{c:>14}" for c in cols)]
-    for layer in layers:
-        lines.append(f"{layer:>5} " + "".join(f"{100 * out['per_layer'][c][layer]:>14.1f}" for c in cols))
+             f"better", *_layer_table(out, one, layers)]
+    rolled = [c for c in cols if c.startswith("rollout-")]
+    if rolled:
+        lines += ["rolled out: each layer's decoder state with every layer below it (encoder and decoder)",
+                  *_layer_table(out, rolled, layers)]
     bl, bh = out["best_layer"], out["best_head"]
     heads = sum(1 for name in out["per_head"] if name.startswith(f"{bh['source']}-{bh['shift']}-L{bh['layer']}-H"))
     lines.append(f"best layer: {_where(bl, len(layers), heads)}  AER {100 * bl['aer']:.1f} "
@@ -197,7 +218,8 @@ def format_sweep(out: dict) -> str:
     lines += _awi_note(out)
     legend = ["layer, head: counted from 0 (layer 0 = the first decoder layer's cross-attention) as in alignment.json, "
               "--alignment-layer, --alignment-heads, links/*-L<layer>.txt; papers count from 1",
-              *(f"{s}: {SOURCE_LEGEND[s]}" for s in SOURCE_LEGEND if any(c.startswith(f"{s}-") for c in cols)),
+              *(f"{s + ('X' if s.endswith('-') else '')}: {SOURCE_LEGEND[s]}" for s in SOURCE_LEGEND
+                if any(c.startswith(s if s.endswith("-") else f"{s}-") for c in cols)),
               "AWO: a target word is aligned from the decoder row that predicts it (output); AWI: from the row that "
               "reads it as input (fairseq-generate --alignment-shift)",
               "P, R: precision, recall (%); a word whose row has its largest value on </s> gets no link",

@@ -106,8 +106,8 @@ class RelaTransformerDecoder(TransformerDecoderBase):
     def reporting(self, source: AlignmentSource) -> Iterator[None]:
         """Within the block, report ``source`` as the cross-attention of every forward call."""
         source = self.check_alignment(source)
-        recorder = AttentionRecorder(self, kinds=("cross",), layers=[source.layer], norms=source.source == "norms",
-                                     heads=source.heads, block=source.source == "block")
+        recorder = AttentionRecorder(self, kinds=("cross",), layers=[source.layer], norms=source.needs_norms,
+                                     heads=source.heads, block=source.needs_block)
         self._report = (source, recorder)
         try:
             yield

@@ -4,33 +4,47 @@
     fairseq-rela-launch --nproc-per-node 2 --cpu -- DATA ...                       # 2 CPU processes (gloo)
     fairseq-rela-launch --nnodes 2 --node-rank R --master-addr HOST --master-port 29500 --nproc-per-node 8 -- DATA ...
 
-Everything after ``--`` goes to ``fairseq-train`` unchanged.  The launcher starts one process per rank
-(world size = nodes x processes per node), each with ``--distributed-world-size W --distributed-rank R
---distributed-no-spawn --distributed-init-method tcp://HOST:PORT``:
+Everything after ``--`` goes to ``fairseq-train`` unchanged.  A thin layer on torch's own launcher
+(``torch.distributed.run``, i.e. torchrun's agent, through its API): it starts one process per rank
+(world size = nodes x processes per node) as :mod:`fairseq_rela.cli.rank`, which becomes ``fairseq-train``
+with ``--distributed-world-size W --distributed-rank R --distributed-no-spawn --distributed-init-method env://``
+(:func:`fairseq_rela.cli.rank.rank_command`):
 
 - GPU: ``--device-id LOCAL_RANK``, fairseq's default backend (NCCL) and DDP backend;
 - CPU (``--cpu``, here or among the fairseq arguments): ``--distributed-backend gloo --ddp-backend legacy_ddp``
   (fairseq's default DDP backend passes ``device_ids`` and fails on CPU).
 
-One process gives a plain ``fairseq-train`` run.  The launcher refuses to run under ``torchrun`` (which
-would start it once per rank, and ``torchrun fairseq-train`` without a world size starts independent
-duplicate runs writing to one save directory) and refuses fairseq arguments that it sets itself.  If one
-rank fails, the others are stopped and the launcher exits with that rank's status.
+One process is a plain ``fairseq-train`` run with ``--distributed-world-size 1``.  One node rendezvouses
+on a port torch picks (torchrun ``--standalone``) unless ``--master-port`` is given; several nodes use
+torchrun's static rendezvous at ``--master-addr:--master-port`` with ``--node-rank``.  The launcher refuses
+to run under ``torchrun`` (which would start it once per rank, and ``torchrun fairseq-train`` without a world
+size starts independent duplicate runs writing to one save directory) and refuses fairseq arguments that it
+sets itself.
+
+Processes (torch's agent): each rank runs in its own process group.  If one rank fails, the others are
+stopped and the launcher exits with that rank's status (a rank killed by signal N: 128+N).  SIGTERM, SIGINT,
+SIGHUP or SIGQUIT to the launcher is forwarded to every rank's process group (SIGKILL after
+``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds, here 10 by default), and the launcher exits 128+signal (before the
+ranks start, during the rendezvous, the signal ends the launcher itself at once).  A launcher
+killed outright (SIGKILL) takes its ranks with it (:func:`fairseq_rela.cli.rank.die_with_parent`).
 """
 import argparse
 import os
+import shlex
 import signal
-import socket
-import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
 from typing import List
+
+from fairseq_rela.cli.rank import rank_command
 
 PROG = "fairseq-rela-launch"
 OWN_OPTIONS = ("--distributed-world-size", "--distributed-rank", "--distributed-init-method", "--distributed-no-spawn",
                "--distributed-backend", "--distributed-port", "--device-id", "--distributed-num-procs")
 TORCHRUN_ENV = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "GROUP_RANK")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+SHUTDOWN_TIMEOUT = 10  # s from a forwarded signal to SIGKILL (torch's 30 equals schedulers' grace: too late)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,33 +57,23 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-port", type=int, default=0, help="free TCP port on node 0 (one node: 0 = pick one)")
     p.add_argument("--cpu", action="store_true", help="CPU processes (gloo); also implied by --cpu in the train args")
     p.add_argument("--program", default=None, help="training console script (default: fairseq-train beside python)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print each rank's command, run nothing")
     return p
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def train_command(args, train_args: List[str]) -> List[str]:
+    """``fairseq-train`` (or ``--program``) and its arguments, the same on every rank."""
+    program = args.program or str(Path(sys.executable).parent / "fairseq-train")
+    extra = ["--cpu"] if args.cpu and "--cpu" not in train_args else []
+    return [program, *train_args, *extra]
 
 
 def rank_commands(args, train_args: List[str]) -> List[List[str]]:
-    """One command per rank of this node."""
-    program = args.program or str(Path(sys.executable).parent / "fairseq-train")
-    cpu = args.cpu or "--cpu" in train_args
-    extra = ["--cpu"] if args.cpu and "--cpu" not in train_args else []
+    """What each rank of this node runs (torch's agent numbers ranks node by node, as here)."""
+    program, *rest = train_command(args, train_args)
     world = args.nnodes * args.nproc_per_node
-    if world == 1:
-        return [[program, *train_args, *extra]]
-    init = f"tcp://{args.master_addr}:{args.master_port}"
-    cmds = []
-    for local in range(args.nproc_per_node):
-        rank = args.node_rank * args.nproc_per_node + local
-        dist = ["--distributed-world-size", str(world), "--distributed-rank", str(rank), "--distributed-no-spawn",
-                "--distributed-init-method", init]
-        dist += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"] if cpu else ["--device-id", str(local)]
-        cmds.append([program, *train_args, *extra, *dist])
-    return cmds
+    return [rank_command(program, rest, args.node_rank * args.nproc_per_node + local, world, local)
+            for local in range(args.nproc_per_node)]
 
 
 def check(parser, args, train_args: List[str]) -> None:
@@ -91,41 +95,87 @@ def check(parser, args, train_args: List[str]) -> None:
         parser.error(f"--node-rank {args.node_rank}: must be in 0..{args.nnodes - 1}")
     if args.nnodes > 1 and (not args.master_addr or not args.master_port):
         parser.error("several nodes need --master-addr and --master-port (node 0's address and a free port)")
+    if not 0 <= args.master_port < 65536:
+        parser.error(f"--master-port {args.master_port}: must be in 0..65535")
+    grace = os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT))
+    if not grace.isdigit():
+        parser.error(f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={grace!r}: must be a whole number of seconds")
     if not cpu and args.nproc_per_node > 1 and not args.dry_run:
         import torch
 
         if torch.cuda.device_count() < args.nproc_per_node:
             parser.error(f"--nproc-per-node {args.nproc_per_node}: this node has {torch.cuda.device_count()} GPUs "
                          "(add --cpu for CPU processes)")
-    if args.program is None and not (Path(sys.executable).parent / "fairseq-train").exists() and not args.dry_run:
-        parser.error(f"fairseq-train not found beside {sys.executable}; pass --program")
+    program = train_command(args, train_args)[0]
+    if not args.dry_run and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        parser.error(f"--program {program}: not an executable file" if args.program else
+                     f"fairseq-train not found beside {sys.executable}; pass --program")
 
 
-def run(cmds: List[List[str]]) -> int:
-    """Start every rank; if one fails, stop the others. Returns the first non-zero status (or 0)."""
-    procs = [subprocess.Popen(c) for c in cmds]
-    status = 0
+def launch_config(args):
+    """torchrun's configuration for these options: ``--standalone`` on one node without ``--master-port``,
+    else the static rendezvous at node 0 (no restarts: a failed rank stops the run)."""
+    from torch.distributed.launcher.api import LaunchConfig
+
+    if args.nnodes == 1 and not args.master_port:
+        rdzv = dict(rdzv_backend="c10d", rdzv_endpoint="localhost:0", rdzv_configs={}, run_id=str(uuid.uuid4().int))
+    else:  # every node must name the same run (torchrun's default id)
+        rdzv = dict(rdzv_backend="static", rdzv_endpoint=f"{args.master_addr or '127.0.0.1'}:{args.master_port}",
+                    rdzv_configs={"rank": args.node_rank}, run_id="none")
+    grace = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT))
+    return LaunchConfig(min_nodes=args.nnodes, max_nodes=args.nnodes, nproc_per_node=args.nproc_per_node,
+                        max_restarts=0, shutdown_timeout=grace,
+                        signals_to_handle=",".join(s.name for s in FORWARDED), **rdzv)
+
+
+def exit_status(exitcode: int) -> int:
+    """The launcher's status for a rank's exit code: 128+N for a rank killed by signal N (exit code -N)."""
+    return 128 - exitcode if exitcode < 0 else exitcode
+
+
+def describe(exitcode: int) -> str:
+    """``was killed by SIGKILL`` (exit code -9), ``exited with status 1``."""
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with status {exitcode}"
+
+
+def signals_end_the_launcher() -> None:
+    """Until torch's agent starts the ranks (installing its forwarding handlers first), a signal ends the launcher
+    at once: there is nothing to forward yet, and the rendezvous waits inside C++, where no Python handler runs."""
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def run(args, train_args: List[str]) -> int:
+    """Run every rank of this node under torch's agent; the launcher's exit status."""
+    from torch.distributed import DistError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
+    from torch.distributed.launcher.api import elastic_launch
+
+    config = launch_config(args)
+    signals_end_the_launcher()
+    entry = ["-m", "fairseq_rela.cli.rank", *train_command(args, train_args)]
     try:
-        while procs:
-            for p in list(procs):
-                rc = p.poll()
-                if rc is None:
-                    continue
-                procs.remove(p)
-                if rc != 0 and status == 0:
-                    status = rc
-                    print(f"{PROG}: error: rank process {p.pid} exited with status {rc}; stopping the others",
-                          file=sys.stderr)
-                    for q in procs:
-                        q.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        for q in procs:
-            q.send_signal(signal.SIGINT)
-        for q in procs:
-            q.wait()
-        return 130
-    return status
+        elastic_launch(config, sys.executable)(*entry)
+    except SignalException as e:  # torch's agent has sent it to every rank (SIGKILL after the shutdown timeout)
+        print(f"{PROG}: {e.sigval.name}: forwarded to every rank, all stopped", file=sys.stderr)
+        return 128 + e.sigval
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()  # the first seen (the others were then stopped, or failed after)
+        print(f"{PROG}: error: rank {rank} (pid {failure.pid}) {describe(failure.exitcode)}; the other ranks were "
+              "stopped", file=sys.stderr)
+        return exit_status(failure.exitcode)
+    except (DistError, RendezvousError) as e:  # port in use, nodes missing: nothing started
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{PROG}: error: rendezvous at {config.rdzv_endpoint} failed: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        signals_end_the_launcher()  # the ranks have ended
+    return 0
 
 
 def cli_main(argv=None) -> None:
@@ -134,21 +184,14 @@ def cli_main(argv=None) -> None:
     parser = get_parser()
     args = parser.parse_args(own)
     check(parser, args, train_args)
-    if args.nnodes == 1:
-        args.master_addr = args.master_addr or "127.0.0.1"
-        args.master_port = args.master_port or free_port()
-    cmds = rank_commands(args, train_args)
     if args.dry_run:
-        for c in cmds:
-            print(" ".join(shlex_quote(a) for a in c))
+        world = args.nnodes * args.nproc_per_node
+        master = f"MASTER_ADDR={args.master_addr} MASTER_PORT={args.master_port} " if args.master_port else ""
+        for local, cmd in enumerate(rank_commands(args, train_args)):
+            rank = args.node_rank * args.nproc_per_node + local
+            print(f"{master}RANK={rank} LOCAL_RANK={local} WORLD_SIZE={world} {shlex.join(cmd)}")
         return
-    sys.exit(run(cmds))
-
-
-def shlex_quote(a: str) -> str:
-    import shlex
-
-    return shlex.quote(a)
+    sys.exit(run(args, train_args))
 
 
 if __name__ == "__main__":

@@ -244,3 +244,32 @@ def heatmap_colours(pixels, block: int = 5) -> int:
             uniform &= code[di: di + h - block + 1, dj: dj + w - block + 1] == core
     r, b = (core >> 16) & 255, core & 255
     return len(np.unique(core[uniform & (b - r > 25) & (core != 0xFFFFFF)]))
+
+
+def damage_tensor_bytes(src, dst, value: float = 2e28) -> str:
+    """Copy the checkpoint ``src`` to ``dst`` with 4 bytes in the middle of its largest tensor storage
+    overwritten by the float32 ``value``: what a few flipped bits on disk do.  torch.load reads it
+    without complaint (it checks no CRC).  Returns the zip member changed."""
+    import struct
+    import zipfile
+
+    data = bytearray(Path(src).read_bytes())
+    with zipfile.ZipFile(src) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the member's bytes (torch stores them uncompressed)
+    at = start + (info.file_size // 2) // 4 * 4
+    data[at: at + 4] = struct.pack("<f", value)
+    Path(dst).write_bytes(bytes(data))
+    return info.filename
+
+
+def resave_with(src, dst, name: str, value: float) -> None:
+    """Copy the fairseq checkpoint ``src`` to ``dst`` (a valid file, CRCs right) with one value of the
+    model parameter ``name`` set to ``value`` (inf, nan, 2e28)."""
+    import fairseq_rela.checkpoint
+
+    fairseq_rela.checkpoint.allow_fairseq_checkpoints()
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state["model"][name].view(-1)[0] = value
+    torch.save(state, dst)

@@ -76,13 +76,61 @@ def test_unusable_output_path_fails_first(toy_data, ckpt, tmp_path):
 def test_truncated_checkpoint_and_other_dictionary(toy_data, ckpt, tmp_path):
     data = ckpt.read_bytes()
     (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
-    _error(_analyze(toy_data, tmp_path / "half.pt", tmp_path / "out"), r"--path .*half\.pt: cannot load the checkpoint")
+    _error(_analyze(toy_data, tmp_path / "half.pt", tmp_path / "out"), r"--path .*half\.pt: truncated: the zip archive")
     other = tmp_path / "other-bin"
     run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref", toy_data / "test",
             "--testpref", toy_data / "test",
             "--destdir", other, "--workers", "1", "--nwordssrc", "12", "--nwordstgt", "12")
     _error(_analyze(toy_data, ckpt, tmp_path / "out", data=other),
            r"its embeddings do not fit the dictionaries in .*other-bin \(size mismatch\)")
+    assert not _leftovers(tmp_path)
+
+
+def test_damaged_or_non_finite_checkpoint_is_one_line_before_any_work(toy_data, ckpt, tmp_path):
+    """A few flipped bytes inside a tensor (torch.load reads them: it checks no CRC), a weight of 2e28 in a
+    valid file, a 0-byte file: one line naming the checkpoint, nothing written, never statistics of NaN."""
+    from tests.helpers import damage_tensor_bytes, resave_with
+
+    damage_tensor_bytes(ckpt, tmp_path / "flipped.pt")
+    resave_with(ckpt, tmp_path / "big.pt", "encoder.layers.0.fc1.weight", 2e28)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, pattern in (("flipped.pt", r"flipped\.pt: damaged: \S+/data/\d+ fails its CRC check"),
+                          ("big.pt", r"big\.pt: encoder\.layers\.0\.fc1\.weight holds 2e\+28, beyond"),
+                          ("empty.pt", r"empty\.pt: the file is empty \(0 bytes\)$")):
+        _error(_analyze(toy_data, tmp_path / name, tmp_path / "out", "--no-plots"), rf"^fairseq-rela-analyze: error: "
+               rf"--path .*{pattern}")
+        assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_a_full_disk_fails_before_claiming_success_and_leaves_nothing(toy_data, ckpt, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing heads.png (after stats.json and stats.txt were written): one line, no table printed,
+    no output folder, no staging folder; the old outputs of a previous run untouched."""
+    import errno
+
+    from fairseq import options
+
+    from fairseq_rela.cli import analyze, files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stats.json").write_text('{"old": true}')
+    real_replace = files.os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) == "heads.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    args = options.parse_args_and_arch(analyze.get_parser(), [
+        str(toy_data / "bin"), "--user-dir", USER_DIR, "--path", str(ckpt), "--gen-subset", "test", "--output-dir",
+        str(out), "--cpu", "--no-progress-bar", "--plot-sentences", ""])
+    with pytest.raises(SystemExit) as exit_:
+        analyze.main(args)
+    assert str(exit_.value) == (f"fairseq-rela-analyze: error: --output-dir {out}: cannot write heads.png (No space "
+                                "left on device); nothing was written")
+    assert capsys.readouterr().out == ""  # the table is printed only once every file is in place
+    assert os.listdir(out) == ["stats.json"] and (out / "stats.json").read_text() == '{"old": true}'
     assert not _leftovers(tmp_path)
 
 
@@ -116,7 +164,9 @@ def test_skip_invalid_size_inputs_is_honoured(toy_data, ckpt, tmp_path):
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     kept = sum(n <= 7 for n in src_lens)
     assert 0 < kept < 41 and stats["sentences"] == kept and stats["skipped_sentences"] == 41 - kept
-    assert f"{41 - kept} of 41 sentences skipped" in proc.stderr
+    assert f"{41 - kept} of 41 sentences skipped" in proc.stderr  # the tool's own warnings are shown ...
+    noise = [line for line in proc.stderr.splitlines() if "DEBUG" in line or "INFO" in line]
+    assert not noise, noise[:5]  # ... not fairseq's INFO nor matplotlib's DEBUG (importing fairseq sets DEBUG)
     gold = _analyze(toy_data, ckpt, tmp_path / "gold", "--max-source-positions", "7",
                     "--skip-invalid-size-inputs-valid-test", "--no-plots", "--gold-alignment",
                     toy_data / "test.align", "--gold-base", "0")
@@ -164,7 +214,7 @@ def test_html_report_is_one_self_contained_page_that_a_browser_renders(toy_data,
     dom, console, pixels = render_in_chromium(out / "report.html", tmp_path)
     assert console == [], console
     body = ParsedPage(dom).find("body")[0]
-    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 3)  # sentences x kinds x layers x maps
+    assert "data-errors" not in body and body["data-rendered"] == str(2 * 2 * 2 * 3 + 2)  # sentences x kinds x layers x maps, + each sentence's ALTI+ map
     inert = tmp_path / "inert.html"  # the same page without its renderer: only the tables are shaded
     inert.write_text(html.replace(html[html.rindex("<script>"):html.rindex("</script>") + 9], ""), encoding="utf-8")
     _, _, blank = render_in_chromium(inert, tmp_path)

@@ -1,8 +1,10 @@
 """fairseq-rela-average (cli/average.py) against a hand-computed average, and its bad inputs."""
+import re
+
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import last_error_line, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +43,7 @@ def test_average_bad_input(tmp_path):
     _checkpoint(tmp_path / "checkpoint_1_1.pt", 1)
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     cases = [
-        (["--inputs", tmp_path / "broken.pt", "--output", tmp_path / "o.pt"], "broken.pt: cannot load"),
+        (["--inputs", tmp_path / "broken.pt", "--output", tmp_path / "o.pt"], "broken.pt: not a torch checkpoint"),
         (["--inputs", tmp_path / "missing.pt", "--output", tmp_path / "o.pt"], "missing.pt: no such checkpoint"),
         (["--inputs", tmp_path, "--last", "5", "--output", tmp_path / "o.pt"], "1 checkpoints"),
         (["--inputs", tmp_path, "--output", tmp_path / "o.pt"], "needs --last"),
@@ -50,3 +52,99 @@ def test_average_bad_input(tmp_path):
         proc = run_cli("fairseq-rela-average", *args, check=False)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "o.pt").exists()
+
+
+def _with_options(path, seed, **model_options):
+    """A checkpoint of the shape fairseq writes for a legacy architecture: cfg.model is the whole argparse
+    Namespace (model options and every other option), the other groups hold their own options."""
+    import argparse
+
+    options = dict(arch="rela_transformer_tiny", _name="rela_transformer_tiny", attention_activation="softmax",
+                   encoder_layers=2, dropout=0.1, lr=[0.002], save_dir=f"run{seed}", seed=seed, data="bin", task="translation")
+    options.update(model_options)
+    cfg = {"model": argparse.Namespace(**options), "common": {"_name": None, "seed": seed},
+           "optimization": {"_name": None, "lr": [0.002]}, "checkpoint": {"_name": None, "save_dir": f"run{seed}"},
+           "task": {"_name": "translation", "data": "bin"}}
+    g = torch.Generator().manual_seed(seed)
+    torch.save({"model": {"w": torch.randn(3, 4, generator=g)}, "cfg": cfg, "args": None}, path)
+
+
+def test_only_checkpoints_of_the_same_model_are_averaged(tmp_path):
+    """Model options must agree (not only shapes): a softmax and a sparsemax checkpoint, a ReLA-family and a stock
+    transformer, are one error line naming the option and both values, unless --ignore-option names it; options of
+    other groups (seed, learning rate, save dir) do not count."""
+    _with_options(tmp_path / "a.pt", 1)
+    _with_options(tmp_path / "b.pt", 2)  # another run: other seed and save dir, same model
+    _with_options(tmp_path / "sparsemax.pt", 3, attention_activation="sparsemax")
+    _with_options(tmp_path / "stock.pt", 4, arch="transformer", _name="transformer", attention_activation=None)
+    _with_options(tmp_path / "old.pt", 5, rela_gate_init="ones")  # an option the others do not record
+    run_cli("fairseq-rela-average", "--inputs", tmp_path / "a.pt", tmp_path / "b.pt", "--output", tmp_path / "ab.pt")
+    for other, option, values in (("sparsemax.pt", "attention_activation", "'sparsemax' but .*a.pt has 'softmax'"),
+                                  ("stock.pt", "arch", "'transformer' but .*a.pt has 'rela_transformer_tiny'"),
+                                  ("old.pt", "rela_gate_init", "'ones' but .*a.pt has not set")):
+        proc = run_cli("fairseq-rela-average", "--inputs", tmp_path / "a.pt", tmp_path / other, "--output",
+                       tmp_path / "o.pt", check=False)
+        line = last_error_line(proc, "fairseq-rela-average")
+        assert re.search(rf"{other}: model option {option} is {values}: only checkpoints of the same model are "
+                         rf"averaged \(--ignore-option {option} to average anyway\)$", line), line
+        assert not (tmp_path / "o.pt").exists()
+    run_cli("fairseq-rela-average", "--inputs", tmp_path / "a.pt", tmp_path / "sparsemax.pt", "--output",
+            tmp_path / "o.pt", "--ignore-option", "attention-activation")
+    avg = torch.load(tmp_path / "o.pt", weights_only=False)
+    assert avg["cfg"]["model"].attention_activation == "sparsemax"  # the newest input's options, as documented
+    proc = run_cli("fairseq-rela-average", "--inputs", tmp_path / "a.pt", tmp_path / "b.pt", "--output",
+                   tmp_path / "x.pt", "--ignore-option", "activation", check=False)
+    assert last_error_line(proc, "fairseq-rela-average").endswith(
+        "--ignore-option activation: no input checkpoint has a model option of that name")
+
+
+def test_damaged_inputs_and_unwritable_output_are_one_line(tmp_path):
+    """A 0-byte input (an IndexError while formatting the message, before), flipped bytes inside a tensor (CRC),
+    a weight of nan or 2e28, an output that is not a regular file (never replaced): one line, no output."""
+    import os
+
+    from tests.helpers import damage_tensor_bytes
+
+    _checkpoint(tmp_path / "good.pt", 1)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    damage_tensor_bytes(tmp_path / "good.pt", tmp_path / "flipped.pt")
+    for name, value in (("nan.pt", float("nan")), ("big.pt", 2e28)):
+        state = torch.load(tmp_path / "good.pt", weights_only=True)
+        state["model"]["w"][1, 2] = value
+        torch.save(state, tmp_path / name)
+    os.mkfifo(tmp_path / "fifo")
+    for inputs, output, message in (
+            (["empty.pt"], "o.pt", r"empty\.pt: the file is empty \(0 bytes\)$"),
+            (["flipped.pt"], "o.pt", r"flipped\.pt: damaged: \S+/data/\d+ fails its CRC check"),
+            (["nan.pt"], "o.pt", r"nan\.pt: w holds nan \(not finite\)"),
+            (["big.pt"], "o.pt", r"big\.pt: w holds 2e\+28, beyond"),
+            ([], "fifo", r"fifo: exists and is not a regular file")):
+        proc = run_cli("fairseq-rela-average", "--inputs", tmp_path / "good.pt", *[tmp_path / i for i in inputs],
+                       "--output", tmp_path / output, check=False)
+        line = last_error_line(proc, "fairseq-rela-average")
+        assert re.search(message, line), line
+        assert not (tmp_path / "o.pt").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """ENOSPC while torch.save writes (torch turns it into a RuntimeError raised while handling the OSError)."""
+    import errno
+    import io
+    import os
+
+    from fairseq_rela.cli import average, files
+
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+
+    class Full(io.FileIO):
+        def write(self, data):
+            if self.tell() + len(data) > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(files, "open", lambda path, mode: Full(path, mode.replace("b", "")), raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        average.cli_main(["--inputs", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--output", str(tmp_path / "o.pt")])
+    assert str(exit_.value) == f"fairseq-rela-average: error: {tmp_path / 'o.pt'}: cannot write (No space left on device)"
+    assert sorted(os.listdir(tmp_path)) == ["a.pt", "b.pt"] and capsys.readouterr().out == ""

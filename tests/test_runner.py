@@ -10,6 +10,7 @@ def test_given_sentences_are_analysed_like_the_binarised_split(toy_data, trained
     from fairseq_rela.analysis.runner import sentence_dataset
 
     model, task = load_checkpoint(str(trained("rela")), data=str(toy_data / "bin"), device="cpu")
+    assert not any(m.training for m in model.modules())  # measured in eval mode: no dropout
     src = (toy_data / "test.src").read_text().split("\n")[:3]
     tgt = (toy_data / "test.tgt").read_text().split("\n")[:3]
     given = sorted(iter_sentences(model, task, dataset=sentence_dataset(task, list(zip(src, tgt)))), key=lambda s: s.id)
@@ -73,3 +74,57 @@ def test_the_task_must_fit_the_model(mlm_data, toy_data):
         assert str(err.value) == message
     with pytest.raises(OptionError):  # the runner checks it too
         next(iter_sentences(mlm, translation_task, "test"))
+
+
+@pytest.mark.unit
+def test_a_non_finite_output_or_record_is_refused(toy_data, monkeypatch):
+    """A model computing NaN (here a weight set to inf after loading, past load_checkpoint's check) measures
+    nothing: iter_sentences raises before yielding; a record with a NaN or inf is refused too (a NaN
+    mixing_ratio means undefined and passes)."""
+    import math
+
+    from fairseq_rela.analysis.runner import check_finite_records
+    from fairseq_rela.checkpoint import CheckpointError
+    from fairseq_rela.recording import AttentionRecord, SentenceAttention
+    from tests.helpers import build
+
+    task, model = build(toy_data)
+    assert len(list(iter_sentences(model, task, "valid"))) > 0
+    model.encoder.layers[0].fc1.weight.data[0, 0] = math.inf
+    with pytest.raises(CheckpointError, match=r"^the model's output is not finite \(sentence \d+ first"):
+        next(iter_sentences(model, task, "valid"))
+
+    def sentence(**arrays):
+        record = AttentionRecord("cross", 1, weights=np.full((4, 3, 5), 0.2), **arrays)
+        return SentenceAttention(7, ["a"], ["b"], ["c"], {("cross", 1): record})
+
+    check_finite_records(sentence(weighted_norm=np.ones((4, 3, 5)), mixing_ratio=np.full((3, 3), np.nan),
+                                  alti=np.full((3, 5), np.nan), alti_residual=np.full(3, np.nan)))  # undefined rows
+    model.encoder.layers[0].fc1.weight.data[0, 0] = 0.0  # a finite output again, but a record that is not:
+    monkeypatch.setattr("fairseq_rela.analysis.runner.split_sentences",
+                        lambda *args: [sentence(summed_norm=np.full((3, 5), np.nan))])
+    with pytest.raises(CheckpointError, match=r"^cross layer 1: summed_norm of sentence 7 is not finite"):
+        next(iter_sentences(model, task, "valid"))
+    for arrays, field in (({"weighted_norm": np.full((4, 3, 5), np.nan)}, "weighted_norm"),
+                          ({"block_norm": np.full((3, 5), np.inf)}, "block_norm"),
+                          ({"mixing_ratio": np.full((3, 3), np.inf)}, "mixing_ratio")):
+        with pytest.raises(CheckpointError, match=rf"^cross layer 1: {field} of sentence 7 is not finite"):
+            check_finite_records(sentence(**arrays))
+
+
+@pytest.mark.e2e  # needs a trained toy model
+def test_load_checkpoint_refuses_a_damaged_or_non_finite_checkpoint(toy_data, trained, tmp_path):
+    from fairseq_rela.checkpoint import CheckpointError
+    from tests.helpers import damage_tensor_bytes, resave_with
+
+    ckpt = trained("softmax", 1)
+    damage_tensor_bytes(ckpt, tmp_path / "flipped.pt")
+    resave_with(ckpt, tmp_path / "big.pt", "decoder.layers.1.fc2.weight", 2e28)  # a valid file (CRCs right)
+    resave_with(ckpt, tmp_path / "nan.pt", "encoder.embed_tokens.weight", float("nan"))
+    for name, message in (("flipped.pt", r"^damaged: \S+/data/\d+ fails its CRC check"),
+                          ("big.pt", r"^decoder\.layers\.1\.fc2\.weight holds 2e\+28, beyond"),
+                          ("nan.pt", r"^encoder\.embed_tokens\.weight holds nan \(not finite\)")):
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(str(tmp_path / name), data=str(toy_data / "bin"), device="cpu")
+    model, _ = load_checkpoint(str(ckpt), data=str(toy_data / "bin"), device="cpu")
+    assert model.training is False

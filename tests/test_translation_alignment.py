@@ -58,3 +58,47 @@ def test_bad_alignment_option_is_one_line(toy_data, trained, option, value, mess
     line = last_error_line(proc, "fairseq-generate")
     assert re.search(message, line), line
     assert "A-" not in proc.stdout  # nothing aligned
+
+
+def test_a_damaged_or_non_finite_checkpoint_is_one_line(toy_data, trained, tmp_path):
+    """fairseq's torch.load would print a traceback for a truncated file and load flipped bytes as weights: the
+    task checks the --path files before fairseq loads them, and the loaded parameters before aligning."""
+    from tests.helpers import damage_tensor_bytes, resave_with
+
+    ckpt = trained("softmax", 1)
+    data = ckpt.read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    damage_tensor_bytes(ckpt, tmp_path / "flipped.pt")
+    resave_with(ckpt, tmp_path / "big.pt", "decoder.layers.0.encoder_attn.k_proj.weight", 2e28)
+    for name, message in (("half.pt", r"half\.pt: truncated: the zip archive"),
+                          ("flipped.pt", r"flipped\.pt: damaged: \S+/data/\d+ fails its CRC check"),
+                          ("big.pt", r"big\.pt: decoder\.layers\.0\.encoder_attn\.k_proj\.weight holds 2e\+28")):
+        proc = run_cli("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--task", "translation_alignment",
+                       "--path", tmp_path / name, "--print-alignment", "--score-reference", "--cpu",
+                       "--gen-subset", "test", check=False)
+        line = last_error_line(proc, "fairseq-generate")
+        assert re.search(rf"^fairseq-generate: error: --path .*{message}", line), line
+        assert "A-" not in proc.stdout
+
+
+@pytest.mark.e2e
+def test_alti_alignments_equal_the_recorders_matrix(toy_data, trained):
+    """--alignment-source alti prints the links of the recorder's ALTI matrix; rolled-out sources and head lists are
+    refused in one line."""
+    from fairseq_rela.alignment.links import align
+    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint
+    ckpt = trained("rela")
+    out = generate_alignments(toy_data, ckpt, "--alignment-source", "alti", "--alignment-layer", "1",
+                              "--score-reference", "--required-batch-size-multiple", "1")
+    gen = {int(m[1]): {tuple(map(int, link.split("-"))) for link in m[2].split()}
+           for m in re.finditer(r"^A-(\d+)\t(.*)$", out, re.M)}
+    model, task = load_checkpoint(str(ckpt), data=str(toy_data / "bin"), device="cpu")
+    sents = list(iter_sentences(model, task, "test", block=True))
+    assert len(gen) == len(sents) > 0
+    for sent in sents:
+        links, _ = align(sent.matrix("alti", 1), sent.src, sent.tgt_out[:-1], False, "none", "none", "sum_mean")
+        assert set(links) == gen[sent.id]
+    for bad in (("--alignment-source", "rollout-alti"), ("--alignment-source", "alti", "--alignment-heads", "0")):
+        proc = run_cli("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--task", "translation_alignment",
+                       "--path", ckpt, "--print-alignment", "--cpu", "--gen-subset", "test", *bad, check=False)
+        assert "--alignment-" in last_error_line(proc, "fairseq-generate")

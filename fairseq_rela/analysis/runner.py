@@ -10,11 +10,17 @@ Masked LMs (``roberta``) are read the way Kobayashi et al. fed BERT: each senten
 ``<s> w1 .. wn </s>``; their sentences have only ``encoder_self`` records (``tgt_in``/``tgt_out`` empty).
 
 Batched; memory grows with the batch, not with the data set.  Runs on the model's device.
+
+Nothing non-finite is measured: :func:`load_checkpoint` checks the file (zip CRC) and every parameter and
+buffer (finite, sane magnitude), :func:`iter_sentences` the model's output and every record; each raises a
+:class:`~fairseq_rela.checkpoint.CheckpointError` (a ValueError) naming what is wrong.
 """
+import dataclasses
 import logging
 import os
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from fairseq import checkpoint_utils, utils
 from fairseq.data import (IdDataset, LanguagePairDataset, ListDataset, NestedDictionaryDataset, NumelDataset,
@@ -23,13 +29,14 @@ from fairseq.tasks.masked_lm import MaskedLMTask
 
 from fairseq_rela import models, tasks  # noqa: F401  (registers the model and tasks, allow-lists checkpoints)
 from fairseq_rela.attention import ATTENTION_KINDS
+from fairseq_rela.checkpoint import CheckpointError, check_tensors, first_bad_tensor, verify_file
 from fairseq_rela.errors import OptionError
 from fairseq_rela.models.conversion import ENCODER_ONLY, UnsupportedModelError, as_analysable, describe_model
 from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_sentences
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SentenceAttention", "UnsupportedModelError", "check_task", "is_masked_lm", "iter_batches",
+__all__ = ["CheckpointError", "SentenceAttention", "UnsupportedModelError", "check_task", "is_masked_lm", "iter_batches",
            "iter_sentences", "load_checkpoint", "load_split", "masked_lm_dataset", "sentence_dataset",
            "split_sentences", "text_dataset", "trained_updates"]
 
@@ -42,16 +49,24 @@ def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str]
     ``transformer``/``transformer_align`` rebuilt as a ``rela_transformer`` softmax model with the same
     weights, or a stock ``roberta`` masked LM rebuilt with our softmax attention (exact; the file is not
     touched; :func:`~fairseq_rela.models.conversion.as_analysable`).  Other models raise
-    :class:`~fairseq_rela.models.conversion.UnsupportedModelError` (an OptionError)."""
+    :class:`~fairseq_rela.models.conversion.UnsupportedModelError` (an OptionError).  A damaged file (zip
+    CRC, truncation) or a parameter or buffer that is not finite or absurdly large raises a
+    :class:`~fairseq_rela.checkpoint.CheckpointError` naming it, before anything is measured."""
+    verify_file(path)
     arg_overrides = dict(overrides)
     if data is not None:
         arg_overrides["data"] = data
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
     model = as_analysable(models[0]).eval()
+    check_tensors(model.state_dict().items())
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if fp16:
         model.half()
+        bad = first_bad_tensor(model.state_dict().items())
+        if bad is not None:
+            raise CheckpointError(f"with --fp16, {bad[0]} becomes {bad[1]} (beyond float16's range): analyse in "
+                                  "float32")
     return model, task
 
 
@@ -145,6 +160,35 @@ def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Op
     yield from itr
 
 
+def check_finite_output(output, sample) -> None:
+    """:class:`CheckpointError` unless the model's output (logits, or masked-LM features) is finite."""
+    first = output[0] if isinstance(output, (tuple, list)) else output
+    if torch.is_tensor(first) and not bool(torch.isfinite(first).all()):
+        rows = (~torch.isfinite(first)).flatten(1).any(1).nonzero().flatten().tolist()
+        ids = sample["id"][rows].tolist()
+        raise CheckpointError(f"the model's output is not finite (sentence {ids[0]} first of {len(ids)} in its "
+                              "batch): a weight is damaged or overflows (with --fp16, analyse in float32)")
+
+
+#: record fields that are NaN where undefined (a null ReLA row's mixing ratio, a degenerate ALTI row): there
+#: only an inf counts; in every other field a NaN is an error too
+NAN_WHERE_UNDEFINED = ("mixing_ratio", "alti", "alti_residual")
+
+
+def check_finite_records(sent: SentenceAttention) -> None:
+    """:class:`CheckpointError` naming the first record array of ``sent`` holding an inf, or a NaN outside
+    :data:`NAN_WHERE_UNDEFINED`."""
+    for (kind, layer), record in sent.records.items():
+        for f in dataclasses.fields(record):
+            value = getattr(record, f.name)
+            if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+                continue
+            bad = np.isinf(value).any() if f.name in NAN_WHERE_UNDEFINED else not np.isfinite(value).all()
+            if bad:
+                raise CheckpointError(f"{kind} layer {layer}: {f.name} of sentence {sent.id} is not finite: "
+                                      "a weight is damaged or overflows (with --fp16, analyse in float32)")
+
+
 def _recorder(model, kinds, norms, layers, block: Optional[bool]) -> AttentionRecorder:
     if block is None and norms:
         try:
@@ -162,7 +206,8 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
     sentence for a masked LM: :func:`load_split`).  ``max_positions`` (source, target) limits lengths
     further than the task and model do; longer sentences are skipped with ``skip_invalid``, else an error.
     ``block``: also decompose each attention block (attention + residual + LayerNorm,
-    :mod:`fairseq_rela.block`); None: whenever the model's layers allow it (with norms)."""
+    :mod:`fairseq_rela.block`); None: whenever the model's layers allow it (with norms).  A non-finite
+    output or record raises a :class:`~fairseq_rela.checkpoint.CheckpointError`."""
     check_task(model, task)
     encoder_only = is_masked_lm(model)
     if dataset is None:
@@ -178,5 +223,8 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
         sample = utils.move_to_cuda(sample, device=device) if device.type == "cuda" else sample
         recorder.clear()
         with torch.no_grad(), recorder:
-            model(**sample["net_input"], **extra)
-        yield from split_sentences(sample, recorder, src_dict, tgt_dict)
+            output = model(**sample["net_input"], **extra)
+        check_finite_output(output, sample)
+        for sent in split_sentences(sample, recorder, src_dict, tgt_dict):
+            check_finite_records(sent)
+            yield sent

@@ -10,22 +10,28 @@ it also writes the alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`
 (for ``fairseq-rela-symmetrize``); with ``--html`` one self-contained page ``report.html`` of all of it
 (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
 ``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
-it has finished: a folder is a whole run, never old files mixed with new.  Bad options are one
-``error:`` line, found before the pass over the data.
+it has finished: a folder is a whole run, never old files mixed with new, and nothing is printed
+before every file is in place.  Bad options are one ``error:`` line, found before the pass over the
+data; so is a damaged checkpoint (zip CRC) or one holding a non-finite or absurd value.  A non-finite
+model output or record met during the pass, or a non-finite statistic, is one ``error:`` line too, and
+nothing is written.
 """
 import logging
+import math
+import numbers
 import os
 import re
 import shutil
 import sys
 import tempfile
-from typing import List, Set
+from typing import List, Optional, Set
 
 from fairseq import options
 
 from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES
 from fairseq_rela.attention import ATTENTION_KINDS
-from fairseq_rela.cli.files import save_figure, write_json, write_text
+from fairseq_rela.checkpoint import CheckpointError
+from fairseq_rela.cli.files import WriteError, save_figure, write_json, write_text
 from fairseq_rela.errors import OptionError
 
 logger = logging.getLogger("fairseq_rela.analyze")
@@ -55,7 +61,7 @@ def get_parser():
                        help="word-level text of --gen-subset, PREFIX.{src,tgt} (with --eflomal-train)")
     group.add_argument("--write-links", action="store_true",
                        help="also write the teacher-forced word links of every decoder layer x source (weights, "
-                            "norms, block) x shift (AWO, AWI), heads together, to OUTPUT_DIR/links/SOURCE-SHIFT-"
+                            "norms, block, alti, rollout-weights/-norms/-block/-alti) x shift (AWO, AWI), heads together, to OUTPUT_DIR/links/SOURCE-SHIFT-"
                             "L{layer}.txt: 0-based source-target Pharaoh lines, one per sentence of --gen-subset "
                             "in id order (input for fairseq-rela-symmetrize and fairseq-rela-aer)")
     group.add_argument("--merge-subwords", choices=["auto", *MERGE_STYLES], default="auto",
@@ -164,7 +170,10 @@ def write_links(sweep, sentences: int, folder: str) -> int:
     from fairseq_rela.alignment.io import pharaoh_line
 
     configs = sorted((c for c in sweep.hyps if c.head is None), key=lambda c: (c.source, c.shift, c.layer))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise WriteError(folder, err.strerror or str(err)) from err
     for c in configs:
         lines = (pharaoh_line(links) + "\n" for links in sweep.links(c, sentences))
         write_text(os.path.join(folder, f"{c.source}-{c.shift}-L{c.layer}.txt"), "".join(lines))
@@ -180,6 +189,8 @@ def _load(args, device):
         raise
     except UnsupportedModelError as err:  # a model without attention we can analyse (LSTM, language model, ...)
         _fail(f"--path {args.path}: {err}")
+    except CheckpointError as err:  # damaged (zip CRC, truncated) or a non-finite / absurd parameter
+        _fail(f"--path {args.path}: {err}")
     except Exception as err:  # a checkpoint that cannot be used, whatever torch/fairseq raise for it
         text = str(err)
         if "size mismatch" in text:
@@ -189,19 +200,49 @@ def _load(args, device):
         _fail(f"--path {args.path}: cannot load the checkpoint ({type(err).__name__}: {first[:200]})")
 
 
+def non_finite(value, where: str = "") -> Optional[str]:
+    """Where (``attention.cross.0.sparsity_mean``) the first NaN or inf sits in a JSON-like result, else None."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        finite = not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isfinite(value)
+        return None if finite else where or "."
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def main(args) -> dict:
     plot_ids = check_options(args)
     staging = stage_output(args.output_dir)
+    printed: List[str] = []
     try:
-        result = analyse(args, staging, plot_ids)
+        result = analyse(args, staging, plot_ids, printed)
         publish_output(staging, args.output_dir)
+    except WriteError as err:  # a full disk, say: the staging folder goes, nothing was published or printed
+        shutil.rmtree(staging, ignore_errors=True)
+        name = os.path.relpath(err.path, staging) if err.path.startswith(staging) else err.path
+        _fail(f"--output-dir {args.output_dir}: cannot write {name} ({err.reason}); nothing was written")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    for text in printed:  # only once every file is in place
+        print(text)
     return result
 
 
-def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
+def _check_finite(args, what: str, value) -> None:
+    where = non_finite(value)
+    if where:
+        _fail(f"--path {args.path}: {what} {where} is not finite; nothing was written")
+
+
+def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> dict:
+    """Run the analysis, writing into ``output_dir``; what to print goes to ``printed``."""
     import torch
     from tqdm import tqdm
 
@@ -256,6 +297,8 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
                     for kind in kinds:
                         save_figure(plot_weight_vs_norm(sent, kind),
                                     os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
+    except CheckpointError as err:  # a non-finite output or record: nothing is measured from it
+        _fail(f"--path {args.path}: {err}; nothing was written")
     except Exception as err:
         if "skip-invalid-size-inputs-valid-test" not in str(err):
             raise
@@ -277,10 +320,11 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     result["skipped_sentences"] = skipped
     result["num_updates"] = trained_updates(args.path)
     result["attention_activation"] = getattr(model.args, "attention_activation", None)
+    _check_finite(args, "the statistic", result)
     write_json(result, os.path.join(output_dir, "stats.json"))
     table = format_table(result)
     write_text(os.path.join(output_dir, "stats.txt"), table + "\n")
-    print(table)
+    printed.append(table)
     title = f"{result['attention_activation']}: {os.path.basename(args.path)}"
     if not args.no_plots:
         from fairseq_rela.analysis.plots import plot_head_heatmaps
@@ -289,15 +333,16 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
     out = None
     if args.write_links:
         written = write_links(sweep, len(dataset), os.path.join(output_dir, "links"))
-        print(f"links: {written} Pharaoh files of {len(dataset)} sentences in "
-              f"{os.path.join(args.output_dir, 'links')}")
+        printed.append(f"links: {written} Pharaoh files of {len(dataset)} sentences in "
+                       f"{os.path.join(args.output_dir, 'links')}")
     if args.gold_alignment:
         swept = sweep.result()
         out = swept.to_json()
+        _check_finite(args, "the alignment score", out)
         write_json(out, os.path.join(output_dir, "alignment.json"))
         text = format_sweep(out)
         write_text(os.path.join(output_dir, "alignment.txt"), text + "\n")
-        print(text)
+        printed.append("\n" + text)  # a blank line between the statistics' legend and the AER table
         if not args.no_plots:
             from fairseq_rela.analysis.plots import plot_sweep
 
@@ -316,7 +361,11 @@ def analyse(args, output_dir: str, plot_ids: Set[int]) -> dict:
 
 
 def cli_main() -> None:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING)
+    # force: importing fairseq has already configured the root logger at DEBUG (fairseq's wav2vec2 modules
+    # call logging.basicConfig), so a plain basicConfig would do nothing; WARNING keeps fairseq's and
+    # matplotlib's INFO/DEBUG chatter out and this tool's warnings in
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING,
+                        force=True)
     parser = get_parser()
     args = options.parse_args_and_arch(parser)
     if not args.path:

@@ -9,18 +9,26 @@ the inputs' dtype); integer tensors must agree across inputs.  The other fields 
 history, extra state) are the newest input's, as in fairseq's script.  Checkpoints load with
 ``weights_only=True`` (the plugin allow-lists what fairseq checkpoints hold).  The output is written
 to a temporary file and renamed into place, so a half-written file never looks complete.
+
+Only checkpoints of the same model are combined: every model option (``--arch`` and each option of
+``cfg.model``: activation, ReLA variant, dimensions, layers, dropout, ...) must agree, except those named
+with ``--ignore-option NAME``; a disagreement is one line naming the option and both values.  Every input
+is checked whole (zip CRC) and every value finite and sane (:mod:`fairseq_rela.checkpoint`), the output too.
 """
 import argparse
+import logging
 import os
 import re
 import sys
+import zipfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 
-from fairseq_rela.checkpoint import allow_fairseq_checkpoints
-from fairseq_rela.cli.files import write_atomic
+from fairseq_rela.checkpoint import (CheckpointError, allow_fairseq_checkpoints, check_tensors, first_line,
+                                     verify_file)
+from fairseq_rela.cli.files import write_binary
 
 allow_fairseq_checkpoints()  # fairseq checkpoint globals for weights_only loading
 
@@ -48,31 +56,101 @@ def last_checkpoints(save_dir: Path, n: int) -> List[Path]:
 
 
 def load(path: Path) -> Dict:
+    """The checkpoint at ``path``, checked whole (zip CRC); its tensors memory-mapped when the file is a
+    zip archive (torch's format since 1.6)."""
     if not path.is_file():
         raise AverageError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file: torch raises many kinds
-        raise AverageError(f"{path}: cannot load as a checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})")
+        verify_file(str(path))
+    except CheckpointError as err:
+        raise AverageError(f"{path}: {err}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:  # a foreign file: torch raises many kinds
+        raise AverageError(f"{path}: cannot load as a checkpoint ({type(err).__name__}: {first_line(err)})")
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise AverageError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state
 
 
-def average(paths: List[Path]) -> Dict:
-    """The checkpoint whose model parameters are the mean of those of ``paths``; other fields from the last."""
+def check_finite(path, model: Dict) -> None:
+    try:
+        check_tensors(model.items())
+    except CheckpointError as err:
+        raise AverageError(f"{path}: {err}") from None
+
+
+def _as_dict(options) -> Dict:
+    if options is None:
+        return {}
+    return dict(vars(options)) if isinstance(options, argparse.Namespace) else dict(options)
+
+
+def model_options(state: Dict) -> Dict[str, object]:
+    """The model's options recorded in a checkpoint: ``cfg.model`` (fairseq >= 0.10; for an architecture
+    registered without a dataclass it holds every command-line option, so the options of the other
+    config groups (task, optimizer, checkpoint, ...) and the groups' names are left out), or, for older
+    checkpoints, the ``args`` fairseq would convert the same way.  Empty when the file records none."""
+    cfg = state.get("cfg")
+    if cfg is None and state.get("args") is not None:
+        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+        from omegaconf import OmegaConf
+
+        import fairseq_rela.models  # noqa: F401  (registers the rela architectures for the conversion)
+
+        cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(state["args"]))
+    if not isinstance(cfg, dict):
+        return {}
+    options = _as_dict(cfg.get("model"))
+    others = set(cfg) - {"model"}
+    for group, values in cfg.items():
+        if group != "model" and isinstance(values, (dict, argparse.Namespace)):
+            others |= set(_as_dict(values))
+    model = {k: v for k, v in options.items() if k not in others}
+    arch = options.get("arch", options.get("_name"))  # _name: the arch (legacy) or the model (dataclass models)
+    return dict(model, arch=arch) if arch is not None else model
+
+
+class _Unset:
+    def __repr__(self):
+        return "not set"
+
+
+UNSET = _Unset()  # an option one checkpoint records and the other does not
+
+
+def check_same_model(paths: Sequence[Path], states: Sequence[Dict], ignore: Iterable[str]) -> None:
+    """AverageError naming the first model option (``arch`` first) on which an input differs from the first
+    input, leaving out the options in ``ignore``; an ignored name no input has is an error too."""
+    ignore = set(ignore)
+    options = [model_options(s) for s in states]
+    unknown = sorted(ignore - set().union(*options))
+    if unknown:
+        raise AverageError(f"--ignore-option {unknown[0]}: no input checkpoint has a model option of that name")
+    first = options[0]
+    for path, opts in zip(paths[1:], options[1:]):
+        names = sorted(set(first) | set(opts), key=lambda k: (k != "arch", k))
+        for name in names:
+            a, b = first.get(name, UNSET), opts.get(name, UNSET)
+            if name not in ignore and a != b:
+                raise AverageError(f"{path}: model option {name} is {b!r} but {paths[0]} has {a!r}: only "
+                                   f"checkpoints of the same model are averaged (--ignore-option {name} to "
+                                   "average anyway)")
+
+
+def average(paths: List[Path], ignore: Iterable[str] = ()) -> Dict:
+    """The checkpoint whose model parameters are the mean of those of ``paths``; other fields from the last.
+    The inputs must be of the same model (:func:`check_same_model`), whole and finite."""
     if not paths:
         raise AverageError("no input checkpoints")
-    sums: Dict[str, torch.Tensor] = {}
-    first_model = None
-    state = None
-    for path in paths:
-        state = load(path)
+    states = [load(path) for path in paths]  # tensors memory-mapped: cheap until read
+    check_same_model(paths, states, ignore)
+    for path, state in zip(paths, states):
+        check_finite(path, state["model"])
+    first_model = states[0]["model"]
+    sums = {k: v.to(torch.float64).clone() for k, v in first_model.items() if v.is_floating_point()}
+    for path, state in zip(paths[1:], states[1:]):
         model = state["model"]
-        if first_model is None:
-            first_model = {k: v for k, v in model.items()}
-            sums = {k: v.to(torch.float64).clone() for k, v in model.items() if v.is_floating_point()}
-            continue
         if set(model) != set(first_model):
             diff = sorted(set(model) ^ set(first_model))[:3]
             raise AverageError(f"{path}: parameters differ from {paths[0]} ({', '.join(diff)} ...)")
@@ -83,13 +161,15 @@ def average(paths: List[Path]) -> Dict:
                 sums[k] += v.to(torch.float64)
             elif not torch.equal(v, first_model[k]):
                 raise AverageError(f"{path}: integer tensor {k} differs from {paths[0]}")
+    state = states[-1]
     state["model"] = {k: (sums[k] / len(paths)).to(v.dtype) if k in sums else v for k, v in first_model.items()}
+    check_finite("the average", state["model"])
     return state
 
 
 def save_atomic(state: Dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(str(output), lambda tmp: torch.save(state, tmp))
+    write_binary(str(output), lambda f: torch.save(state, f))
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -97,10 +177,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True, help="checkpoint files, or one save directory with --last")
     p.add_argument("--last", type=int, help="average the newest N checkpoints of the directory given as --inputs")
     p.add_argument("--output", required=True, help="averaged checkpoint to write")
+    p.add_argument("--ignore-option", action="append", default=[], metavar="NAME",
+                   help="average even if the inputs' model option NAME differs (as in cfg.model, e.g. dropout; "
+                        "repeatable); all other model options must agree")
     return p
 
 
 def cli_main(argv=None) -> None:
+    # force: an import of fairseq (old checkpoints' options) would otherwise leave its DEBUG root logger
+    logging.basicConfig(format="%(levelname)s | %(name)s | %(message)s", level=logging.WARNING, force=True)
     parser = get_parser()
     args = parser.parse_args(argv)
     inputs = [Path(p) for p in args.inputs]
@@ -116,9 +201,12 @@ def cli_main(argv=None) -> None:
         output = Path(args.output)
         if output.is_dir():
             raise AverageError(f"{output}: is a directory, --output names a file")
+        if output.exists() and not output.is_file():
+            raise AverageError(f"{output}: exists and is not a regular file; --output names a checkpoint file")
         if not os.access(output.parent if output.parent.exists() else Path("."), os.W_OK):
             raise AverageError(f"{output}: cannot write there")
-        state = average(inputs)
+        ignore = [name.lstrip("-").replace("-", "_") for name in args.ignore_option]
+        state = average(inputs, ignore)
         save_atomic(state, output)
     except (AverageError, OSError) as err:
         sys.exit(f"{PROG}: error: {err}")

@@ -12,17 +12,26 @@ subword-nmt pieces (``--alignment-merge auto`` detects it from the dictionaries;
 prints per target word the source words' scores.  Stock ``transformer`` and ``transformer_align``
 checkpoints are converted (in memory, same weights, exact) to ``rela_transformer`` softmax models
 (:mod:`fairseq_rela.models.conversion`); other models are one ``error:`` line.
+
+Before fairseq loads them, the ``--path`` checkpoints are checked whole (zip CRC, truncation: one
+``error:`` line, where fairseq's ``torch.load`` would print a traceback or load damaged weights), and
+once loaded every parameter must be finite and of a sane magnitude
+(:mod:`fairseq_rela.checkpoint`).
 """
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+from fairseq import utils
 from fairseq.sequence_generator import SequenceGenerator
 from fairseq.sequence_scorer import SequenceScorer
 from fairseq.tasks import register_task
+from omegaconf import II
 
 from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES, align, merge_styles
+from fairseq_rela.checkpoint import CheckpointError, check_tensors, verify_file
 from fairseq_rela.errors import OptionError, check_choice
 from fairseq_rela.models.conversion import UnsupportedModelError, as_rela_transformer
 from fairseq_rela.recording import ALIGNMENT_SOURCES, AlignmentSource
@@ -31,8 +40,10 @@ from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, Translati
 
 @dataclass
 class TranslationAlignmentConfig(TranslationRelaConfig):
-    alignment_source: str = field(default="norms", metadata={"help": "weights (α), norms (‖Σ_h α f(x)‖) or block (attention + residual + "
-                                                              "LayerNorm, Kobayashi et al. 2021: ‖F_i(α f(x_j))‖)"})
+    alignment_source: str = field(default="norms", metadata={"help": "weights (α), norms (‖Σ_h α f(x)‖), block (attention + residual + "
+                                                              "LayerNorm, Kobayashi et al. 2021: ‖F_i(α f(x_j))‖) or alti "
+                                                              "(the block's ALTI shares, Ferrando et al. 2022); block and "
+                                                              "alti cover all heads"})
     alignment_layer: int = field(default=-1, metadata={"help": "0-based decoder layer; negative counts from the top"})
     alignment_heads: str = field(default="all", metadata={"help": "'all' or comma-separated 0-based heads"})
     alignment_shift: bool = field(default=False, metadata={
@@ -43,6 +54,9 @@ class TranslationAlignmentConfig(TranslationRelaConfig):
     alignment_merge_rule: str = field(default="sum_mean", metadata={
         "help": "sum_mean: source subwords summed, target subwords averaged (Kobayashi et al.); "
                 "any: words linked if any of their subwords are"})
+    # fairseq's --path, read through its config (an interpolation, no option of its own): the task checks
+    # the files before fairseq-generate loads them
+    checkpoint_paths: Optional[str] = II("common_eval.path")
 
 
 class WordAligner:
@@ -150,7 +164,34 @@ class TranslationAlignmentTask(TranslationRelaTask):
     def __init__(self, cfg: TranslationAlignmentConfig, src_dict, tgt_dict):
         with option_errors():  # before any checkpoint is loaded
             check_alignment_options(cfg)
+            for path in self._checkpoints(cfg):
+                try:
+                    verify_file(path)
+                except CheckpointError as err:
+                    raise CheckpointError(f"--path {path}: {err}") from None
         super().__init__(cfg, src_dict, tgt_dict)
+
+    @staticmethod
+    def _checkpoints(cfg) -> List[str]:
+        """The local files of ``--path`` (fairseq's ``:``-separated list), when there is one."""
+        try:
+            paths = cfg.checkpoint_paths
+        except Exception:  # built outside a fairseq config (no common_eval to interpolate from)
+            return []
+        if not isinstance(paths, str) or not paths:
+            return []
+        # a path that is no file (a --checkpoint-suffix or sharded name, a missing file) is fairseq's to report
+        return [p for p in utils.split_paths(paths) if "://" not in p and os.path.isfile(p)]
+
+    def _check_parameters(self, models) -> None:
+        """Every loaded model's parameters and buffers finite and sane, else one line naming the file."""
+        paths = self._checkpoints(self.cfg)
+        for i, model in enumerate(models):
+            try:
+                check_tensors(model.state_dict().items())
+            except CheckpointError as err:
+                name = paths[i] if len(paths) == len(models) else f"(model {i + 1} of {len(models)})"
+                raise CheckpointError(f"--path {name}: {err}") from None
 
     @staticmethod
     def alignable(model):
@@ -164,6 +205,8 @@ class TranslationAlignmentTask(TranslationRelaTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         mode = getattr(args, "print_alignment", None)
+        with option_errors():
+            self._check_parameters(models)
         if not mode:
             return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
         with option_errors():

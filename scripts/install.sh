@@ -29,6 +29,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   $PIP install --no-deps "triton==3.9.0"  # ReLA's fused kernel; tests run it on the CPU (TRITON_INTERPRET=1)
   $PIP install "sentencepiece>=0.2" "matplotlib>=3.7" "pytest>=8" "eflomal==2.0.0" tensorboardX "nltk==3.10.4" \
       "sacremoses==0.1.1"  # detokeniser: newstest2014 BLEU in examples/reproduce and examples/replication
+  # Hugging Face path of examples/reproduce (tests/test_corpus.py); pyarrow 25+ needs numpy 2, and without the
+  # numpy pin pip upgrades it to 2.x
+  $PIP install "datasets==5.2.0" "pyarrow==24.0.0" "numpy>=1.24,<2"
   $PIP install "hypothesis==6.170.15"  # property-based fuzzing of the alignment parsers (tests)
   echo "$deps_hash" > "$stamp"
 fi

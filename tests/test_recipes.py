@@ -405,3 +405,19 @@ def test_user_dir_is_the_copy_the_console_scripts_import(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"--user-dir {imported} " in proc.stdout and str(other) not in proc.stdout
     assert f"the console scripts import {imported}, not this checkout's {other / 'fairseq_rela'}" in proc.stderr
+
+
+@pytest.mark.unit
+def test_sacrebleu_offline_without_cache_is_one_line_at_once(tmp_path, monkeypatch):
+    """No cached test set and statmt.org unreachable: refused before sacrebleu starts (it would wait on the
+    network without a time limit)."""
+    import sacrebleu.utils
+
+    monkeypatch.setattr(sacrebleu.utils, "SACREBLEU_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(recipe_module.corpus, "reachable", lambda url, timeout=5.0: "statmt.org:443 unreachable (x)")
+    started = []
+    monkeypatch.setattr(recipe_module, "run_child", lambda *a, **k: started.append(a))
+    with pytest.raises(recipe_module.RecipeError, match=r"sacrebleu -t wmt14/full: not in sacrebleu's cache "
+                       r".*empty-cache\) and statmt.org:443 unreachable \(x\): no internet\? pass --corpus DIR"):
+        recipe_module.sacrebleu_echo("wmt14/full", PAIRS["en-de"], tmp_path / ".test")
+    assert not started

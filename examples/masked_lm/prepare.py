@@ -9,15 +9,11 @@ binarises into ``OUT/bin`` (``dict.txt``, ``{train,valid,test}.{bin,idx}``: what
     python examples/masked_lm/prepare.py --data ../shared/data --out work/masked_lm
 """
 import argparse
-import importlib.util
-import subprocess
+import itertools
 import sys
 from pathlib import Path
 
-_RWTH = Path(__file__).resolve().parents[1] / "rwth_alignment" / "prepare.py"
-_spec = importlib.util.spec_from_file_location("rwth_prepare", _RWTH)
-rwth_prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rwth_prepare)
+from fairseq_rela import corpus
 
 SPLITS = {"train": "europarl-v7-head20k.en.gz", "valid": "europarl7-dev.en.gz", "test": "europarl7-test.en.gz"}
 TEST_SENTENCES = 1000
@@ -28,35 +24,31 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="work/masked_lm")
     p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--workers", type=int, help="threads/processes for encoding and binarising (default: every core)")
     args = p.parse_args()
     data, out = Path(args.data) / "europarl", Path(args.out)
     missing = [name for name in SPLITS.values() if not (data / name).is_file()]
     if missing:
         sys.exit(f"prepare.py: error: {data} lacks {', '.join(missing)} (set --data to the shared data folder)")
+    threads = corpus.workers(args.workers)
     out.mkdir(parents=True, exist_ok=True)
     for split, name in SPLITS.items():
-        lines = [rwth_prepare.tokenize(line) for line in rwth_prepare.read_lines(data / name)]
-        lines = [line for line in lines if line and line != "<d>"]
+        lines = (corpus.split_punctuation(line) for line in corpus.lines(data / name))
+        lines = (line for line in lines if line and line != "<d>")
         if split == "test":
-            lines = lines[:TEST_SENTENCES]
-        (out / f"{split}.tok").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        print(f"{split}: {len(lines)} sentences, {sum(len(x.split()) for x in lines)} words ({name})")
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        input=str(out / "train.tok"), model_prefix=str(out / "spm"), vocab_size=args.vocab_size,
-        character_coverage=1.0, model_type="unigram", bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+            lines = itertools.islice(lines, TEST_SENTENCES)
+        words = []
+        n = corpus.write_lines((words.append(len(x.split())) or x for x in lines), out / f"{split}.tok")
+        print(f"{split}: {n} sentences, {sum(words)} words ({name})")
+    sp = corpus.train_sentencepiece([out / "train.tok"], out / "spm", args.vocab_size, sample=10_000_000)
     for split in SPLITS:
-        lines = (out / f"{split}.tok").read_text(encoding="utf-8").split("\n")[:-1]
-        pieces = [" ".join(sp.encode(line, out_type=str)) for line in lines]
-        (out / f"{split}.spm").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "fairseq-preprocess"), "--only-source", "--trainpref", str(out / "train.spm"),
-                    "--validpref", str(out / "valid.spm"), "--testpref", str(out / "test.spm"),
-                    "--destdir", str(out / "bin"), "--workers", "2"], check=True)
+        corpus.encode_file(sp, out / f"{split}.tok", out / f"{split}.spm", threads)
+    corpus.preprocess(["--only-source", "--trainpref", str(out / "train.spm"), "--validpref", str(out / "valid.spm"),
+                       "--testpref", str(out / "test.spm"), "--destdir", str(out / "bin")], threads)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except corpus.CorpusError as err:
+        sys.exit(f"prepare.py: error: {err}")

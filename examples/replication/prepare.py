@@ -17,20 +17,17 @@ import json
 import sys
 from pathlib import Path
 
-def _rwth_prepare():
-    """The RWTH example's ``prepare.py``: its line reader, tokeniser, sentence key and news list."""
-    import importlib.util
+from fairseq_rela.corpus import WMT_NEWS_TRAIN, CorpusError, lines, subword_and_binarise, swap_talp, workers
+from fairseq_rela.corpus import gold_key as key
+from fairseq_rela.corpus import split_punctuation as tokenize
 
-    path = Path(__file__).resolve().parents[1] / "rwth_alignment" / "prepare.py"
-    spec = importlib.util.spec_from_file_location("rwth_alignment_prepare", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+NEWS_TRAIN = WMT_NEWS_TRAIN
 
 
-_rwth = _rwth_prepare()
-NEWS_TRAIN, key, read_lines, tokenize = _rwth.NEWS_TRAIN, _rwth.key, _rwth.read_lines, _rwth.tokenize
-swap_talp = _rwth.swap_talp
+def read_lines(path: Path):
+    """A small file's lines (split on \\n only: some files hold U+0085)."""
+    return list(lines(path))
+
 
 EUROPARL = ["europarl-v7-head20k", "europarl7-dev", "europarl7-test"]
 NEEDED = ["europarl/europarl-v7-head20k.de.gz", "wmt-news/newstest2013.de.gz", "wmt-news/newstest2014.de.gz",
@@ -69,6 +66,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="work/replication")
     p.add_argument("--vocab-size", type=int, default=10000)
+    p.add_argument("--workers", type=int, help="threads/processes for encoding and binarising (default: every core)")
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
     missing = [f for f in NEEDED if not (data / f).is_file()]
@@ -106,9 +104,12 @@ def main() -> None:
             if split == "newstest2014":
                 (out / f"{split}.raw.{lang}").write_text("\n".join(r[i] for r in rows) + "\n", encoding="utf-8")
 
-    _rwth.subword_and_binarise(out, list(splits), args.vocab_size, ["newstest2014", "rwth"])
+    subword_and_binarise(out, list(splits), args.vocab_size, ["newstest2014", "rwth"], workers(args.workers))
     print(f"binarised data in {out / 'bin'}: test = newstest2014 (3,003 pairs), test1 = the 508 RWTH pairs")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CorpusError as err:
+        sys.exit(f"prepare.py: error: {err}")

@@ -1,19 +1,20 @@
 """Reproduce the ReLA paper's BLEU tables and Kobayashi et al.'s alignment table: one driver, one table of pairs.
 
-    python examples/reproduce/recipe.py prepare  --pair ro-en --work work/ [--corpus DIR]
+    python examples/reproduce/recipe.py prepare  --pair ro-en --work work/ [--corpus DIR] [--workers N]
     python examples/reproduce/recipe.py train    --pair ro-en --work work/ --variant all --procs 4
     python examples/reproduce/recipe.py evaluate --pair ro-en --work work/ --variant all   # + summary
     python examples/reproduce/recipe.py summarize --work work/
 
 Pairs and settings: ``pairs.py``.  Everything after ``--`` goes to fairseq-train (train) or
 fairseq-generate (evaluate) unchanged, after the recipe's own options (so it overrides them).
-Every step can be rerun: finished work is skipped, interrupted work is redone (``Step``), other
+prepare streams (fairseq_rela/corpus.py): no step holds a corpus in memory; encoding and binarising use
+``--workers`` cores.  Every step can be rerun: finished work is skipped, interrupted work is redone (``Step``), other
 options than a finished folder was made with are refused unless ``--force``.  SIGINT/SIGTERM stop
 the running console script's whole process group; the recipe then exits with 128 + the signal.
 See README.md in this folder.
 """
 import argparse
-import gzip
+import itertools
 import json
 import os
 import platform
@@ -24,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from pairs import EUROPARL_URL, PAIRS, VARIANTS, Pair  # noqa: E402
 
 try:  # the copy the console scripts beside this python import (checked in main)
     import fairseq_rela
+    from fairseq_rela import corpus
     from fairseq_rela.cli.files import write_json, write_text
 except ImportError:
     fairseq_rela = None
@@ -43,8 +44,6 @@ PROG = "recipe.py"
 BIN = Path(sys.executable).parent
 MARKER = "step.json"  # written last inside a finished step's folder
 GRACE_S = 30  # after a signal, how long a child may take to exit before its process group is killed
-# characters some readers take for line ends (str.splitlines, universal newlines): a space in our files
-_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class RecipeError(Exception):
@@ -61,22 +60,8 @@ class Interrupted(BaseException):
 
 # ---------------------------------------------------------------- text
 def read_lines(path: Path) -> List[str]:
-    """Lines split on \\n only (U+0085 and friends stay inside their line), .gz or plain."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-            return [line[:-1] if line.endswith("\n") else line for line in f]
-    except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})")
-
-
-def clean(line: str) -> str:
-    return " ".join(_BREAKS.sub(" ", line).split())
-
-
-def gold_key(line: str) -> str:
-    """Case, spacing and punctuation ignored (as for removing RWTH sentences from training)."""
-    return "".join(c for c in line.lower() if unicodedata.category(c)[0] in "LN")
+    """A small file's lines (split on \\n only): generate output, test references."""
+    return list(corpus.lines(path))
 
 
 def write_lines(path: Path, lines: List[str]) -> None:
@@ -90,50 +75,51 @@ def find(directory: Path, name: str) -> Path:
     raise RecipeError(f"{directory / name}: no such corpus file (nor .gz)")
 
 
-def pairs_of(src: Path, tgt: Path) -> List[Tuple[str, str]]:
-    a, b = read_lines(src), read_lines(tgt)
-    if len(a) != len(b):
-        raise RecipeError(f"{src} has {len(a)} lines, {tgt} has {len(b)}: not parallel")
-    return list(zip(a, b))
-
-
 # ---------------------------------------------------------------- sources
-def sacrebleu_echo(test_set: str, pair: Pair, side: str) -> List[str]:
-    proc = run_child([str(BIN / "sacrebleu"), "-t", test_set, "-l", f"{pair.src}-{pair.tgt}", "--echo", side],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise RecipeError(f"sacrebleu -t {test_set} --echo {side} failed (no internet? pass --corpus DIR): "
-                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return proc.stdout.split("\n")[:-1]
+def sacrebleu_echo(test_set: str, pair: Pair, dest: Path) -> Tuple[Path, Path]:
+    """``sacrebleu -t SET -l SRC-TGT --echo src`` (and ``ref``) into ``dest.src`` and ``dest.ref``.  Where
+    sacrebleu's cache lacks the set and its server cannot be reached, one line at once (never a hang)."""
+    import sacrebleu.dataset
+    from sacrebleu.utils import SACREBLEU_DIR
+
+    langpair = f"{pair.src}-{pair.tgt}"
+    ds = sacrebleu.dataset.DATASETS[test_set]
+    # sacrebleu's cache layout: SACREBLEU_DIR/SET/SET_.LANGPAIR.FIELD (every field present: no download)
+    name = test_set.replace("/", "_")
+    cached = all(os.path.exists(os.path.join(SACREBLEU_DIR, test_set, f"{name}.{langpair}.{f.replace(':', '-')}"))
+                 for f in ds.fieldnames(langpair))
+    why = None if cached else corpus.reachable(ds.data[0])
+    if why:
+        raise RecipeError(f"sacrebleu -t {test_set}: not in sacrebleu's cache ({SACREBLEU_DIR}) and {why}: "
+                          "no internet? pass --corpus DIR")
+    out = []
+    for side in ("src", "ref"):
+        path = Path(f"{dest}.{side}")
+        with open(path, "w") as stdout:
+            proc = run_child([str(BIN / "sacrebleu"), "-t", test_set, "-l", langpair, "--echo", side],
+                             stdout=stdout, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise RecipeError(f"sacrebleu -t {test_set} --echo {side} failed (no internet? pass --corpus DIR): "
+                              f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        out.append(path)
+    return out[0], out[1]
 
 
-def download_rela(pair: Pair) -> Dict[str, List[Tuple[str, str]]]:
-    try:
-        import datasets
-    except ImportError:
-        raise RecipeError("the internet path needs the `datasets` package (pip install datasets) or pass --corpus DIR")
-    name, config = pair.hf_train
-    rows = datasets.load_dataset(name, config, split="train")
-    train = [(r["translation"][pair.src], r["translation"][pair.tgt]) for r in rows]
-    out = {"train": train}
-    for split, test_set in (("valid", pair.valid_set), ("test", pair.test_set)):
-        out[split] = list(zip(sacrebleu_echo(test_set, pair, "src"), sacrebleu_echo(test_set, pair, "ref")))
-    return out
-
-
-def download_europarl(raw: Path) -> Path:
-    import tarfile
-    import urllib.request
-
-    raw.mkdir(parents=True, exist_ok=True)
-    tgz = raw / "de-en.tgz"
-    if not tgz.exists():
-        print(f"downloading {EUROPARL_URL}")
-        urllib.request.urlretrieve(EUROPARL_URL, raw / "de-en.tgz.part")
-        os.replace(raw / "de-en.tgz.part", tgz)
-    with tarfile.open(tgz) as tar:
-        tar.extractall(raw, filter="data")
-    return raw
+def download_europarl(args, work: Path) -> Tuple[Path, Path]:
+    """Europarl v7 De-En from ``--europarl-url``: the archive in ``work/download`` (a broken download
+    resumes), its two text files extracted (and the archive verified) in the step ``work/raw``."""
+    url = args.europarl_url
+    tgz = work / "download" / Path(url.split("?")[0]).name
+    names = ("europarl-v7.de-en.de", "europarl-v7.de-en.en")
+    step = Step(work / "raw", {"archive": tgz.name})
+    if step.marker() is None:
+        if not tgz.exists():
+            why = corpus.reachable(url)
+            if why:
+                raise RecipeError(f"{url}: {why}: no internet? pass --corpus DIR (europarl-v7.de-en.de/.en)")
+            corpus.download(url, tgz, log=lambda m: print(f"{PROG}: {m}", flush=True))
+        step.run(lambda tmp: {"files": [p.name for p in corpus.extract(tgz, tmp, names)]}, {}, force=True)
+    return step.dest / names[0], step.dest / names[1]
 
 
 # ---------------------------------------------------------------- steps
@@ -174,9 +160,12 @@ class Step:
         for leftover in (self.tmp, old):
             shutil.rmtree(leftover, ignore_errors=True)
         self.tmp.mkdir(parents=True)
+        print(f"{PROG}: {self.dest}: making", flush=True)
+        start = time.time()
         try:
-            record = {"options": self.options, "inputs": inputs, "report": build(self.tmp), "id": uuid.uuid4().hex,
-                      "finished": time.ctime()}
+            report = build(self.tmp)
+            record = {"options": self.options, "inputs": inputs, "report": report, "id": uuid.uuid4().hex,
+                      "finished": time.ctime(), "seconds": round(time.time() - start, 1)}
             write_json(record, str(self.tmp / MARKER))
             if self.dest.exists():
                 os.rename(self.dest, old)
@@ -204,7 +193,8 @@ def read_json(path: Path) -> Optional[dict]:
 # ---------------------------------------------------------------- prepare
 def prepare(args, pair: Pair) -> None:
     work = pair_dir(args)
-    corpus = Path(args.corpus).resolve() if args.corpus else None
+    corpus_dir = Path(args.corpus).resolve() if args.corpus else None
+    threads = corpus.workers(args.workers)
     gold = None
     if pair.paper == "kobayashi":
         rwth = Path(args.rwth) if args.rwth else None
@@ -212,19 +202,20 @@ def prepare(args, pair: Pair) -> None:
             raise RecipeError("--rwth DIR (or RWTH_GOLD_DIR) is needed: the RWTH gold set (test.de, test.en, "
                               "alignment.talp)")
         gold = {f: find(rwth, f) for f in ("test.de", "test.en", "alignment.talp")}
-        files = (find(corpus, "europarl-v7.de-en.de"), find(corpus, "europarl-v7.de-en.en")) if corpus else None
+        files = ((find(corpus_dir, "europarl-v7.de-en.de"), find(corpus_dir, "europarl-v7.de-en.en")) if corpus_dir
+                 else None)
     else:
-        files = ({s: (find(corpus, f"{s}.{pair.src}"), find(corpus, f"{s}.{pair.tgt}")) for s in ("train", "valid", "test")}
-                 if corpus else None)
+        files = ({s: (find(corpus_dir, f"{s}.{pair.src}"), find(corpus_dir, f"{s}.{pair.tgt}"))
+                  for s in ("train", "valid", "test")} if corpus_dir else None)
     try:  # the SentencePiece trainer is needed at the end: check now
         import sentencepiece  # noqa: F401
         if pair.paper == "kobayashi":
             import sacremoses  # noqa: F401
     except ImportError as err:
         raise RecipeError(f"{err.name} is not installed (bash scripts/install.sh installs it)")
-    options = {"data": {"pair": pair.name, "corpus": str(corpus) if corpus else "download",
+    options = {"data": {"pair": pair.name, "corpus": str(corpus_dir) if corpus_dir else "download",
                         "max_train_pairs": args.max_train_pairs},
-               "spm": {"vocab_size": args.vocab_size or pair.vocab_size}}
+               "spm": {"vocab_size": args.vocab_size or pair.vocab_size, "sentences": args.spm_sentences}}
     if pair.paper == "kobayashi":
         options["data"].update(rwth=str(Path(args.rwth).resolve()), valid_lines=args.valid_lines)
     steps = [Step(work / name, options.get(name, {})) for name in ("data", "spm", "bin")]
@@ -244,11 +235,11 @@ def prepare(args, pair: Pair) -> None:
     work.mkdir(parents=True, exist_ok=True)
     if changed:
         (work / "prepared.json").unlink()  # only a whole new preparation writes it again
-    data = steps[0].run(lambda tmp: write_splits(args, pair, work, files, gold, tmp), {}, args.force)
+    data = steps[0].run(lambda tmp: write_splits(args, pair, work, files, gold, tmp, threads), {}, args.force)
     counts = {s: data["report"][s] for s in ("train", "valid", "test")}
-    spm = steps[1].run(lambda tmp: spm_encode(pair, work / "data", tmp, counts, options["spm"]["vocab_size"]),
+    spm = steps[1].run(lambda tmp: spm_encode(pair, work / "data", tmp, counts, options["spm"], threads),
                        {"data": data["id"]}, args.force)
-    steps[2].run(lambda tmp: binarise(pair, work, tmp, counts), {"spm": spm["id"]}, args.force)
+    steps[2].run(lambda tmp: binarise(pair, work, tmp, counts, threads), {"spm": spm["id"]}, args.force)
     report = data["report"]
     record = {"pair": pair.name, "options": options, "pairs": report}
     if record != prepared:  # written last: a folder without it is not a finished one
@@ -256,93 +247,105 @@ def prepare(args, pair: Pair) -> None:
     print(f"{PROG}: {pair.name} prepared in {work}: " + ", ".join(f"{k} {v}" for k, v in report.items()))
 
 
-def write_splits(args, pair: Pair, work: Path, files, gold, dest: Path) -> dict:
-    """The cleaned train/valid/test text in ``dest``; the report (read, dropped, lines per split)."""
+def write_splits(args, pair: Pair, work: Path, files, gold, dest: Path, threads: int) -> dict:
+    """The cleaned train/valid/test text in ``dest``, written as a stream; the report (read, dropped, lines
+    per split)."""
     if pair.paper == "kobayashi":
-        if files is None:
-            raw = download_europarl(work / "raw")
-            files = (raw / "europarl-v7.de-en.de", raw / "europarl-v7.de-en.en")
-        splits, report = kobayashi_splits(pair, pairs_of(*files), gold, args)
+        return kobayashi_splits(pair, files or download_europarl(args, work), gold, dest, args, threads)
+    if files is None:  # the internet path: Hugging Face for training, sacrebleu for the evaluation sets
+        train = corpus.hf_pairs(args.hf_dataset or pair.hf_train[0], pair.hf_train[1], "train", pair.src, pair.tgt)
+        files = {split: sacrebleu_echo(test_set, pair, dest / f".{split}")
+                 for split, test_set in (("valid", pair.valid_set), ("test", pair.test_set))}
     else:
-        raw_splits = {s: pairs_of(*f) for s, f in files.items()} if files is not None else download_rela(pair)
-        splits, report = rela_splits(pair, raw_splits, args)
-    for split, rows in splits.items():
-        for i, lang in enumerate((pair.src, pair.tgt)):
-            write_lines(dest / f"{split}.{lang}", [r[i] for r in rows])
-    return {**report, **{s: len(rows) for s, rows in splits.items()}}
-
-
-def rela_splits(pair: Pair, raw: Dict[str, List[Tuple[str, str]]], args):
-    train = []
-    for s, t in raw["train"]:
-        s, t = clean(s), clean(t)
-        if not s or not t or max(len(s), len(t)) > 1500:
-            continue
-        if pair.max_char_ratio and max(len(s), len(t)) > pair.max_char_ratio * min(len(s), len(t)):
-            continue
-        train.append((s, t))
-    if args.max_train_pairs:
-        train = train[: args.max_train_pairs]
+        train = corpus.parallel(*files["train"])
+    report = {}
+    counts: Dict[str, int] = {}
+    keep = lambda s, t: corpus.keep_training_pair(s, t, max_ratio=pair.max_char_ratio)  # noqa: E731
+    kept = corpus.filtered(((corpus.clean(s), corpus.clean(t)) for s, t in train), keep, counts)
+    out = lambda split: (dest / f"{split}.{pair.src}", dest / f"{split}.{pair.tgt}")  # noqa: E731
+    report["train"] = corpus.write_pairs(itertools.islice(kept, args.max_train_pairs), *out("train"))
     # valid and test keep every pair (never filtered; line breaks inside a line become spaces)
-    splits = {"train": train, **{s: [(clean(a), clean(b)) for a, b in raw[s]] for s in ("valid", "test")}}
-    return splits, {"train_read": len(raw["train"]), "train_dropped": len(raw["train"]) - len(train)}
+    for split in ("valid", "test"):
+        rows = ((corpus.clean(s), corpus.clean(t)) for s, t in corpus.parallel(*files[split]))
+        report[split] = corpus.write_pairs(rows, *out(split))
+    for leftover in dest.glob(".*"):
+        leftover.unlink()
+    return {"train_read": counts["read"], "train_dropped": counts["dropped"], **report}
 
 
-def kobayashi_splits(pair: Pair, rows: List[Tuple[str, str]], gold: Dict[str, Path], args):
+def moses_lower(rows: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """Moses-tokenised (no escaping), lowercased De-En pairs (one chunk, in a worker process)."""
+    tok = moses_lower.tokenizers = getattr(moses_lower, "tokenizers", None) or _moses()
+    return [tuple(tok[lang].tokenize(text, escape=False, return_str=True).lower() for lang, text in zip(("de", "en"), r))
+            for r in rows]
+
+
+def _moses():
     from sacremoses import MosesTokenizer
 
+    return {lang: MosesTokenizer(lang=lang) for lang in ("de", "en")}
+
+
+def kobayashi_splits(pair: Pair, files: Tuple[Path, Path], gold: Dict[str, Path], dest: Path, args, threads: int):
     gold_de, gold_en = read_lines(gold["test.de"]), read_lines(gold["test.en"])
-    keys = {gold_key(s) for s in gold_de + gold_en}
-    kept = [(clean(d), clean(e)) for d, e in rows]
-    kept = [(d, e) for d, e in kept if d and e and gold_key(d) not in keys and gold_key(e) not in keys]
-    n_valid = args.valid_lines
-    if len(kept) <= n_valid:
-        raise RecipeError(f"only {len(kept)} usable pairs: fewer than --valid-lines {n_valid}")
-    tok = {lang: MosesTokenizer(lang=lang) for lang in ("de", "en")}
+    keys = {corpus.gold_key(s) for s in gold_de + gold_en}
+    counts: Dict[str, int] = {}
 
-    def moses(text, lang):
-        return tok[lang].tokenize(text, escape=False, return_str=True).lower()
+    def keep(d, e):
+        return bool(d and e) and corpus.gold_key(d) not in keys and corpus.gold_key(e) not in keys
 
-    kept = [(moses(d, "de"), moses(e, "en")) for d, e in kept]
-    splits = {"train": kept[:-n_valid], "valid": kept[-n_valid:],
-              # the gold set is Moses-tokenised already: lowercased only
-              "test": [(clean(d).lower(), clean(e).lower()) for d, e in zip(gold_de, gold_en)]}
-    return splits, {"europarl_read": len(rows), "removed_empty_or_rwth": len(rows) - len(kept)}
+    kept = corpus.filtered(((corpus.clean(d), corpus.clean(e)) for d, e in corpus.parallel(*files)), keep, counts)
+    tokenised = corpus.ordered_map(moses_lower, corpus.chunks(kept, 2000), threads)
+    n_valid, valid = args.valid_lines, []
+    n_train = corpus.write_pairs(corpus.hold_back(itertools.chain.from_iterable(tokenised), n_valid, valid),
+                                 dest / "train.de", dest / "train.en")
+    if len(valid) < n_valid or n_train == 0:
+        raise RecipeError(f"only {n_train + len(valid)} usable pairs: not more than --valid-lines {n_valid}")
+    corpus.write_pairs(valid, dest / "valid.de", dest / "valid.en")
+    # the gold set is Moses-tokenised already: lowercased only
+    n_test = corpus.write_pairs(((corpus.clean(d).lower(), corpus.clean(e).lower()) for d, e in zip(gold_de, gold_en)),
+                                dest / "test.de", dest / "test.en")
+    return {"europarl_read": counts["read"], "removed_empty_or_rwth": counts["dropped"], "train": n_train,
+            "valid": n_valid, "test": n_test}
 
 
 # SentencePiece training runs in a child process, so that a signal stops it at once
 SPM_TRAIN = "import json, sys, sentencepiece as spm; spm.SentencePieceTrainer.train(**json.loads(sys.argv[1]))"
 
 
-def spm_encode(pair: Pair, data: Path, dest: Path, counts: Dict[str, int], vocab_size: int) -> dict:
+def spm_encode(pair: Pair, data: Path, dest: Path, counts: Dict[str, int], spm_options: dict, threads: int) -> dict:
     """SentencePiece model(s) trained on ``data``'s training text, and every split encoded, in ``dest``."""
     import sentencepiece as spm
 
-    models = {}
+    models, train_s = {}, 0.0
+    vocab_size = spm_options["vocab_size"]
     groups = [(pair.src, pair.tgt)] if pair.joint_vocab else [(pair.src,), (pair.tgt,)]
     for langs in groups:
         prefix = dest / ("spm" if pair.joint_vocab else f"spm.{langs[0]}")
         options = dict(
             input=[str(data / f"train.{lang}") for lang in langs], model_prefix=str(prefix), vocab_size=vocab_size,
-            character_coverage=0.9995 if "zh" in langs else 1.0, model_type="unigram", input_sentence_size=10_000_000,
+            character_coverage=0.9995 if "zh" in langs else 1.0, model_type="unigram", input_sentence_size=spm_options["sentences"],
             shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2,
             hard_vocab_limit=False)
+        start = time.time()
         call([sys.executable, "-c", SPM_TRAIN, json.dumps(options)], Path(f"{prefix}.log"), name="spm_train")
+        train_s += time.time() - start
         for lang in langs:
             models[lang] = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
-    for split in counts:
+    start = time.time()
+    for split in counts:  # in chunks, on every core (--workers)
         for lang in (pair.src, pair.tgt):
-            lines = read_lines(data / f"{split}.{lang}")
-            write_lines(dest / f"{split}.spm.{lang}", [" ".join(models[lang].encode(x, out_type=str)) for x in lines])
-    return {"vocab_size": vocab_size}
+            corpus.encode_file(models[lang], data / f"{split}.{lang}", dest / f"{split}.spm.{lang}", threads)
+    return {"vocab_size": vocab_size, "workers": threads, "train_seconds": round(train_s, 1),
+            "encode_seconds": round(time.time() - start, 1)}
 
 
-def binarise(pair: Pair, work: Path, dest: Path, counts: Dict[str, int]) -> dict:
+def binarise(pair: Pair, work: Path, dest: Path, counts: Dict[str, int], threads: int) -> dict:
     """``fairseq-preprocess`` of ``work/spm`` into ``dest``, checked to hold every line."""
     encoded = work / "spm"
     cmd = [str(BIN / "fairseq-preprocess"), "--source-lang", pair.src, "--target-lang", pair.tgt,
            "--trainpref", str(encoded / "train.spm"), "--validpref", str(encoded / "valid.spm"),
-           "--testpref", str(encoded / "test.spm"), "--destdir", str(dest), "--workers", "2"]
+           "--testpref", str(encoded / "test.spm"), "--destdir", str(dest), "--workers", str(threads)]
     cmd += ["--joined-dictionary"] if pair.joint_vocab else []
     call(cmd, work / "preprocess.log")
     from fairseq.data import indexed_dataset
@@ -798,8 +801,16 @@ def get_parser() -> argparse.ArgumentParser:
             s.add_argument("--corpus", default=os.environ.get("RECIPE_CORPUS"),
                            help="local raw text instead of downloading (env RECIPE_CORPUS); see README")
             s.add_argument("--vocab-size", type=int, help="SentencePiece size (default: the paper's)")
+            s.add_argument("--spm-sentences", type=int, default=10_000_000,
+                           help="SentencePiece trains on a random sample of at most N sentences (10,000,000; its "
+                           "memory grows with N: see README)")
             s.add_argument("--valid-lines", type=int, default=1000, help="europarl: last N lines validate (1000)")
             s.add_argument("--max-train-pairs", type=int, help="keep the first N training pairs (tests)")
+            s.add_argument("--workers", type=int, help="processes/threads for tokenising, SentencePiece encoding "
+                           "and fairseq-preprocess (default: every core)")
+            s.add_argument("--hf-dataset", help="Hugging Face dataset: hub name or a local folder in the hub's "
+                           "layout (default: the pair's, pairs.py)")
+            s.add_argument("--europarl-url", default=EUROPARL_URL, help=f"Europarl v7 De-En archive ({EUROPARL_URL})")
             continue
         s.add_argument("--variant", required=True, choices=[*VARIANTS, "all"], help="attention variant, or all")
         s.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: the paper's)")
@@ -834,7 +845,7 @@ def main(argv=None) -> None:
         if args.step == "train" and (args.procs < 1 or args.nodes < 1):
             parser.error("--procs and --nodes must be >= 1")
         {"prepare": prepare, "train": train, "evaluate": evaluate}[args.step](args, pair)
-    except (RecipeError, OSError) as err:
+    except (RecipeError, corpus.CorpusError, OSError) as err:
         sys.exit(f"{PROG}: error: {err}")
     except Interrupted as sig:
         print(f"{PROG}: interrupted by {signal.Signals(sig.signum).name}: children stopped, unfinished steps left "

@@ -129,7 +129,8 @@ def test_europarl_recipe_chain(tmp_path):
     res = json.loads((pdir / "eval-softmax-seed1/result.json").read_text())
     assert res["checkpoint"].endswith("checkpoint_best.pt") and res["test_sentences"] == 508
     per = res["alignment"]["per_setting"]
-    assert set(per) == {f"{s}-{sh}" for s in ("weights", "norms", "block") for sh in ("AWO", "AWI")}
+    sources = ("weights", "norms", "block", "alti", "rollout-weights", "rollout-norms", "rollout-block", "rollout-alti")
+    assert set(per) == {f"{s}-{sh}" for s in sources for sh in ("AWO", "AWI")}
     assert all(0 <= p["best"] <= 100 and p["best"] <= p["layer2"] for p in per.values())
     summary = (work / "summary.md").read_text()
     row = next(x for x in summary.split("\n") if x.startswith("| norms-AWI |"))

@@ -636,7 +636,7 @@ def summarize(args) -> None:
     for (name, variant), rs in align:
         pair = PAIRS[name]
         lines += ["", f"## AER (%) on the RWTH gold set: {name} {variant}, mean of {len(rs)} seed(s)", "",
-                  "| setting | ours, best layer | ours, layer 2 | paper (layer 2, 5-seed mean) |", "|---|---|---|---|"]
+                  "| setting | ours, best layer (counted from 1, as the paper) | ours, layer 2 | paper (layer 2, 5-seed mean) |", "|---|---|---|---|"]
         for setting in ("weights-AWO", "weights-AWI", "norms-AWO", "norms-AWI"):
             per = [r["alignment"]["per_setting"][setting] for r in rs if setting in r["alignment"]["per_setting"]]
             if not per:

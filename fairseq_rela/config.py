@@ -46,9 +46,10 @@ class AttentionOptions:
     def from_args(cls, args: argparse.Namespace) -> "AttentionOptions":
         """Check and collect the options of ``args`` (missing ones take their defaults); each distinct
         set of values is checked once (every attention module of a model asks)."""
+        apply_to = getattr(args, "attention_activation_in", None)  # "" is a bad value, not the default
         return _checked(getattr(args, "attention_activation", None) or "softmax",
                         *(getattr(args, name, None) for _, name, _ in RELA_FLAGS),
-                        getattr(args, "attention_activation_in", None) or ",".join(ATTENTION_KINDS),
+                        ",".join(ATTENTION_KINDS) if apply_to is None else apply_to,
                         getattr(args, "attention_kernel", None) or "auto")
 
 

@@ -231,3 +231,27 @@ def test_base_warning_names_swapped_links():
     assert "try with --reverse-hyp" in base_warning(gold, swapped, "hyp")
     assert "try without --reverse-hyp" in base_warning(gold, swapped, "hyp", reversed_=True)
     assert base_warning(gold, [g.sure for g in gold], "hyp") is None
+
+
+def test_generate_links_checked_against_their_own_texts_when_asked(tmp_path):
+    """S- and H- give each sentence's word counts: a link past them is an error naming sentence and link."""
+    path = tmp_path / "gen"
+    path.write_text("S-0\ta b c\nH-0\t-1\tA B\nA-0\t0-0 2-1\nS-1\ta b c\nH-1\t-1\tA B C\nA-1\t0-0 32-1\n")
+    assert read_alignments(str(path)).links[1] == {(0, 0), (32, 1)}  # not asked: read as before
+    with pytest.raises(AlignmentFileError, match=r"gen:6: sentence 1: link 32-1 is past the sentence length "
+                                                 r"\(3 source words in its S- line, 3 target words"):
+        read_alignments(str(path), text_lengths=True)
+    path.write_text("S-0\ta b c\nH-0\t-1\tA B\nA-0\t1-3\n")  # 1-based 1-3: target word 2 of 2 words
+    with pytest.raises(AlignmentFileError, match=r"sentence 0: link 1-3 .*2 target words"):
+        read_alignments(str(path), base=1, text_lengths=True)
+    path.write_text("S-0\ta b c\nH-0\t-1\tA B\nA-0\t2-1\n")
+    assert read_alignments(str(path), text_lengths=True, reverse=True).links == [{(1, 2)}]  # file orientation
+
+
+def test_index_base_error_names_the_callers_option(tmp_path):
+    path = tmp_path / "links"
+    path.write_text("0-1\n")
+    with pytest.raises(AlignmentFileError, match=r"see --forward-base\)$"):
+        read_alignments(str(path), base=1, base_flag="--forward-base")
+    with pytest.raises(AlignmentFileError, match=r"see --gold-base\)$"):
+        read_gold(str(path), base=1)

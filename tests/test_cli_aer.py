@@ -280,3 +280,12 @@ def test_rwth_gold_target_source_is_warned(tmp_path, capsys):
     proc = _aer(tmp_path, swapped, "--reverse-hyp", gold=gold_path.read_text(), capsys=capsys)
     assert "warning" not in proc.stderr and json.loads(proc.stdout)["aer"] == pytest.approx(
         json.loads(_aer(tmp_path, straight, gold=gold_path.read_text(), capsys=capsys).stdout)["aer"])
+
+
+@pytest.mark.unit
+def test_generate_links_past_their_own_sentence_lengths_are_an_error(tmp_path, capsys):
+    """Without --src/--tgt, a fairseq-generate output's S-/H- lines give the lengths its links must fit."""
+    ok = "S-0\ta b\nH-0\t-1\tA B\nA-0\t0-0 1-1\nS-1\ta b\nH-1\t-1\tA B\nA-1\t0-1 1-0\n"
+    assert json.loads(_aer(tmp_path, ok, capsys=capsys).stdout)["aer"] == pytest.approx(0.0)
+    _one_line_error(_aer(tmp_path, ok.replace("A-1\t0-1 1-0", "A-1\t0-1 32-1"), check=False, capsys=capsys),
+                    r"hyp:6: sentence 1: link 32-1 is past the sentence length \(2 source words")

@@ -54,7 +54,7 @@ def test_average_bad_input(tmp_path):
         assert not (tmp_path / "o.pt").exists()
 
 
-def _with_options(path, seed, **model_options):
+def _with_options(path, seed, task=None, **model_options):
     """A checkpoint of the shape fairseq writes for a legacy architecture: cfg.model is the whole argparse
     Namespace (model options and every other option), the other groups hold their own options."""
     import argparse
@@ -64,7 +64,7 @@ def _with_options(path, seed, **model_options):
     options.update(model_options)
     cfg = {"model": argparse.Namespace(**options), "common": {"_name": None, "seed": seed},
            "optimization": {"_name": None, "lr": [0.002]}, "checkpoint": {"_name": None, "save_dir": f"run{seed}"},
-           "task": {"_name": "translation", "data": "bin"}}
+           "task": dict({"_name": "translation", "data": "bin", "source_lang": "de", "target_lang": "en"}, **(task or {}))}
     g = torch.Generator().manual_seed(seed)
     torch.save({"model": {"w": torch.randn(3, 4, generator=g)}, "cfg": cfg, "args": None}, path)
 
@@ -148,3 +148,46 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
         average.cli_main(["--inputs", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--output", str(tmp_path / "o.pt")])
     assert str(exit_.value) == f"fairseq-rela-average: error: {tmp_path / 'o.pt'}: cannot write (No space left on device)"
     assert sorted(os.listdir(tmp_path)) == ["a.pt", "b.pt"] and capsys.readouterr().out == ""
+
+
+def _average(capsys, *argv):
+    """fairseq-rela-average in-process: (exit message or None, stdout, stderr)."""
+    from fairseq_rela.cli import average
+
+    try:
+        average.cli_main([str(a) for a in argv])
+        code = None
+    except SystemExit as exit_:
+        code = str(exit_.code)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_language_pair_must_agree_a_moved_data_folder_only_warns(tmp_path, capsys):
+    """A de->en and an en->de model (same joined dictionary, same shapes) are one error line; the same pair
+    trained from another data path is averaged with a warning."""
+    _with_options(tmp_path / "a.pt", 1)
+    _with_options(tmp_path / "rev.pt", 2, task={"source_lang": "en", "target_lang": "de", "data": "binrev"})
+    _with_options(tmp_path / "moved.pt", 3, task={"data": "/elsewhere/bin"})
+    code, out, _ = _average(capsys, "--inputs", tmp_path / "a.pt", tmp_path / "rev.pt", "--output", tmp_path / "o.pt")
+    assert code == (f"fairseq-rela-average: error: {tmp_path / 'rev.pt'}: task option source_lang is 'en' but "
+                    f"{tmp_path / 'a.pt'} has 'de': only checkpoints of the same model are averaged "
+                    "(--ignore-option source_lang to average anyway)") and out == ""
+    assert not (tmp_path / "o.pt").exists()
+    code, out, err = _average(capsys, "--inputs", tmp_path / "a.pt", tmp_path / "moved.pt", "--output",
+                              tmp_path / "o.pt")
+    assert code is None and (tmp_path / "o.pt").is_file(), code
+    assert "moved.pt was trained on data '/elsewhere/bin'" in err
+
+
+def test_a_file_listed_twice_is_refused_and_the_summary_shows_paths_as_given(tmp_path, capsys, monkeypatch):
+    _checkpoint(tmp_path / "a.pt", 1)
+    (tmp_path / "run2").mkdir()
+    _checkpoint(tmp_path / "run2" / "a.pt", 2)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _average(capsys, "--inputs", "a.pt", tmp_path / "a.pt", "--output", "o.pt")
+    assert code == (f"fairseq-rela-average: error: {tmp_path / 'a.pt'}: listed twice (also as a.pt); each "
+                    "checkpoint counts once") and out == "", code
+    assert not (tmp_path / "o.pt").exists()
+    code, out, _ = _average(capsys, "--inputs", "a.pt", "run2/a.pt", "--output", "o.pt")
+    assert code is None and out.strip() == "fairseq-rela-average: averaged 2 checkpoints (a.pt, run2/a.pt) into o.pt"

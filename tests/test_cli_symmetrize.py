@@ -226,3 +226,26 @@ def test_rwth_pairing_and_orientation_checks(rwth_generated, tmp_path):
         assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
         (line,) = proc.stderr.strip().splitlines()
         assert re.search(pattern, line), line
+
+
+@pytest.mark.unit
+def test_generate_links_past_their_own_sentence_lengths_are_an_error(tmp_path, capsys):
+    """Without --src/--tgt, each fairseq-generate input's S-/H- lines give the lengths its links must fit."""
+    fwd, bwd = tmp_path / "fwd", tmp_path / "bwd"
+    fwd.write_text(_gen(DE_EN, ["0-0 1-1 3-4", "0-1"]))
+    bwd.write_text(_gen(EN_DE, ["0-0 1-1", "1-1"]))
+    code, out, _ = _run(capsys, ["--forward", fwd, "--backward", bwd])
+    assert code == 0 and out.splitlines()[0].startswith("0-0 1-1")
+    bwd.write_text(_gen(EN_DE, ["0-0 1-1", "1-32"]))  # sentence 1 has 2 words a side
+    code, out, err = _run(capsys, ["--forward", fwd, "--backward", bwd])
+    assert code and out == "" and re.fullmatch(
+        r"fairseq-rela-symmetrize: error: .*bwd:10: sentence 1: link 1-32 is past the sentence length .*", err), err
+
+
+@pytest.mark.unit
+def test_index_base_error_names_its_own_options(tmp_path, capsys):
+    fwd, bwd = tmp_path / "fwd", tmp_path / "bwd"
+    fwd.write_text("0-1\n")
+    bwd.write_text("1-1\n")
+    code, _, err = _run(capsys, ["--forward", fwd, "--backward", bwd, "--forward-base", "1", "--backward-base", "1"])
+    assert code and "see --forward-base)" in err and "--gold-base" not in err and "--hyp-base" not in err, err

@@ -54,3 +54,16 @@ def test_attention_kernel_reaches_every_attention(toy_data, capsys):
         build(toy_data, "--attention-kernel", "flash")
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "error: argument --attention-kernel: invalid choice: 'flash' (choose from 'auto', 'eager', 'fused')")
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_an_empty_attention_activation_in_is_refused(value):
+    """--attention-activation-in "" is a bad value (one line), not the default (every attention)."""
+    from argparse import Namespace
+
+    from fairseq_rela.attention import ATTENTION_KINDS
+
+    assert AttentionOptions.from_args(Namespace(attention_activation="rela")).apply_to == ATTENTION_KINDS
+    with pytest.raises(ValueError, match=r"^--attention-activation-in: unknown value .*; use a comma-separated "
+                                         rf"subset of {', '.join(ATTENTION_KINDS)}$"):
+        AttentionOptions.from_args(Namespace(attention_activation="rela", attention_activation_in=value))

@@ -91,3 +91,23 @@ def test_fuzz_subword_merge():
     run()
     print(f"\nsubword merge: {tried['n']} cases tried, outcomes {outcomes}")
     assert tried["n"] >= FUZZ.max_examples and outcomes.get("links", 0) > FUZZ.max_examples // 2
+
+
+class _Dict:
+    """The two attributes of a fairseq dictionary that the merge styles read."""
+
+    def __init__(self, *words):
+        self.nspecial, self.symbols = 4, ["<s>", "<pad>", "</s>", "<unk>", *words]
+
+
+@pytest.mark.parametrize("words", [("the@@", "cat", "sat"), ("the", "cat", "sat")])
+def test_sentencepiece_merge_refused_on_a_vocabulary_without_pieces(words):
+    from fairseq_rela.alignment.links import merge_styles
+    from fairseq_rela.errors import OptionError
+
+    spm = _Dict("\u2581the", "cat", "\u2581sat")
+    for src, tgt, side in ((_Dict(*words), spm, "source"), (spm, _Dict(*words), "target")):
+        with pytest.raises(OptionError, match=f"--alignment-merge sentencepiece: the {side} dictionary .*\u2581"):
+            merge_styles("sentencepiece", src, tgt, "--alignment-merge")
+    assert merge_styles("sentencepiece", spm, spm) == ("sentencepiece", "sentencepiece")
+    assert merge_styles("subword_nmt", _Dict(*words), _Dict(*words)) == ("subword_nmt", "subword_nmt")

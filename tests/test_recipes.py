@@ -422,3 +422,19 @@ def test_sacrebleu_offline_without_cache_is_one_line_at_once(tmp_path, monkeypat
                        r".*empty-cache\) and statmt.org:443 unreachable \(x\): no internet\? pass --corpus DIR"):
         recipe_module.sacrebleu_echo("wmt14/full", PAIRS["en-de"], tmp_path / ".test")
     assert not started
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("step,flag,value", [("prepare", "--vocab-size", "0"), ("prepare", "--spm-sentences", "-1"),
+                                             ("train", "--max-tokens", "0"), ("train", "--max-tokens", "-5"),
+                                             ("train", "--procs", "0")])
+def test_zero_and_negative_sizes_are_one_line_before_any_work(step, flag, value, capsys):
+    """0 is not "the default" and a negative size does not reach fairseq: the parser refuses both."""
+    head = [step, "--pair", "ro-en", *(["--variant", "softmax", "--dry-run"] if step == "train" else [])]
+    with pytest.raises(SystemExit) as exit_:
+        recipe_module.get_parser().parse_args([*head, flag, value])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"recipe.py {step}: error: argument {flag}: '{value}': must be >= 1", err
+    ok = recipe_module.get_parser().parse_args([*head, flag, "1"])
+    assert getattr(ok, flag[2:].replace("-", "_")) == 1

@@ -13,6 +13,10 @@ from fairseq_rela.analysis.sweep import SweepConfig, SweepResult
 from tests.helpers import REPO, USER_DIR, generate_alignments, run_cli
 
 
+#: every per-layer alignment source of the sweep
+SOURCES = ("weights", "norms", "block", "alti", "rollout-weights", "rollout-norms", "rollout-block", "rollout-alti")
+
+
 def _analyze(toy_data, ckpt, out, *args):
     run_cli("fairseq-rela-analyze", toy_data / "bin", "--path", ckpt, "--gen-subset", "test", "--user-dir", USER_DIR,
             "--output-dir", out, "--cpu", "--no-plots", *args)
@@ -34,13 +38,13 @@ def test_sweep_agrees_with_generate(toy_data, swept, tmp_path):
     for f in ("alignment.json", "stats.json"):
         shutil.copy(analysis / f, tmp_path / f)
     gold = read_gold(str(toy_data / "test.align"), base=0)
-    for source, shift, layer in (("norms", "AWI", 0), ("weights", "AWO", 1), ("block", "AWI", 1)):
+    for source, shift, layer in (("norms", "AWI", 0), ("weights", "AWO", 1), ("block", "AWI", 1), ("alti", "AWO", 1)):
         out = generate_alignments(toy_data, ckpt, "--score-reference", "--alignment-source", source, "--alignment-layer",
                         str(layer), *(["--alignment-shift"] if shift == "AWI" else []))
         (tmp_path / "gen").write_text(out)
         aer = alignment_error_rate(gold, read_hypothesis(str(tmp_path / "gen"))).aer
         assert sweep["per_layer"][f"{source}-{shift}"][str(layer)] == pytest.approx(aer)
-    assert set(sweep["per_layer"]) == {f"{s}-{sh}" for s in ("weights", "norms", "block") for sh in ("AWO", "AWI")}
+    assert set(sweep["per_layer"]) == {f"{s}-{sh}" for s in SOURCES for sh in ("AWO", "AWI")}
     assert len(sweep["per_head"]) == 2 * 2 * 2 * 4  # layers x sources (weights, norms: the block is per layer) x shifts x heads
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["num_updates"] == checkpoint_utils.load_checkpoint_to_cpu(str(ckpt))["optimizer_history"][-1]["num_updates"]
@@ -86,9 +90,9 @@ def test_written_links_score_the_sweep_with_or_without_gold(toy_data, swept, tmp
     ckpt, analysis, sweep = swept
     gold = read_gold(str(toy_data / "test.align"), base=0)
     files = sorted((analysis / "links").glob("*.txt"))
-    assert len(files) == 3 * 2 * 2  # sources (weights, norms, block) x shifts x layers
+    assert len(files) == len(SOURCES) * 2 * 2  # sources x shifts x layers
     for f in files:
-        source, shift, layer = f.stem.split("-")
+        source, shift, layer = f.stem.rsplit("-", 2)
         hyp = read_hypothesis(str(f))
         assert len(hyp) == len(gold) and any(hyp)
         assert sweep["per_layer"][f"{source}-{shift}"][layer[1:]] == pytest.approx(alignment_error_rate(gold, hyp).aer)
@@ -122,7 +126,7 @@ def test_bidirectional_symmetrises_like_the_command_line_tools(toy_data, swept, 
     same = json.loads((tmp_path / "same" / "bidirectional.json").read_text())
     assert len(same["configs"]) == len(files)
     for name, row in same["configs"].items():
-        source, shift, layer = name.split("-")
+        source, shift, layer = name.rsplit("-", 2)
         for method in ("forward", "backward", "intersection", "grow-diag", "grow-diag-final-and", "union"):
             assert row[method]["aer"] == pytest.approx(sweep["per_layer"][f"{source}-{shift}"][layer[1:]])
     assert _bidirectional(analysis, other, "--gold", gold, "--gold-base", "0", "--out", tmp_path / "mixed").returncode == 0

@@ -215,7 +215,7 @@ def prepare(args, pair: Pair) -> None:
         raise RecipeError(f"{err.name} is not installed (bash scripts/install.sh installs it)")
     options = {"data": {"pair": pair.name, "corpus": str(corpus_dir) if corpus_dir else "download",
                         "max_train_pairs": args.max_train_pairs},
-               "spm": {"vocab_size": args.vocab_size or pair.vocab_size, "sentences": args.spm_sentences}}
+               "spm": {"vocab_size": pair.vocab_size if args.vocab_size is None else args.vocab_size, "sentences": args.spm_sentences}}
     if pair.paper == "kobayashi":
         options["data"].update(rwth=str(Path(args.rwth).resolve()), valid_lines=args.valid_lines)
     steps = [Step(work / name, options.get(name, {})) for name in ("data", "spm", "bin")]
@@ -336,7 +336,9 @@ def spm_encode(pair: Pair, data: Path, dest: Path, counts: Dict[str, int], spm_o
     for split in counts:  # in chunks, on every core (--workers)
         for lang in (pair.src, pair.tgt):
             corpus.encode_file(models[lang], data / f"{split}.{lang}", dest / f"{split}.spm.{lang}", threads)
-    return {"vocab_size": vocab_size, "workers": threads, "train_seconds": round(train_s, 1),
+    sizes = {lang: models[lang].get_piece_size() for lang in (pair.src, pair.tgt)}  # SentencePiece may make fewer
+    return {"vocab_size": sizes[pair.src] if pair.joint_vocab else sizes, "vocab_size_asked": vocab_size,
+            "workers": threads, "train_seconds": round(train_s, 1),
             "encode_seconds": round(time.time() - start, 1)}
 
 
@@ -376,7 +378,7 @@ def run_name(variant: str, seed: int) -> str:
 def train_command(args, pair: Pair, variant: str, seed: int) -> List[str]:
     work = pair_dir(args)
     world = args.procs * args.nodes
-    max_tokens = args.max_tokens or pair.max_tokens
+    max_tokens = pair.max_tokens if args.max_tokens is None else args.max_tokens
     launch = [str(BIN / "fairseq-rela-launch"), "--nproc-per-node", str(args.procs), "--nnodes", str(args.nodes),
               "--node-rank", str(args.node_rank)]
     if args.master_addr:
@@ -777,6 +779,17 @@ def seeds(args, pair: Pair) -> List[int]:
     return list(pair.seeds) if args.seeds is None else args.seeds
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return value
+
+
 def seed_list(text: str) -> List[int]:
     try:
         out = [int(s) for s in text.split(",")]
@@ -800,8 +813,8 @@ def get_parser() -> argparse.ArgumentParser:
         if step == "prepare":
             s.add_argument("--corpus", default=os.environ.get("RECIPE_CORPUS"),
                            help="local raw text instead of downloading (env RECIPE_CORPUS); see README")
-            s.add_argument("--vocab-size", type=int, help="SentencePiece size (default: the paper's)")
-            s.add_argument("--spm-sentences", type=int, default=10_000_000,
+            s.add_argument("--vocab-size", type=positive_int, help="SentencePiece size (default: the paper's)")
+            s.add_argument("--spm-sentences", type=positive_int, default=10_000_000,
                            help="SentencePiece trains on a random sample of at most N sentences (10,000,000; its "
                            "memory grows with N: see README)")
             s.add_argument("--valid-lines", type=int, default=1000, help="europarl: last N lines validate (1000)")
@@ -817,12 +830,12 @@ def get_parser() -> argparse.ArgumentParser:
         s.add_argument("--cpu", action="store_true", help="CPU processes (no --fp16)")
         s.add_argument("extra", nargs="*", help="after --: more fairseq options (override the recipe's)")
         if step == "train":
-            s.add_argument("--procs", type=int, default=1, help="GPUs (or CPU processes) per node")
-            s.add_argument("--nodes", type=int, default=1)
+            s.add_argument("--procs", type=positive_int, default=1, help="GPUs (or CPU processes) per node")
+            s.add_argument("--nodes", type=positive_int, default=1)
             s.add_argument("--node-rank", type=int, default=0)
             s.add_argument("--master-addr")
             s.add_argument("--master-port", type=int, default=29500)
-            s.add_argument("--max-tokens", type=int, help="per process and batch (default: the paper's)")
+            s.add_argument("--max-tokens", type=positive_int, help="per process and batch (default: the paper's)")
             s.add_argument("--dry-run", action="store_true", help="print the training commands only")
     sub.add_parser("summarize", parents=[common])
     return p

@@ -33,7 +33,9 @@ def _show(item: str, width: int = 40) -> str:
     return repr(item if len(item) <= width else item[:width] + "...")
 
 
-def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -> Tuple[Set[Link], Set[Link]]:
+def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool,
+           base_flag: str) -> Tuple[Set[Link], Set[Link]]:
+    """Sure and possible links of one line; ``base_flag``: the caller's option that sets ``base``."""
     sure, possible = set(), set()
     for item in text.split():
         m = _LINK.fullmatch(item)
@@ -45,18 +47,19 @@ def _parse(text: str, base: int, path: str, lineno: int, allow_possible: bool) -
         i, j = int(m.group(1)) - base, int(m.group(3)) - base
         if i < 0 or j < 0:
             raise AlignmentFileError(f"{path}:{lineno}: link {item!r} has index 0, impossible in a {base}-based file "
-                                     f"(is the index base wrong? see --gold-base/--hyp-base)")
+                                     f"(is the index base wrong? see {base_flag})")
         (sure if m.group(2) == "-" else possible).add((i, j))
     return sure, possible | sure
 
 
-def read_gold(path: str, base: int = 1) -> List[Gold]:
-    """Gold links, talp format; a file without a single link is an error (it would score AER 0)."""
+def read_gold(path: str, base: int = 1, base_flag: str = "--gold-base") -> List[Gold]:
+    """Gold links, talp format; a file without a single link is an error (it would score AER 0).
+    ``base_flag``: the option that sets ``base``, named in errors."""
     gold = []
     for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             logger.warning("%s:%d: empty line (a sentence with no gold links)", path, n)
-        gold.append(Gold(*_parse(line, base, path, n, allow_possible=True)))
+        gold.append(Gold(*_parse(line, base, path, n, allow_possible=True, base_flag=base_flag)))
     if not any(g.possible for g in gold):
         raise AlignmentFileError(f"{path}: no gold links at all ({len(gold)} lines): wrong file?")
     return gold
@@ -164,10 +167,12 @@ def _fairseq_entries(lines: List[str], path: str, nbest_index: Optional[int],
 
 
 def read_alignments(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,
-                    sentences: Optional[int] = None) -> Alignments:
+                    sentences: Optional[int] = None, base_flag: str = "--hyp-base",
+                    text_lengths: bool = False) -> Alignments:
     """Pharaoh lines, or the ``A-ID`` lines of a fairseq-generate output (sorted by ID; see
     :func:`_fairseq_entries` for ``--nbest`` outputs) with its texts.  ``sentences``: the expected
-    count, if known."""
+    count, if known; ``base_flag``: the option that sets ``base``, named in errors; ``text_lengths``:
+    check a fairseq-generate output's links against the word counts of its own S- and H-/D- lines."""
     lines = read_lines(path)
     texts = None
     if any(line.startswith("A-") for line in lines):
@@ -181,10 +186,27 @@ def read_alignments(path: str, base: int = 0, reverse: bool = False, nbest_index
             raise AlignmentFileError(f"{path}: --nbest-index applies to fairseq-generate outputs, not Pharaoh files")
         entries = [(n, line, None) for n, line in enumerate(lines, 1)]
     hyp = []
-    for n, links_text, _ in entries:
-        links, _ = _parse(links_text, base, path, n, allow_possible=False)
+    for ident, (n, links_text, text) in enumerate(entries):
+        links, _ = _parse(links_text, base, path, n, allow_possible=False, base_flag=base_flag)
+        if text_lengths and text is not None:
+            _check_text_lengths(links, text, path, n, ident, base)
         hyp.append({(j, i) for i, j in links} if reverse else links)
     return Alignments(path, hyp, texts)
+
+
+def _check_text_lengths(links: Set[Link], text: SentenceText, path: str, lineno: int, ident: int,
+                        base: int) -> None:
+    """Links of a fairseq-generate sentence within the words (split on spaces, as :func:`same_text`)
+    of its S- line and of the hypothesis its A- line aligns (H-/D-); unchecked where a line is absent."""
+    if text.source is None or text.hypothesis is None:
+        return
+    s, t = len(text.source.split()), len(text.hypothesis.split())
+    for i, j in sorted(links):
+        if i >= s or j >= t:
+            raise AlignmentFileError(
+                f"{path}:{lineno}: sentence {ident}: link {i + base}-{j + base} is past the sentence length "
+                f"({s} source words in its S- line, {t} target words in its H-/D- line): wrong index base or "
+                f"links of another output? (--src/--tgt check against those texts instead)")
 
 
 def read_hypothesis(path: str, base: int = 0, reverse: bool = False, nbest_index: Optional[int] = None,

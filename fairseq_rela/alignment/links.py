@@ -21,7 +21,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from fairseq_rela.errors import check_choice
+from fairseq_rela.errors import OptionError, check_choice
 
 MERGE_STYLES = ("none", "sentencepiece", "subword_nmt")
 MERGE_RULES = ("sum_mean", "any")
@@ -59,6 +59,12 @@ def merge_styles(merge: str, src_dict, tgt_dict, flag: str = "--merge-subwords")
     check_choice(flag, merge, ("auto",) + MERGE_STYLES)
     if merge == "auto":
         return detect_style(src_dict), detect_style(tgt_dict)
+    if merge == "sentencepiece":  # SentencePiece starts every word with '\u2581': without one, all would be one word
+        for side, dictionary in (("source", src_dict), ("target", tgt_dict)):
+            if detect_style(dictionary) != "sentencepiece":
+                raise OptionError(f"{flag} sentencepiece: the {side} dictionary has no token starting with "
+                                  f"'\u2581', so its tokens are not SentencePiece pieces (each sentence would be "
+                                  f"one word); use auto, subword_nmt or none")
     return merge, merge
 
 

@@ -62,7 +62,8 @@ def check_sentence_lengths(gold_path: str, n: int, src: str, tgt: str):
 def run(args) -> dict:
     gold = read_gold(args.gold, args.gold_base)
     lengths = check_sentence_lengths(args.gold, len(gold), args.src, args.tgt) if args.src or args.tgt else None
-    alignments = read_alignments(args.hyp, args.hyp_base, args.reverse_hyp, args.nbest_index, sentences=len(gold))
+    alignments = read_alignments(args.hyp, args.hyp_base, args.reverse_hyp, args.nbest_index, sentences=len(gold),
+                                 text_lengths=not lengths)  # without --src/--tgt: a generate output's own texts
     if not args.allow_hypothesis_links:
         check_aligns_reference(alignments)
     hyp = alignments.links

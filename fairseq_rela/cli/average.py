@@ -12,7 +12,9 @@ to a temporary file and renamed into place, so a half-written file never looks c
 
 Only checkpoints of the same model are combined: every model option (``--arch`` and each option of
 ``cfg.model``: activation, ReLA variant, dimensions, layers, dropout, ...) must agree, except those named
-with ``--ignore-option NAME``; a disagreement is one line naming the option and both values.  Every input
+with ``--ignore-option NAME``, and so must the task's language pair (``source_lang``, ``target_lang``; a
+different data path is only a warning); a disagreement is one line naming the option and both values.  A
+file listed twice is refused (it would count double).  Every input
 is checked whole (zip CRC) and every value finite and sane (:mod:`fairseq_rela.checkpoint`), the output too.
 """
 import argparse
@@ -33,6 +35,7 @@ from fairseq_rela.cli.files import write_binary
 allow_fairseq_checkpoints()  # fairseq checkpoint globals for weights_only loading
 
 PROG = "fairseq-rela-average"
+logger = logging.getLogger(PROG)
 _UPDATE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
 _EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 
@@ -91,16 +94,7 @@ def model_options(state: Dict) -> Dict[str, object]:
     registered without a dataclass it holds every command-line option, so the options of the other
     config groups (task, optimizer, checkpoint, ...) and the groups' names are left out), or, for older
     checkpoints, the ``args`` fairseq would convert the same way.  Empty when the file records none."""
-    cfg = state.get("cfg")
-    if cfg is None and state.get("args") is not None:
-        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-        from omegaconf import OmegaConf
-
-        import fairseq_rela.models  # noqa: F401  (registers the rela architectures for the conversion)
-
-        cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(state["args"]))
-    if not isinstance(cfg, dict):
-        return {}
+    cfg = _config(state)
     options = _as_dict(cfg.get("model"))
     others = set(cfg) - {"model"}
     for group, values in cfg.items():
@@ -109,6 +103,28 @@ def model_options(state: Dict) -> Dict[str, object]:
     model = {k: v for k, v in options.items() if k not in others}
     arch = options.get("arch", options.get("_name"))  # _name: the arch (legacy) or the model (dataclass models)
     return dict(model, arch=arch) if arch is not None else model
+
+
+TASK_OPTIONS = ("source_lang", "target_lang")  # the direction: a de->en and an en->de model never average
+
+
+def _config(state: Dict) -> Dict:
+    """The checkpoint's ``cfg`` as a dict of groups (older checkpoints: converted from ``args``)."""
+    cfg = state.get("cfg")
+    if cfg is None and state.get("args") is not None:
+        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+        from omegaconf import OmegaConf
+
+        import fairseq_rela.models  # noqa: F401  (registers the rela architectures for the conversion)
+
+        cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(state["args"]))
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def task_options(state: Dict) -> Dict[str, object]:
+    """The task options that make two models incomparable (:data:`TASK_OPTIONS`), as ``cfg.task`` records them."""
+    task = _as_dict(_config(state).get("task"))
+    return {k: task[k] for k in TASK_OPTIONS if k in task}
 
 
 class _Unset:
@@ -120,22 +136,40 @@ UNSET = _Unset()  # an option one checkpoint records and the other does not
 
 
 def check_same_model(paths: Sequence[Path], states: Sequence[Dict], ignore: Iterable[str]) -> None:
-    """AverageError naming the first model option (``arch`` first) on which an input differs from the first
-    input, leaving out the options in ``ignore``; an ignored name no input has is an error too."""
+    """AverageError naming the first model option (``arch`` first), then task option (:data:`TASK_OPTIONS`:
+    the language pair), on which an input differs from the first input, leaving out the options in
+    ``ignore``; an ignored name no input has is an error too.  A different data path is only a warning
+    (a moved data folder)."""
     ignore = set(ignore)
-    options = [model_options(s) for s in states]
-    unknown = sorted(ignore - set().union(*options))
+    groups = (("model", [model_options(s) for s in states]), ("task", [task_options(s) for s in states]))
+    unknown = sorted(ignore - set().union(*(o for _, options in groups for o in options)))
     if unknown:
         raise AverageError(f"--ignore-option {unknown[0]}: no input checkpoint has a model option of that name")
-    first = options[0]
-    for path, opts in zip(paths[1:], options[1:]):
-        names = sorted(set(first) | set(opts), key=lambda k: (k != "arch", k))
-        for name in names:
-            a, b = first.get(name, UNSET), opts.get(name, UNSET)
-            if name not in ignore and a != b:
-                raise AverageError(f"{path}: model option {name} is {b!r} but {paths[0]} has {a!r}: only "
-                                   f"checkpoints of the same model are averaged (--ignore-option {name} to "
-                                   "average anyway)")
+    for group, options in groups:
+        first = options[0]
+        for path, opts in zip(paths[1:], options[1:]):
+            names = sorted(set(first) | set(opts), key=lambda k: (k != "arch", k))
+            for name in names:
+                a, b = first.get(name, UNSET), opts.get(name, UNSET)
+                if name not in ignore and a != b:
+                    raise AverageError(f"{path}: {group} option {name} is {b!r} but {paths[0]} has {a!r}: only "
+                                       f"checkpoints of the same model are averaged (--ignore-option {name} to "
+                                       "average anyway)")
+    data = [_as_dict(_config(s).get("task")).get("data") for s in states]
+    for path, other in zip(paths[1:], data[1:]):
+        if other != data[0]:
+            logger.warning(f"{path} was trained on data {other!r}, {paths[0]} on {data[0]!r}: averaged (same "
+                           "model and language pair)")
+
+
+def check_distinct(paths: Sequence[Path]) -> None:
+    """AverageError when one file is listed twice (it would count double)."""
+    seen = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise AverageError(f"{path}: listed twice (also as {seen[real]}); each checkpoint counts once")
+        seen[real] = path
 
 
 def average(paths: List[Path], ignore: Iterable[str] = ()) -> Dict:
@@ -143,6 +177,7 @@ def average(paths: List[Path], ignore: Iterable[str] = ()) -> Dict:
     The inputs must be of the same model (:func:`check_same_model`), whole and finite."""
     if not paths:
         raise AverageError("no input checkpoints")
+    check_distinct(paths)
     states = [load(path) for path in paths]  # tensors memory-mapped: cheap until read
     check_same_model(paths, states, ignore)
     for path, state in zip(paths, states):
@@ -210,7 +245,7 @@ def cli_main(argv=None) -> None:
         save_atomic(state, output)
     except (AverageError, OSError) as err:
         sys.exit(f"{PROG}: error: {err}")
-    print(f"{PROG}: averaged {len(inputs)} checkpoints ({', '.join(p.name for p in inputs)}) into {output}")
+    print(f"{PROG}: averaged {len(inputs)} checkpoints ({', '.join(str(p) for p in inputs)}) into {output}")
 
 
 if __name__ == "__main__":

@@ -86,13 +86,14 @@ def check_sentences(args, forward: Alignments, backward: Alignments) -> None:
 
 
 def run(args) -> List[Set[Link]]:
-    forward = read_alignments(args.forward, args.forward_base)
+    texts = not (args.src or args.tgt)  # without --src/--tgt: a generate output's links against its own texts
+    forward = read_alignments(args.forward, args.forward_base, base_flag="--forward-base", text_lengths=texts)
     if not forward.links:
         raise AlignmentFileError(f"{args.forward}: no sentences")
     if (args.src or args.tgt) and not (args.src and args.tgt):
         raise AlignmentFileError("--src and --tgt go together")
     backward = read_alignments(args.backward, args.backward_base, reverse=not args.no_reverse_backward,
-                               sentences=len(forward.links))
+                               sentences=len(forward.links), base_flag="--backward-base", text_lengths=texts)
     if len(backward.links) != len(forward.links):
         raise AlignmentFileError(f"{args.backward}: {len(backward.links)} sentences, but {args.forward} has "
                                  f"{len(forward.links)}")

@@ -24,8 +24,9 @@ RELA_TRAIN = (
     "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-8",
     "--lr", "7e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--warmup-init-lr", "1e-7",
     "--clip-norm", "0.0",
-    # length of training and checkpoint interval: our choice (the last 5 interval checkpoints are averaged)
-    "--max-update", "150000", "--save-interval-updates", "1500", "--keep-interval-updates", str(AVERAGE_LAST),
+    # length and checkpoint interval: the authors' command (max_training_steps=300000, eval_freq=5000,
+    # checkpoints=5); selection differs: we average the last 5 interval checkpoints (see README.md)
+    "--max-update", "300000", "--save-interval-updates", "5000", "--keep-interval-updates", str(AVERAGE_LAST),
     "--no-epoch-checkpoints",
 )
 

@@ -284,3 +284,85 @@ def test_a_task_that_does_not_fit_the_checkpoint_is_one_line(toy_data, ckpt, mlm
              r"--write-links: a masked LM has no cross-attention to align$")):
         _error(_analyze(None, path, tmp_path / "out", *args, data=data), pattern)
         assert not os.listdir(tmp_path)
+
+
+def test_gold_links_outside_the_sentences_are_one_line(toy_data, ckpt, tmp_path):
+    """A gold file of another split (its links point past the words) is refused, never scored."""
+    lines = (toy_data / "test.align").read_text().splitlines()
+    lines[2] += " 0-99"
+    (tmp_path / "wrong.align").write_text("\n".join(lines) + "\n")
+    proc = _analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--gold-alignment", tmp_path / "wrong.align",
+                    "--gold-base", "0")
+    _error(proc, r"--gold-alignment: .*wrong\.align: gold line 3: link 0-99 \(0-based\) outside a sentence of "
+                 r"\d+ source and \d+ target words")
+    assert "AER" not in proc.stdout and not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_eflomal_text_in_the_inferred_languages_checked_first(toy_data, ckpt, tmp_path):
+    """Without --source-lang/--target-lang the languages fairseq inferred (src, tgt) name the files; a
+    missing file or a test text of another length is one line before eflomal or the pass runs."""
+    gold = ("--gold-alignment", toy_data / "test.align", "--gold-base", "0", "--no-plots")
+    (tmp_path / "short.src").write_text((toy_data / "test.src").read_text())
+    (tmp_path / "short.tgt").write_text("".join((toy_data / "test.tgt").read_text().splitlines(True)[:-1]))
+    for prefixes, pattern in (
+            ((tmp_path / "none", toy_data / "test"), r"--eflomal-train: cannot read .*none\.src \(No such file"),
+            ((toy_data / "train", tmp_path / "none"), r"--eflomal-test: cannot read .*none\.src \(No such file"),
+            ((toy_data / "train", tmp_path / "short"), r"--eflomal-test: .*short\.tgt: 40 sentences, but "
+                                                       r"--gold-alignment .*test\.align has 41")):
+        proc = _analyze(toy_data, ckpt, tmp_path / "out", *gold, "--eflomal-train", prefixes[0],
+                        "--eflomal-test", prefixes[1])
+        _error(proc, pattern)
+        assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_output_dir_symlink_is_written_through(toy_data, ckpt, tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for _ in range(2):  # first into the empty target, then replacing its own outputs
+        proc = _analyze(toy_data, ckpt, tmp_path / "link", "--no-plots")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "stats.json").stat().st_size > 0
+        assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("signum", [15, 2])
+def test_a_signal_removes_the_staging_folder_quietly(toy_data, ckpt, tmp_path, signum):
+    import subprocess
+    import time
+
+    from tests.helpers import BIN
+
+    cmd = [str(BIN / "fairseq-rela-analyze"), str(toy_data / "bin"), "--path", str(ckpt), "--gen-subset", "test",
+           "--user-dir", str(USER_DIR), "--output-dir", str(tmp_path / "out"), "--cpu", "--no-progress-bar"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not _leftovers(tmp_path) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert _leftovers(tmp_path), "the run never staged its output"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
+    assert not _leftovers(tmp_path) and not (tmp_path / "out").exists()
+
+
+def test_a_state_dict_with_missing_keys_names_them(toy_data, ckpt, tmp_path):
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del state["model"]["decoder.layers.0.fc1.bias"]
+    torch.save(state, tmp_path / "missing.pt")
+    _error(_analyze(toy_data, tmp_path / "missing.pt", tmp_path / "out", "--no-plots"),
+           r"--path .*missing\.pt: cannot load the checkpoint \(RuntimeError: Error\(s\) in loading state_dict for "
+           r"\w+: Missing key\(s\) in state_dict: \"decoder\.layers\.0\.fc1\.bias\"")
+
+
+def test_max_tokens_below_a_sentence_is_one_line(toy_data, ckpt, tmp_path):
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--max-tokens", "5"),
+           r"--max-tokens 5: Sentences lengths should not exceed max_tokens=5$")
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_sentencepiece_merge_on_a_dictionary_without_pieces_is_one_line(toy_data, ckpt, tmp_path):
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--write-links", "--merge-subwords",
+                    "sentencepiece"), r"--merge-subwords sentencepiece: the source dictionary .*\u2581")
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from fairseq_rela.alignment.aer import AERResult, Gold, Link, alignment_error_rate
-from fairseq_rela.alignment.links import align
+from fairseq_rela.alignment.io import AlignmentFileError
+from fairseq_rela.alignment.links import align, word_ids
 from fairseq_rela.recording import ALIGNMENT_SOURCES, ROLLED_OUT_SOURCES, SentenceAttention
 
 SOURCES = ALIGNMENT_SOURCES + ROLLED_OUT_SOURCES
@@ -129,6 +130,20 @@ class AlignmentSweep(LinkSweep):
         super().__init__(src_style, tgt_style, rule)
         self.gold, self.gold_path = gold, gold_path
         self.baselines = baselines or {}
+
+    def update(self, sent: SentenceAttention) -> None:
+        """Check the sentence's gold links lie inside its words (after subword merging), then collect."""
+        has_eos = len(sent.src) > 0 and sent.src[-1] == "</s>"
+        n_src = len(set(word_ids(list(sent.src[:-1] if has_eos else sent.src), self.src_style)))
+        n_tgt = len(set(word_ids(list(sent.tgt_out[:-1]), self.tgt_style)))
+        outside = sorted((i, j) for i, j in self.gold[sent.id].possible if i >= n_src or j >= n_tgt)
+        if outside:
+            i, j = outside[0]
+            raise AlignmentFileError(f"{self.gold_path}: gold line {sent.id + 1}: link {i}-{j} (0-based) outside a "
+                                     f"sentence of {n_src} source and {n_tgt} target words"
+                                     f"{f' ({len(outside)} such links)' if len(outside) > 1 else ''}: wrong file "
+                                     "or --gold-base?")
+        super().update(sent)
 
     def result(self) -> SweepResult:
         n = len(self.gold)

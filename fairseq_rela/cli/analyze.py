@@ -22,6 +22,7 @@ import numbers
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from typing import List, Optional, Set
@@ -107,7 +108,7 @@ OUTPUT_NAME = re.compile(r"(stats\.(json|txt)|heads\.png|report\.html|alignment\
 def stage_output(output_dir: str) -> str:
     """Check ``output_dir`` can be written (before any work) and make the folder the run writes into:
     a fresh ``.NAME.incomplete-*`` folder beside it, moved into place by :func:`publish_output`."""
-    out = os.path.abspath(output_dir)
+    out = os.path.realpath(output_dir)  # a symlink: its target, the link stays
     if os.path.exists(out) and not os.path.isdir(out):
         _fail(f"--output-dir {output_dir}: exists and is not a folder")
     if os.path.isdir(out):
@@ -129,7 +130,7 @@ def publish_output(staging: str, output_dir: str) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(staging, 0o777 & ~mask)
-    out = os.path.abspath(output_dir)
+    out = os.path.realpath(output_dir)  # a symlink: its target, the link stays
     if os.path.isdir(out):
         old = staging.replace(".incomplete-", ".old-")
         os.rename(out, old)
@@ -146,9 +147,13 @@ def build_sweep(args, task, dataset):
     from fairseq_rela.alignment.links import merge_styles
     from fairseq_rela.analysis.sweep import AlignmentSweep, LinkSweep
 
+    try:  # e.g. --merge-subwords sentencepiece on a dictionary without ▁ pieces
+        src_style, tgt_style = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary,
+                                            "--merge-subwords")
+    except OptionError as err:
+        _fail(str(err))
     if not args.gold_alignment:
-        styles = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary)
-        return LinkSweep(*styles, args.merge_rule, per_head=False)
+        return LinkSweep(src_style, tgt_style, args.merge_rule, per_head=False)
     try:
         gold = read_gold(args.gold_alignment, args.gold_base)
     except (AlignmentFileError, OSError) as err:
@@ -158,11 +163,34 @@ def build_sweep(args, task, dataset):
               f"{len(dataset)} sentences")
     baselines = None
     if args.eflomal_train:
-        from fairseq_rela.alignment.eflomal import eflomal_from_files
+        from fairseq_rela.alignment.eflomal import eflomal_alignments
 
-        baselines = eflomal_from_files(args.eflomal_train, args.eflomal_test, args.source_lang, args.target_lang)
-    src_style, tgt_style = merge_styles(args.merge_subwords, task.source_dictionary, task.target_dictionary)
+        baselines = eflomal_alignments(*read_eflomal_text(args, task, len(gold)))
     return AlignmentSweep(gold, os.path.abspath(args.gold_alignment), src_style, tgt_style, args.merge_rule, baselines)
+
+
+def read_eflomal_text(args, task, sentences: int) -> List[List[str]]:
+    """The word-level text of ``--eflomal-train`` and ``--eflomal-test`` (train source, train target, test
+    source, test target) in the languages of the task (fairseq infers them from DATA when
+    ``--source-lang``/``--target-lang`` are not given); a missing file or a line count that does not fit is
+    one ``error:`` line, before eflomal runs."""
+    from fairseq_rela.alignment.aer import AlignmentFileError, read_sentences
+    from fairseq_rela.alignment.io import read_lines
+
+    src, tgt = task.cfg.source_lang, task.cfg.target_lang
+    option = "--eflomal-train"
+    try:
+        train_src = read_lines(f"{args.eflomal_train}.{src}")
+        text = [train_src, read_sentences(f"{args.eflomal_train}.{tgt}", len(train_src), f"{args.eflomal_train}.{src}")]
+        option = "--eflomal-test"
+        for lang in (src, tgt):
+            text.append(read_sentences(f"{args.eflomal_test}.{lang}", sentences,
+                                       f"--gold-alignment {args.gold_alignment}"))
+    except AlignmentFileError as err:
+        _fail(f"{option}: {err}")
+    except OSError as err:
+        _fail(f"{option}: cannot read {err.filename} ({err.strerror or err})")
+    return text
 
 
 def write_links(sweep, sentences: int, folder: str) -> int:
@@ -196,8 +224,10 @@ def _load(args, device):
         if "size mismatch" in text:
             _fail(f"--path {args.path}: its embeddings do not fit the dictionaries in {args.data} "
                   "(size mismatch): was it trained on other data?")
-        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        _fail(f"--path {args.path}: cannot load the checkpoint ({type(err).__name__}: {first[:200]})")
+        lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(err).__name__]
+        first = " ".join(lines[:2])  # torch's "Error(s) in loading state_dict": the first missing/unexpected keys
+        _fail(f"--path {args.path}: cannot load the checkpoint ({type(err).__name__}: "
+              f"{first if len(first) <= 300 else first[:300] + '...'})")
 
 
 def non_finite(value, where: str = "") -> Optional[str]:
@@ -246,6 +276,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
     import torch
     from tqdm import tqdm
 
+    from fairseq_rela.alignment.io import AlignmentFileError
     from fairseq_rela.analysis.report import link_overlay, render_report, sentence_data
     from fairseq_rela.analysis.runner import check_task, is_masked_lm, iter_sentences, load_split, trained_updates
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens
@@ -299,7 +330,11 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
                                     os.path.join(output_dir, f"sentence-{sent.id}-{kind}.png"))
     except CheckpointError as err:  # a non-finite output or record: nothing is measured from it
         _fail(f"--path {args.path}: {err}; nothing was written")
+    except AlignmentFileError as err:  # a gold link outside its sentence (the sweep checks every sentence)
+        _fail(f"--gold-alignment: {err}; nothing was written")
     except Exception as err:
+        if re.search(r"exceeds? max_tokens", str(err)):  # fairseq asserts every sentence fits --max-tokens
+            _fail(f"--max-tokens {max_tokens}: {str(err).strip().splitlines()[0]}")
         if "skip-invalid-size-inputs-valid-test" not in str(err):
             raise
         _fail(f"--gen-subset {args.gen_subset}: {str(err).strip().splitlines()[0]}")
@@ -370,7 +405,13 @@ def cli_main() -> None:
     args = options.parse_args_and_arch(parser)
     if not args.path:
         parser.error("--path is required")
-    main(args)
+    # SIGTERM leaves through SystemExit, so the staging folder is removed as on any failure; Ctrl-C likewise,
+    # and both end quietly with 128 + the signal's number
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

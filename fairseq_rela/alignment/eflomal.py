@@ -5,7 +5,6 @@ import tempfile
 from typing import Dict, List, Sequence, Set, Tuple
 
 from fairseq_rela.alignment.aer import read_hypothesis
-from fairseq_rela.alignment.io import read_lines
 from fairseq_rela.alignment.symmetrize import grow_diag_final_and
 
 Link = Tuple[int, int]
@@ -31,8 +30,3 @@ def eflomal_alignments(train_src: Sequence[str], train_tgt: Sequence[str], test_
     return {"eflomal-fwd": fwd, "eflomal-rev": rev,
             "eflomal-gdfa": [grow_diag_final_and(f, r) for f, r in zip(fwd, rev)]}
 
-
-def eflomal_from_files(train_prefix: str, test_prefix: str, src: str, tgt: str) -> Dict[str, List[Set[Link]]]:
-    """:func:`eflomal_alignments` of the word-level text ``train_prefix.{src,tgt}`` and ``test_prefix.{src,tgt}``."""
-    return eflomal_alignments(read_lines(f"{train_prefix}.{src}"), read_lines(f"{train_prefix}.{tgt}"),
-                              read_lines(f"{test_prefix}.{src}"), read_lines(f"{test_prefix}.{tgt}"))

@@ -94,7 +94,8 @@ def test_written_links_score_the_sweep_with_or_without_gold(toy_data, swept, tmp
     for f in files:
         source, shift, layer = f.stem.rsplit("-", 2)
         hyp = read_hypothesis(str(f))
-        assert len(hyp) == len(gold) and any(hyp)
+        # a rolled-out source may put every row's maximum on </s> (no link) at a layer: only per-layer ones must link
+        assert len(hyp) == len(gold) and (any(hyp) or source.startswith("rollout-"))
         assert sweep["per_layer"][f"{source}-{shift}"][layer[1:]] == pytest.approx(alignment_error_rate(gold, hyp).aer)
     _analyze(toy_data, ckpt, tmp_path / "plain", "--write-links")
     assert not (tmp_path / "plain" / "alignment.json").exists()

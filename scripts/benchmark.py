@@ -90,6 +90,16 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def train_step(model, opt, src, lens, prev, tgt) -> None:
+    """One training update: forward, token cross-entropy, backward, optimizer step."""
+    model.train()
+    out, _ = model(src, lens, prev)
+    loss = F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def timed(fn, device, reps: int) -> float:
     fn()  # warm-up
     sync(device)
@@ -107,15 +117,7 @@ def measure_round(models, args, device, results) -> None:
         for length in args.train_lengths:
             src, lens, prev, tgt = batch(d, max(1, args.train_tokens // length), length, device)
 
-            def step():
-                model.train()
-                out, _ = model(src, lens, prev)
-                loss = F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            sec = timed(step, device, args.reps)
+            sec = timed(lambda: train_step(model, opt, src, lens, prev, tgt), device, args.reps)
             r.setdefault(f"train_tok_s@{length}", []).append(tgt.numel() / sec)
         model.eval()
         src, lens, prev, tgt = batch(d, args.decode_sentences, args.decode_length, device)

@@ -305,7 +305,6 @@ def run_train(args, device) -> list:
     import importlib.util
 
     import torch
-    import torch.nn.functional as F
     from fairseq.modules import MultiheadAttention
 
     spec = importlib.util.spec_from_file_location("benchmark", os.path.join(os.path.dirname(__file__), "benchmark.py"))
@@ -335,15 +334,7 @@ def run_train(args, device) -> list:
                 for name, (model, d, opt) in models.items():
                     src, lens, prev, tgt = bench.batch(d, max(1, args.train_tokens // length), length, device)
 
-                    def step():
-                        model.train()
-                        out, _ = model(src, lens, prev)
-                        loss = F.cross_entropy(out.float().view(-1, out.size(-1)), tgt.view(-1))
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-
-                    m = measure(step, args.reps)
+                    m = measure(lambda: bench.train_step(model, opt, src, lens, prev, tgt), args.reps)
                     times[name].append(m["s"])
                     peaks[name] = m["mib"]
             for name, values in times.items():

@@ -227,8 +227,11 @@ def fake_adasplash(tmp_path, monkeypatch):
     (tmp_path / "adasplash.py").write_text(textwrap.dedent(FAKE_ADASPLASH))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "adasplash", raising=False)
+    available = sparse.available  # looked up once per process: forget the answer on both sides of the fake
+    available.cache_clear()
     yield
     sys.modules.pop("adasplash", None)
+    available.cache_clear()
 
 
 @pytest.mark.unit

@@ -9,6 +9,7 @@ one synchronisation), head sizes 16…256 in powers of two; anything else return
 caller stays on the eager ``entmax`` path.
 Outputs differ from eager only on padded query rows (0 here), which no later computation reads.
 """
+import functools
 import importlib.util
 import math
 from typing import Optional
@@ -21,8 +22,9 @@ ALPHAS = {"sparsemax": 2.0, "entmax15": 1.5}
 HEAD_DIMS = (16, 32, 64, 128, 256)  # the head sizes AdaSplash's kernel compiles for
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """Whether ``adasplash`` is installed (not imported)."""
+    """Whether ``adasplash`` is installed (not imported); looked up once, not on every attention call."""
     return importlib.util.find_spec("adasplash") is not None
 
 

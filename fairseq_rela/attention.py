@@ -153,14 +153,18 @@ class ReLAMultiheadAttention(MultiheadAttention):
         None for the eager path.  ``auto``: SDPA for softmax everywhere; ReLA's Triton kernel on CUDA,
         except one-query steps (incremental decoding stays eager); AdaSplash on CUDA where installed and
         without attention dropout (it has none).  ``fused`` also runs ReLA's kernel under
-        ``TRITON_INTERPRET=1`` on the CPU (tests).  ``eager``: never."""
+        ``TRITON_INTERPRET=1`` on the CPU (tests); elsewhere on the CPU it warns once and runs eager.
+        ``eager``: never."""
         if self.kernel == "eager":
             return None
         if self.spec.fused_sdpa:
             return "sdpa"
         if self.activation == "rela":
             if self.kernel == "fused":
-                return "rela" if kernels.triton_runs_on(device) else None
+                if kernels.triton_runs_on(device):
+                    return "rela"
+                kernels.warn_eager_instead(device.type)  # not silent: the user asked for the kernel
+                return None
             return "rela" if device.type == "cuda" and tgt_len > 1 and kernels.triton_available() else None
         if self.activation in sparse.ALPHAS and device.type == "cuda" and dropout_p == 0.0 and sparse.available():
             return "adasplash"

@@ -6,6 +6,7 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: Triton's interpreter runs them on the CPU
 
+import logging  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -15,6 +16,7 @@ import torch  # noqa: E402
 
 from fairseq_rela.activations import ACTIVATIONS, rela  # noqa: E402
 from fairseq_rela.attention import ReLAMultiheadAttention  # noqa: E402
+from fairseq_rela import kernels  # noqa: E402
 from fairseq_rela.kernels import sparse  # noqa: E402
 from fairseq_rela.kernels.rela_triton import dropout_keep, rela_attention  # noqa: E402
 from tests.helpers import REPO, batch, build  # noqa: E402
@@ -199,6 +201,23 @@ def test_path_choice():
     assert w is not None and w.shape == (2, 5, 5)
     with pytest.raises(ValueError, match="--attention-kernel: unknown value 'flash'"):
         _attention(kernel="flash")
+
+
+@pytest.mark.unit
+def test_fused_on_a_cpu_without_the_interpreter_warns_once_and_runs_eager(monkeypatch, caplog):
+    """Asked for the kernel where Triton cannot run it: the eager path, and one warning saying so."""
+    monkeypatch.delenv("TRITON_INTERPRET")
+    kernels.warn_eager_instead.cache_clear()
+    fused, eager = _attention(), _attention(kernel="eager")
+    eager.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 2, 32)
+    with caplog.at_level(logging.WARNING):
+        assert fused._fused_path(torch.device("cpu"), 5, 0.0) is None
+        torch.testing.assert_close(fused(x, x, x)[0], eager(x, x, x)[0])
+        fused(x, x, x)
+    said = [r.getMessage() for r in caplog.records if "--attention-kernel fused" in r.getMessage()]
+    assert len(said) == 1 and "TRITON_INTERPRET=1" in said[0] and "on cpu the eager path" in said[0]
+    kernels.warn_eager_instead.cache_clear()
 
 
 FAKE_ADASPLASH = '''

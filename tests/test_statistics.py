@@ -202,7 +202,7 @@ def test_source_share_per_layer_and_position_over_a_split(toy_data):
     task, model = build(toy_data, "--attention-activation", "rela")
     sents = _recorded(task, model)
     stats = AttentionStatistics(set(), set())
-    own, share, by_pos = [[], []], [[], []], {}
+    own, share, by_pos, per_sentence = [[], []], [[], []], {}, [[], []]
     for sent in sents:
         stats.update(sent)
         S = len(sent.src)
@@ -217,6 +217,7 @@ def test_source_share_per_layer_and_position_over_a_split(toy_data):
         for layer in range(2):
             own[layer] += torch.diagonal(enc_rolled[layer]).tolist()
             share[layer] += plus[layer, :, :S].sum(-1).tolist()
+            per_sentence[layer].append(plus[layer, :, :S].sum(-1).tolist())
         for t, v in enumerate(plus[-1, :, :S].sum(-1).tolist()):
             by_pos.setdefault(t, []).append(v)
     result = stats.result()
@@ -227,12 +228,21 @@ def test_source_share_per_layer_and_position_over_a_split(toy_data):
     assert alti["source_share"] == pytest.approx([np.mean(v) for v in share], abs=1e-6)
     assert alti["source_share_by_position"] == pytest.approx([np.mean(by_pos[t]) for t in sorted(by_pos)], abs=1e-6)
     assert alti["sentences_by_position"] == [len(by_pos[t]) for t in sorted(by_pos)]
+    # standard error with sentences as clusters, from each sentence's mean r_s over its n_s tokens:
+    # SE² = S/(S-1) Σ n_s² (r_s - m)² / N²
+    for layer in range(2):
+        r = np.array([np.mean(v) for v in per_sentence[layer]])
+        n = np.array([len(v) for v in per_sentence[layer]], float)
+        m, S = (r * n).sum() / n.sum(), len(r)
+        want = np.sqrt(S / (S - 1) * (n ** 2 * (r - m) ** 2).sum()) / n.sum()
+        assert alti["source_share_se"][layer] == pytest.approx(want, rel=1e-6) and want > 0
     assert len(alti["source_share_by_position"]) == max(len(s.tgt_in) for s in sents)
     # weights: the residual is half of each cross row by construction, so 1 - 2^-(layer+1) but for null rows
     assert got["weights"]["source_share"][0] <= 0.5 + 1e-9
     text = format_table(result)
     assert "token contributions through the model" in text and "decoder src      1" in text
     assert "source share by target position" in text and "\n  src: ALTI+'s source share" in text
+    assert f"src ±95%         1 {1.96 * got['weights']['source_share_se'][1]:8.3f}" in text
     # positions beyond the cap are not counted
     capped = SourceShare("alti")
     capped.positions = 3
@@ -262,3 +272,23 @@ def test_masked_lm_rollout_has_own_share_only(mlm_data):
     assert list(got) == ["own_share"] and len(got["own_share"]) == 2 and 0 < got["own_share"][1] < 1
     text = format_table(stats.result())
     assert "encoder own      1" in text and "decoder src" not in text and "by target position" not in text
+
+
+@pytest.mark.unit
+def test_clustered_standard_error_reduces_to_the_plain_one_for_one_token_sentences():
+    """One token per sentence: the clustered standard error is the plain standard error of the mean."""
+    from fairseq_rela.analysis.statistics import _ClusteredMean
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3))
+    acc = _ClusteredMean()
+    for row in x:
+        acc.add(row[:, None])  # (L=3, T=1)
+    assert acc.means() == pytest.approx(x.mean(0).tolist())
+    assert acc.standard_errors() == pytest.approx((x.std(0, ddof=1) / np.sqrt(len(x))).tolist())
+    acc.add(np.array([[np.nan], [0.5], [np.nan]]))  # non-finite values left out of both
+    assert acc.means()[0] == pytest.approx(x[:, 0].mean()) and acc.standard_errors()[1] != pytest.approx(
+        x[:, 1].std(ddof=1) / np.sqrt(len(x)))
+    one = _ClusteredMean()
+    one.add(np.ones((2, 4)))
+    assert one.standard_errors() == [None, None]  # one sentence: no error to estimate

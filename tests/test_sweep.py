@@ -268,3 +268,32 @@ def test_sweep_scores_alti_and_the_rolled_out_sources_per_layer(toy_data):
     assert [r.split()[0] for r in rows[2:4]] == ["0", "1"] and rows[4].startswith("best layer:")
     assert "\n  alti: the source token's ALTI share" in text and "\n  rollout-X: " in text
     assert "rollout-alti = ALTI+" in text
+
+
+@pytest.mark.e2e
+def test_contributions_summary_reads_what_analyze_wrote(swept, tmp_path):
+    """examples/replication/summarize_contributions.py: ALTI+'s source share (± 1.96 SE) and each source's best
+    layer from stats.json / alignment.json; an analysis without the contributions is one line, nothing written."""
+    _, analysis, sweep = swept
+    stats = json.loads((analysis / "stats.json").read_text())
+    script = REPO / "examples" / "replication" / "summarize_contributions.py"
+    out = tmp_path / "summary"
+    subprocess.run([sys.executable, str(script), str(out), f"rela={analysis}"], check=True, capture_output=True)
+    text = (out / "results.md").read_text()
+    alti = stats["contributions"]["alti"]
+    row = next(line for line in text.splitlines() if line.startswith("| rela |")).split(" | ")
+    assert row[4] == f"{alti['source_share'][0]:.3f} ± {1.96 * alti['source_share_se'][0]:.3f}"
+    for config, per in sweep["per_layer"].items():
+        layer = min(per, key=per.get)
+        assert f"| {config} | L{layer} ({100 * per[layer]:.1f}) |" in text
+    assert (out / "rela" / "alignment.txt").is_file() and (out / "source_share.png").stat().st_size > 0
+    saved = json.loads((out / "results.json").read_text())["rela"]
+    assert saved["contributions"] == stats["contributions"] and saved["num_updates"] == stats["num_updates"]
+    # an analysis without ALTI+ (stats.json from before it): refused in one line, before anything is written
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "stats.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "contributions"}))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "none"), f"old={old}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "source share" in done.stderr
+    assert not (tmp_path / "none").exists()

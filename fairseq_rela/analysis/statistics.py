@@ -20,7 +20,8 @@ whole model (:class:`SourceShare`, under ``contributions``):
 - ``own_share``: per encoder layer, a token's share of its own representation after that layer, rolled
   out from the embeddings (a masked LM's only rollout statistic: how much a token stays itself);
 - ``source_share``: per decoder layer, ALTI+'s source contribution to each predicted token (the rest is
-  the target prefix's), and ``source_share_by_position`` at the last layer, by target position.
+  the target prefix's), its standard error ``source_share_se`` (sentences as clusters), and
+  ``source_share_by_position`` at the last layer, by target position.
 
 Each statistic is one small class (:class:`Statistic`: ``update`` per sentence, ``result`` as JSON
 fields, ``columns`` and ``legend`` for ``stats.txt``); :class:`AttentionStatistics` keeps one of each per
@@ -444,6 +445,44 @@ STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenSha
 CHEAP: Tuple[Type[Statistic], ...] = (Sparsity, NullRate)  # weights_only: no per-row work
 
 
+class _ClusteredMean:
+    """Token-weighted means per layer and their standard errors with sentences as clusters (a sentence's
+    tokens are not independent): for sentence sums ``a_s`` over ``n_s`` tokens and the mean ``m = Σa/Σn``,
+    ``SE² = S/(S−1) · Σ_s (a_s − m·n_s)² / (Σ_s n_s)²`` (the linearised ratio estimator; S sentences)."""
+
+    def __init__(self):
+        self.sums: List[np.ndarray] = []  # per sentence: (L,) sums over its tokens
+        self.counts: List[np.ndarray] = []  # per sentence: (L,) finite tokens
+
+    def add(self, values: np.ndarray) -> None:
+        """``values`` (L, T): one sentence's value of each token at each layer; non-finite values left out."""
+        values = np.asarray(values, np.float64)
+        defined = np.isfinite(values)
+        self.sums.append(np.where(defined, values, 0).sum(-1))
+        self.counts.append(defined.sum(-1))
+
+    def means(self) -> List[Optional[float]]:
+        if not self.sums:
+            return []
+        total, count = np.sum(self.sums, 0), np.sum(self.counts, 0)
+        return [float(t / c) if c else None for t, c in zip(total, count)]
+
+    def standard_errors(self) -> List[Optional[float]]:
+        if not self.sums:
+            return []
+        a, n = np.stack(self.sums), np.stack(self.counts).astype(np.float64)  # (S, L)
+        out = []
+        for layer in range(a.shape[1]):
+            used = n[:, layer] > 0
+            S, N = int(used.sum()), n[used, layer].sum()
+            if S < 2:
+                out.append(None)
+                continue
+            m = a[used, layer].sum() / N
+            out.append(float(np.sqrt(S / (S - 1) * ((a[used, layer] - m * n[used, layer]) ** 2).sum()) / N))
+        return out
+
+
 class _Mean:
     """Running means of a vector that may grow (positions, layers); non-finite values left out."""
 
@@ -470,14 +509,15 @@ class SourceShare:
     """Token contributions rolled out from one source (:meth:`SentenceAttention.contributions`) through the
     whole model, sentence by sentence: per encoder layer the tokens' own share of their representation
     (mean over tokens, then sentences: every token counts), per decoder layer ALTI+'s source share of the
-    predicted tokens, and at the last decoder layer the source share by target position (0-based, the
-    first ``positions``; mean over the sentences that reach it)."""
+    predicted tokens (with its standard error, sentences as clusters), and at the last decoder layer the
+    source share by target position (0-based, the first ``positions``; mean over the sentences that reach it)."""
 
     positions = 50
 
     def __init__(self, source: str):
         self.source = source
-        self.own, self.share, self.by_position = _Mean(), _Mean(), _Mean()  # by layer, layer, position
+        self.own, self.by_position = _Mean(), _Mean()  # by layer, by position
+        self.share = _ClusteredMean()  # by layer, with its standard error
 
     def update(self, sent: SentenceAttention) -> None:
         rolled = sent.contributions(self.source)
@@ -490,8 +530,9 @@ class SourceShare:
 
     def result(self) -> dict:
         out = {"own_share": self.own.means()}
-        if self.share.count.size:
+        if self.share.sums:
             out["source_share"] = self.share.means()
+            out["source_share_se"] = self.share.standard_errors()
             out["source_share_by_position"] = self.by_position.means()
             out["sentences_by_position"] = self.by_position.count.tolist()
         return out
@@ -501,6 +542,8 @@ CONTRIBUTIONS_LEGEND = [
     "own: a token's share of its own encoder representation after that layer, rolled out from the embeddings "
     "(1: untouched by the others), 0-1",
     "src: ALTI+'s source share of the token the decoder predicts after that layer (the rest: the target prefix), 0-1",
+    "src ±95%: half-width of src's 95% confidence interval over this split's sentences (1.96 standard errors, "
+    "sentences as clusters); training noise is not in it (a model trained with another seed may differ by more)",
     "weights/norms: rollout of (attention + identity)/2, Abnar & Zuidema; block: ||F_i(c_ij)|| row-normalised; "
     "alti: ALTI per block, rolled out (for src: ALTI+, Ferrando et al. 2022)",
     "weights/norms src is 1 - 2^-(layer+1) by construction (the residual is half of every row; only ReLA's null "
@@ -526,6 +569,9 @@ def format_contributions(contributions: dict) -> List[str]:
     for part, name in (("encoder own", "own_share"), ("decoder src", "source_share")):
         for layer in range(len(first.get(name, []))):
             lines.append(f"{part:<13}{layer:>5} " + " ".join(cell(contributions[s][name], layer) for s in sources))
+    for layer in range(len(first.get("source_share_se", []))):
+        ci = {s: [None if se is None else 1.96 * se for se in contributions[s]["source_share_se"]] for s in sources}
+        lines.append(f"{'src ±95%':<13}{layer:>5} " + " ".join(cell(ci[s], layer) for s in sources))
     if "source_share_by_position" in first:
         counts = first["sentences_by_position"]
         lines += ["", f"source share by target position (decoder's last layer; {SourceShare.positions} positions "

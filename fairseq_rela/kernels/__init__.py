@@ -7,6 +7,7 @@ package needs neither ``triton`` nor ``adasplash``.
 """
 import functools
 import importlib.util
+import logging
 import os
 
 import torch
@@ -30,3 +31,12 @@ def triton_available() -> bool:
 def triton_runs_on(device: torch.device) -> bool:
     """Whether a Triton kernel can run on ``device``: CUDA, or anywhere under ``TRITON_INTERPRET=1``."""
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def warn_eager_instead(device_type: str) -> None:
+    """Say once per device type that ``--attention-kernel fused`` cannot run ReLA's kernel there (a checkpoint
+    trained fused on a GPU still loads and runs on the CPU, so this is a warning, not an error)."""
+    logging.getLogger(__name__).warning(
+        "--attention-kernel fused: ReLA's Triton kernel runs on CUDA (on the CPU only under TRITON_INTERPRET=1); "
+        "on %s the eager path computes the same attention", device_type)

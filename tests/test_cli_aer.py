@@ -157,8 +157,12 @@ def test_aer_cli_warns_on_a_shifted_index_base_and_prints_json(tmp_path):
     assert "warning" in proc.stderr and "--hyp-base 1" in proc.stderr
     out = json.loads(proc.stdout)
     assert out["aer"] == pytest.approx(0.6) and out["signature"].startswith("fairseq-rela-aer|gold-base:1|hyp-base:0")
+    assert len(out["warnings"]) == 1 and "--hyp-base 1" in out["warnings"][0]  # a JSON reader sees it too
     ok = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--hyp-base", "1")
     assert ok.stdout.startswith("AER 0.0") and not ok.stderr
+    clean = run_cli("fairseq-rela-aer", "--gold", tmp_path / "gold", "--hyp", tmp_path / "hyp", "--hyp-base", "1",
+                    "--json")
+    assert json.loads(clean.stdout)["warnings"] == []
 
 
 @pytest.mark.e2e

@@ -165,6 +165,8 @@ def test_skip_invalid_size_inputs_is_honoured(toy_data, ckpt, tmp_path):
     kept = sum(n <= 7 for n in src_lens)
     assert 0 < kept < 41 and stats["sentences"] == kept and stats["skipped_sentences"] == 41 - kept
     assert f"{41 - kept} of 41 sentences skipped" in proc.stderr  # the tool's own warnings are shown ...
+    first = (tmp_path / "out" / "stats.txt").read_text().splitlines()[0]
+    assert first.startswith(f"{kept} sentences of test") and f"; {41 - kept} more skipped" in first  # ... and kept
     noise = [line for line in proc.stderr.splitlines() if "DEBUG" in line or "INFO" in line]
     assert not noise, noise[:5]  # ... not fairseq's INFO nor matplotlib's DEBUG (importing fairseq sets DEBUG)
     gold = _analyze(toy_data, ckpt, tmp_path / "gold", "--max-source-positions", "7",

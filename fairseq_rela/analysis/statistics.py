@@ -644,7 +644,10 @@ def format_table(stats: dict) -> str:
     subset = f" of {stats['subset']}" if stats.get("subset") else ""
     teacher = (", the reference translation fed to the decoder (teacher forcing)"
                if any(kind != "encoder_self" for kind, _, _ in rows) else "")
-    lines = [f"{stats['sentences']} sentences{subset}{teacher}",
+    skipped = stats.get("skipped_sentences") or 0
+    skipped = (f"; {skipped} more skipped, longer than the model's positions (--skip-invalid-size-inputs-valid-test)"
+               if skipped else "")
+    lines = [f"{stats['sentences']} sentences{subset}{teacher}{skipped}",
              f"{'attention':<13}{'layer':>5} " + " ".join(header for header, _ in columns)]
     for kind, layer, fields in rows:
         lines.append(f"{kind:<13}{layer:>5} " + " ".join(f"{cell(fields):>{len(header)}}" for header, cell in columns))

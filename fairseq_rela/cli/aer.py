@@ -80,16 +80,31 @@ def run(args) -> dict:
     return {**result.as_dict(), "signature": signature(args), "text": str(result)}
 
 
+class _Collected(logging.Handler):
+    """Keeps the messages of the warnings logged while it is attached."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def cli_main(argv=None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
     logging.basicConfig(format="fairseq-rela-aer: warning: %(message)s", level=logging.WARNING, force=True)
     args = get_parser().parse_args(argv)
+    said = _Collected()  # the warnings go to stderr and, with --json, into the result too
+    logging.getLogger().addHandler(said)
     try:
         out = run(args)
     except (AlignmentFileError, OSError) as err:
         sys.exit(f"fairseq-rela-aer: error: {err}")
+    finally:
+        logging.getLogger().removeHandler(said)
     if args.json:
-        print(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=1))
+        print(json.dumps({**{k: v for k, v in out.items() if k != "text"}, "warnings": said.messages}, indent=1))
     else:
         print(f"{out['text']}\n{out['signature']}")
 

@@ -55,6 +55,9 @@ def test_analyze_cli_writes_statistics_that_match_an_independent_computation(toy
     (["--plot-sentences", "999"], r"--plot-sentences: sentence 999 does not exist; --gen-subset test has "
                                   r"sentences 0\.\.40"),
     (["--top-frequent", "-5"], r"--top-frequent -5: expected a number >= 0"),
+    (["--plot-sentences", "3,0,3"], r"--plot-sentences '3,0,3': sentence 3 named twice"),
+    (["--source-lang", "tgt", "--target-lang", "src"], r"--source-lang tgt: the checkpoint translates src -> tgt"),
+    (["--target-lang", "src"], r"--target-lang src: the checkpoint translates src -> tgt \(its task's languages\)"),
     (["--max-source-positions", "7"], r"Size of sample #\d+ is invalid.*--skip-invalid-size-inputs-valid-test"),
 ])
 def test_bad_option_is_one_line_and_leaves_nothing(toy_data, ckpt, tmp_path, args, pattern):

@@ -91,6 +91,9 @@ def check_options(args) -> Set[int]:
     ids = _csv(args.plot_sentences)
     if not all(i.isascii() and i.isdigit() for i in ids):
         _fail(f"--plot-sentences {args.plot_sentences!r}: expected comma-separated sentence ids (0-based)")
+    twice = sorted({i for i in ids if ids.count(i) > 1}, key=int)
+    if twice:
+        _fail(f"--plot-sentences {args.plot_sentences!r}: sentence {twice[0]} named twice")
     if args.top_frequent < 0:
         _fail(f"--top-frequent {args.top_frequent}: expected a number >= 0")
     if not args.no_plots:
@@ -208,6 +211,17 @@ def write_links(sweep, sentences: int, folder: str) -> int:
     return len(configs)
 
 
+def _check_direction(args, task) -> None:
+    """The task keeps the checkpoint's languages (they say which side the encoder reads): a --source-lang or
+    --target-lang that names the other side is an error, not silently ignored (with a joined dictionary
+    nothing else would tell a reversed direction)."""
+    src, tgt = getattr(task.cfg, "source_lang", None), getattr(task.cfg, "target_lang", None)
+    for flag, given, have in (("--source-lang", args.source_lang, src), ("--target-lang", args.target_lang, tgt)):
+        if given and have and given != have:
+            _fail(f"{flag} {given}: the checkpoint translates {src} -> {tgt} (its task's languages); leave "
+                  "--source-lang/--target-lang out, or pass a checkpoint trained in the direction you name")
+
+
 def _load(args, device):
     from fairseq_rela.analysis.runner import UnsupportedModelError, load_checkpoint
 
@@ -288,6 +302,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
         check_task(model, task, args.task)
     except OptionError as err:  # a masked LM with a translation task, or the other way round: "--task X: ..."
         _fail(str(err))
+    _check_direction(args, task)
     kinds = _csv(args.plot_kinds or ("encoder_self" if is_masked_lm(model) else "cross"))
     if is_masked_lm(model) and kinds != ["encoder_self"]:
         _fail(f"--plot-kinds {args.plot_kinds}: a masked LM has only encoder_self attention")

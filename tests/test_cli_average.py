@@ -95,7 +95,7 @@ def test_only_checkpoints_of_the_same_model_are_averaged(tmp_path):
     proc = run_cli("fairseq-rela-average", "--inputs", tmp_path / "a.pt", tmp_path / "b.pt", "--output",
                    tmp_path / "x.pt", "--ignore-option", "activation", check=False)
     assert last_error_line(proc, "fairseq-rela-average").endswith(
-        "--ignore-option activation: no input checkpoint has a model option of that name")
+        "--ignore-option activation: no input checkpoint has a model or task option of that name")
 
 
 def test_damaged_inputs_and_unwritable_output_are_one_line(tmp_path):

@@ -427,7 +427,9 @@ def test_sacrebleu_offline_without_cache_is_one_line_at_once(tmp_path, monkeypat
 @pytest.mark.unit
 @pytest.mark.parametrize("step,flag,value", [("prepare", "--vocab-size", "0"), ("prepare", "--spm-sentences", "-1"),
                                              ("train", "--max-tokens", "0"), ("train", "--max-tokens", "-5"),
-                                             ("train", "--procs", "0")])
+                                             ("train", "--procs", "0"), ("prepare", "--valid-lines", "0"),
+                                             ("prepare", "--max-train-pairs", "-3"), ("prepare", "--workers", "0"),
+                                             ("train", "--master-port", "0")])
 def test_zero_and_negative_sizes_are_one_line_before_any_work(step, flag, value, capsys):
     """0 is not "the default" and a negative size does not reach fairseq: the parser refuses both."""
     head = [step, "--pair", "ro-en", *(["--variant", "softmax", "--dry-run"] if step == "train" else [])]
@@ -438,3 +440,7 @@ def test_zero_and_negative_sizes_are_one_line_before_any_work(step, flag, value,
     assert err[-1] == f"recipe.py {step}: error: argument {flag}: '{value}': must be >= 1", err
     ok = recipe_module.get_parser().parse_args([*head, flag, "1"])
     assert getattr(ok, flag[2:].replace("-", "_")) == 1
+    if flag == "--master-port":
+        with pytest.raises(SystemExit):
+            recipe_module.get_parser().parse_args([*head, flag, "65536"])
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith("'65536': must be <= 65535")

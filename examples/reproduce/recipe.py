@@ -790,6 +790,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be <= 65535")
+    return value
+
+
 def seed_list(text: str) -> List[int]:
     try:
         out = [int(s) for s in text.split(",")]
@@ -817,10 +825,11 @@ def get_parser() -> argparse.ArgumentParser:
             s.add_argument("--spm-sentences", type=positive_int, default=10_000_000,
                            help="SentencePiece trains on a random sample of at most N sentences (10,000,000; its "
                            "memory grows with N: see README)")
-            s.add_argument("--valid-lines", type=int, default=1000, help="europarl: last N lines validate (1000)")
-            s.add_argument("--max-train-pairs", type=int, help="keep the first N training pairs (tests)")
-            s.add_argument("--workers", type=int, help="processes/threads for tokenising, SentencePiece encoding "
-                           "and fairseq-preprocess (default: every core)")
+            s.add_argument("--valid-lines", type=positive_int, default=1000,
+                           help="europarl: last N lines validate (1000)")
+            s.add_argument("--max-train-pairs", type=positive_int, help="keep the first N training pairs (tests)")
+            s.add_argument("--workers", type=positive_int, help="processes/threads for tokenising, SentencePiece "
+                           "encoding and fairseq-preprocess (default: every core)")
             s.add_argument("--hf-dataset", help="Hugging Face dataset: hub name or a local folder in the hub's "
                            "layout (default: the pair's, pairs.py)")
             s.add_argument("--europarl-url", default=EUROPARL_URL, help=f"Europarl v7 De-En archive ({EUROPARL_URL})")
@@ -834,7 +843,7 @@ def get_parser() -> argparse.ArgumentParser:
             s.add_argument("--nodes", type=positive_int, default=1)
             s.add_argument("--node-rank", type=int, default=0)
             s.add_argument("--master-addr")
-            s.add_argument("--master-port", type=int, default=29500)
+            s.add_argument("--master-port", type=port, default=29500)
             s.add_argument("--max-tokens", type=positive_int, help="per process and batch (default: the paper's)")
             s.add_argument("--dry-run", action="store_true", help="print the training commands only")
     sub.add_parser("summarize", parents=[common])

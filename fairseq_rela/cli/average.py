@@ -144,7 +144,7 @@ def check_same_model(paths: Sequence[Path], states: Sequence[Dict], ignore: Iter
     groups = (("model", [model_options(s) for s in states]), ("task", [task_options(s) for s in states]))
     unknown = sorted(ignore - set().union(*(o for _, options in groups for o in options)))
     if unknown:
-        raise AverageError(f"--ignore-option {unknown[0]}: no input checkpoint has a model option of that name")
+        raise AverageError(f"--ignore-option {unknown[0]}: no input checkpoint has a model or task option of that name")
     for group, options in groups:
         first = options[0]
         for path, opts in zip(paths[1:], options[1:]):

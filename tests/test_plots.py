@@ -86,19 +86,43 @@ def test_sweep_plot_draws_aer_by_layer_and_the_baselines():
            "baselines": {"eflomal-gdfa": {"aer": 0.22}, "diagonal": {"aer": 0.8}}}
     fig = plot_sweep(out)
     try:
-        (ax,) = fig.axes
+        (ax,) = fig.axes  # no rolled-out source: one panel
         curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
         assert set(curves) == set(out["per_layer"])
-        styles = {"weights-AWO": "--", "norms-AWI": "-", "block-AWI": "-."}
+        styles = {"weights-AWO": "-", "norms-AWI": "--", "block-AWI": "--"}  # the shift's style
         for name, per_layer in out["per_layer"].items():
             x, y = curves[name].get_data()
             np.testing.assert_array_equal(x, [0, 1, 2, 10])  # layers in numeric order
             np.testing.assert_allclose(y, [100 * per_layer[l] for l in ("0", "1", "2", "10")])
             assert curves[name].get_linestyle() == styles[name]
+        assert len({curves[n].get_color() for n in curves}) == 3  # one colour per source
         levels = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_label().startswith("_"))
         assert levels == pytest.approx([22, 80])  # one horizontal line per baseline, at its AER
         assert {t.get_text() for t in ax.texts} == set(out["baselines"])
         assert [t.get_text() for t in ax.get_legend().get_texts()] == list(out["per_layer"])
         assert ax.get_ylabel() == "AER (%)" and ax.get_xlabel() == "decoder layer"
+    finally:
+        pyplot().close(fig)
+
+
+def test_sweep_plot_splits_the_rolled_out_sources_and_tells_every_curve_apart():
+    """The sweep's 16 curves (4 sources, rolled out or not, x 2 shifts): two panels of 8, every curve of a
+    panel a distinct (colour, style) pair, a source the same colour in both panels."""
+    per = {f"{roll}{src}-{shift}": {"0": 0.1 * i, "1": 0.05 * i}
+           for i, (roll, src, shift) in enumerate((r, s, sh) for r in ("", "rollout-")
+                                                  for s in ("weights", "norms", "block", "alti")
+                                                  for sh in ("AWO", "AWI"))}
+    fig = plot_sweep({"per_layer": per, "baselines": {}})
+    try:
+        left, right = fig.axes
+        drawn = [{line.get_label(): line for line in ax.get_lines()} for ax in (left, right)]
+        assert set(drawn[0]) == {n for n in per if not n.startswith("rollout-")}
+        assert set(drawn[1]) == {n for n in per if n.startswith("rollout-")}
+        for lines in drawn:
+            assert len({(line.get_color(), line.get_linestyle()) for line in lines.values()}) == 8
+        assert drawn[0]["alti-AWI"].get_color() == drawn[1]["rollout-alti-AWI"].get_color()
+        np.testing.assert_allclose(drawn[1]["rollout-norms-AWI"].get_ydata(),
+                                   [100 * v for v in per["rollout-norms-AWI"].values()])
+        assert "rolled out" in right.get_title() and left.get_ylabel() == "AER (%)"
     finally:
         pyplot().close(fig)

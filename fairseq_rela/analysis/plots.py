@@ -70,20 +70,33 @@ def plot_weight_vs_norm(sent, kind: str, layers: Optional[List[int]] = None):
     return fig
 
 
+SWEEP_COLOURS = {"weights": "C0", "norms": "C1", "block": "C2", "alti": "C3"}  # a source's colour in both panels
+SWEEP_STYLES = {"AWO": "-", "AWI": "--"}  # a shift's line style
+
+
 def plot_sweep(out: dict):
-    """AER by decoder layer for each source and shift (the sweep's JSON), baselines as lines."""
+    """AER by decoder layer for each source and shift (the sweep's JSON), baselines as lines: the per-layer
+    sources on the left, the rolled-out ones (``rollout-*``) on the right when the sweep has them; colour
+    names the source, the line style the shift (AWO solid, AWI dashed)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, per_layer in out["per_layer"].items():
-        layers = sorted(per_layer, key=int)
-        ax.plot([int(l) for l in layers], [100 * per_layer[l] for l in layers], marker="o",
-                linestyle={"norms": "-", "block": "-."}.get(name.split("-")[0], "--"), label=name)
-    for name, r in out["baselines"].items():
-        ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
-        ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("AER (%)")
-    ax.set_title("alignment error by layer (teacher-forced)", fontsize=9)
-    ax.legend(fontsize=7)
+    panels = [("per layer", [n for n in out["per_layer"] if not n.startswith("rollout-")]),
+              ("rolled out through the layers below", [n for n in out["per_layer"] if n.startswith("rollout-")])]
+    panels = [(title, names) for title, names in panels if names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), sharey=True, squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels):
+        for name in names:
+            per_layer = out["per_layer"][name]
+            layers = sorted(per_layer, key=int)
+            source, shift = name.removeprefix("rollout-").rsplit("-", 1)
+            ax.plot([int(l) for l in layers], [100 * per_layer[l] for l in layers], marker="o", markersize=3,
+                    color=SWEEP_COLOURS.get(source), linestyle=SWEEP_STYLES.get(shift, ":"), label=name)
+        for name, r in out["baselines"].items():
+            ax.axhline(100 * r["aer"], color="grey", linewidth=0.8, linestyle=":")
+            ax.text(0, 100 * r["aer"], name, fontsize=7, va="bottom")
+        ax.set_xticks(sorted({int(l) for name in names for l in out["per_layer"][name]}))
+        ax.set_xlabel("decoder layer")
+        ax.set_title(f"alignment error by layer (teacher-forced), {title}", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0][0].set_ylabel("AER (%)")
     fig.tight_layout()
     return fig

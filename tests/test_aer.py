@@ -255,3 +255,36 @@ def test_index_base_error_names_the_callers_option(tmp_path):
         read_alignments(str(path), base=1, base_flag="--forward-base")
     with pytest.raises(AlignmentFileError, match=r"see --gold-base\)$"):
         read_gold(str(path), base=1)
+
+
+@pytest.mark.unit
+def test_paired_bootstrap_difference_and_interval():
+    """The point estimate is AER(a) - AER(b) on all sentences; the interval is the percentiles of the same
+    difference on resampled sentences (an independent loop with numpy's generator), and it shrinks to the
+    point when a and b differ by the same links in every sentence-independent way."""
+    import numpy as np
+
+    from fairseq_rela.alignment.aer import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    gold, a, b = [], [], []
+    for _ in range(60):
+        sure = {(i, i) for i in range(5)}
+        gold.append(Gold(sure, sure | {(0, 1)}))
+        a.append({(i, i) for i in range(5) if rng.random() < 0.8} | ({(2, 3)} if rng.random() < 0.3 else set()))
+        b.append({(i, i) for i in range(5) if rng.random() < 0.6})
+    got = paired_bootstrap(gold, a, b, samples=500, seed=3)
+    assert got.difference == pytest.approx(alignment_error_rate(gold, a).aer - alignment_error_rate(gold, b).aer)
+    assert got.low < got.difference < got.high < 0  # a is better, and clearly so on 60 sentences
+    diffs = []
+    for _ in range(2000):
+        idx = rng.integers(0, len(gold), len(gold))
+        g = [gold[i] for i in idx]
+        diffs.append(alignment_error_rate(g, [a[i] for i in idx]).aer
+                     - alignment_error_rate(g, [b[i] for i in idx]).aer)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    assert got.low == pytest.approx(low, abs=0.02) and got.high == pytest.approx(high, abs=0.02)
+    same = paired_bootstrap(gold, a, a, samples=50)
+    assert same.difference == same.low == same.high == 0
+    with pytest.raises(ValueError, match="gold has 60 sentences, the hypotheses 59 and 60"):
+        paired_bootstrap(gold, a[:-1], b)

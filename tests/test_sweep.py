@@ -278,8 +278,17 @@ def test_contributions_summary_reads_what_analyze_wrote(swept, tmp_path):
     stats = json.loads((analysis / "stats.json").read_text())
     script = REPO / "examples" / "replication" / "summarize_contributions.py"
     out = tmp_path / "summary"
-    subprocess.run([sys.executable, str(script), str(out), f"rela={analysis}"], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(script), str(out), f"rela={analysis}", "--gold-base", "0", "--bootstrap", "200"],
+                   check=True, capture_output=True)
     text = (out / "results.md").read_text()
+    best = {c: min(per, key=per.get) for c, per in sweep["per_layer"].items()}
+    want = 100 * (sweep["per_layer"]["alti-AWO"][best["alti-AWO"]] - sweep["per_layer"]["weights-AWO"][best["weights-AWO"]])
+    assert (f"| rela | alti-AWO L{best['alti-AWO']} | weights-AWO L{best['weights-AWO']} | "
+            f"{round(want, 1) + 0.0:+.1f} | [") in text  # the paired bootstrap's point: the sweep's own difference
+    wrong = subprocess.run([sys.executable, str(script), str(tmp_path / "wrong"), f"rela={analysis}"], text=True,
+                           capture_output=True)  # the toy gold is 0-based: read as 1-based, no file's AER fits
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
+    assert not (tmp_path / "wrong").exists()
     alti = stats["contributions"]["alti"]
     row = next(line for line in text.splitlines() if line.startswith("| rela |")).split(" | ")
     assert row[4] == f"{alti['source_share'][0]:.3f} ± {1.96 * alti['source_share_se'][0]:.3f}"

@@ -5,8 +5,9 @@ word-alignment error of every source (issue 28's figures).
 
 Each ANALYSIS_DIR is a `fairseq-rela-analyze --output-dir` (its stats.json; alignment.json too when the
 run had `--gold-alignment`). Writes OUT/results.md, OUT/results.json and OUT/source_share.png, and copies
-each model's stats.txt / alignment.txt to OUT/LABEL/. Everything is read from the analyses: nothing is
-recomputed, and a folder without ALTI+ contributions (an analysis from before them, or without the block
+each model's stats.txt / alignment.txt to OUT/LABEL/. Everything is read from the analyses (the paired
+bootstrap of each source against the weights from the link files of `--write-links`, each checked against
+the sweep's AER first), and a folder without ALTI+ contributions (an analysis from before them, or without the block
 decomposition) is refused before anything is written.
 """
 import argparse
@@ -120,6 +121,52 @@ def aer_table(runs: List[Analysis]) -> List[str]:
     return lines
 
 
+def against_weights(runs: List[Analysis], gold_base: int, samples: int) -> List[str]:
+    """Each source's best layer against the weights' best layer of the same shift, per scored model: AER
+    difference and its 95% paired-bootstrap interval over the gold sentences, from the link files the sweep
+    wrote (``--write-links``); each file's AER must equal the sweep's before it is used."""
+    from fairseq_rela.alignment.aer import (AlignmentFileError, alignment_error_rate, paired_bootstrap, read_gold,
+                                            read_hypothesis)
+
+    def read(reader, path: str, base: int):
+        try:
+            return reader(path, base)
+        except (AlignmentFileError, OSError) as err:
+            fail(f"{err}")
+
+    lines = []
+    for r in runs:
+        if r.alignment is None:
+            continue
+        gold = read(read_gold, r.alignment["gold"], gold_base)
+
+        def best(config: str):
+            per = r.alignment["per_layer"][config]
+            layer = min(per, key=per.get)
+            path = r.folder / "links" / f"{config}-L{layer}.txt"
+            if not path.is_file():
+                fail(f"{path}: missing (analyse with --write-links)")
+            links = read(read_hypothesis, str(path), 0)
+            if abs(alignment_error_rate(gold, links).aer - per[layer]) > 1e-9:
+                fail(f"{path}: its AER on {r.alignment['gold']} (--gold-base {gold_base}) is not the sweep's "
+                     f"{100 * per[layer]:.2f}: another gold, another base, or an edited link file?")
+            return f"{config} L{layer}", links
+
+        for shift in ("AWO", "AWI"):
+            base_name, base = best(f"weights-{shift}")
+            for config in r.alignment["per_layer"]:
+                if config.endswith(shift) and not config.startswith("weights-"):
+                    name, links = best(config)
+                    d = paired_bootstrap(gold, links, base, samples=samples)
+                    pct = [round(100 * v, 1) + 0.0 for v in (d.difference, d.low, d.high)]  # + 0.0: no "-0.0"
+                    lines.append(f"| {r.label} | {name} | {base_name} | {pct[0]:+.1f} | "
+                                 f"[{pct[1]:+.1f}, {pct[2]:+.1f}] |")
+    if lines:
+        lines = ["| model | source (best layer) | weights (best layer) | AER difference | 95% interval |",
+                 "|---|---|---|---|---|"] + lines
+    return lines
+
+
 def plot(runs: List[Analysis], path: Path) -> None:
     from fairseq_rela.analysis.plots import pyplot
     from fairseq_rela.cli.files import save_figure
@@ -153,7 +200,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="output folder (results.md, results.json, source_share.png, LABEL/)")
     p.add_argument("analyses", nargs="+", metavar="LABEL=ANALYSIS_DIR")
+    p.add_argument("--gold-base", type=int, choices=(0, 1), default=1,
+                   help="index base of the gold links the analyses were scored on (default 1, talp)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
     args = p.parse_args()
+    if args.bootstrap < 100:
+        fail(f"--bootstrap {args.bootstrap}: at least 100 resamples for a 95% interval")
     runs = [Analysis.load(spec) for spec in args.analyses]
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels) or any("/" in l or l.startswith(".") for l in labels):
@@ -166,6 +218,10 @@ def main() -> None:
     if aer:
         lines += ["", "Word alignment, every source: best decoder layer (0-based) and its AER (%) on the gold links:",
                   ""] + aer
+        lines += ["", f"Each source against the attention weights (same shift, each at its best layer): AER (%) "
+                      f"difference, negative = the source aligns better; 95% paired-bootstrap interval over the gold "
+                      f"sentences ({args.bootstrap} resamples; training noise is not in it):", ""] + \
+            against_weights(runs, args.gold_base, args.bootstrap)
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:
         (out / r.label).mkdir(exist_ok=True)

@@ -293,6 +293,40 @@ def alignment_error_rate(gold: Sequence[Gold], hyp: Sequence[Set[Link]]) -> AERR
     return AERResult(aer, a_p / n_a if n_a else 0.0, a_s / n_s if n_s else 0.0, n_a, n_s, n_p, len(gold))
 
 
+@dataclass
+class AERDifference:
+    """AER(a) − AER(b) on the same gold sentences and its 95% interval from a paired bootstrap."""
+
+    difference: float
+    low: float
+    high: float
+    samples: int
+
+
+def paired_bootstrap(gold: Sequence[Gold], hyp_a: Sequence[Set[Link]], hyp_b: Sequence[Set[Link]],
+                     samples: int = 1000, seed: int = 0) -> AERDifference:
+    """AER(a) − AER(b) and the 2.5th / 97.5th percentiles of the difference over ``samples`` resamplings of
+    the sentences with replacement, both alignments scored on the same resampled sentences (Koehn 2004's
+    paired bootstrap; AER is a ratio of sums, so each resample recomputes both sums)."""
+    import random
+
+    if not len(gold) == len(hyp_a) == len(hyp_b) or not gold:
+        raise ValueError(f"gold has {len(gold)} sentences, the hypotheses {len(hyp_a)} and {len(hyp_b)}")
+    counts = [(len(a & g.sure) + len(a & g.possible), len(a), len(b & g.sure) + len(b & g.possible), len(b),
+               len(g.sure)) for g, a, b in zip(gold, hyp_a, hyp_b)]
+
+    def difference(rows) -> float:
+        hit_a, n_a, hit_b, n_b, n_s = (sum(column) for column in zip(*rows))
+        aer_a = 1.0 - hit_a / (n_a + n_s) if n_a + n_s else 0.0
+        aer_b = 1.0 - hit_b / (n_b + n_s) if n_b + n_s else 0.0
+        return aer_a - aer_b
+
+    rng = random.Random(seed)
+    draws = sorted(difference(rng.choices(counts, k=len(counts))) for _ in range(samples))
+    return AERDifference(difference(counts), draws[int(0.025 * (samples - 1))], draws[int(0.975 * (samples - 1))],
+                         samples)
+
+
 def shifted(hyp: Sequence[Set[Link]], delta: int) -> List[Set[Link]]:
     return [{(i + delta, j + delta) for i, j in links if i + delta >= 0 and j + delta >= 0} for links in hyp]
 

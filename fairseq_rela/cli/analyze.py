@@ -216,7 +216,8 @@ def _check_direction(args, task) -> None:
     --target-lang that names the other side is an error, not silently ignored (with a joined dictionary
     nothing else would tell a reversed direction)."""
     src, tgt = getattr(task.cfg, "source_lang", None), getattr(task.cfg, "target_lang", None)
-    for flag, given, have in (("--source-lang", args.source_lang, src), ("--target-lang", args.target_lang, tgt)):
+    given_langs = getattr(args, "source_lang", None), getattr(args, "target_lang", None)  # a masked_lm task has none
+    for flag, given, have in zip(("--source-lang", "--target-lang"), given_langs, (src, tgt)):
         if given and have and given != have:
             _fail(f"{flag} {given}: the checkpoint translates {src} -> {tgt} (its task's languages); leave "
                   "--source-lang/--target-lang out, or pass a checkpoint trained in the direction you name")

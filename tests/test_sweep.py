@@ -298,6 +298,15 @@ def test_contributions_summary_reads_what_analyze_wrote(swept, tmp_path):
     assert (out / "rela" / "alignment.txt").is_file() and (out / "source_share.png").stat().st_size > 0
     saved = json.loads((out / "results.json").read_text())["rela"]
     assert saved["contributions"] == stats["contributions"] and saved["num_updates"] == stats["num_updates"]
+    # a layer without a standard error (one sentence reaches it): drawn without an error bar, the cell without ±
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    for source in stats["contributions"].values():
+        source["source_share_se"] = [None] * len(source["source_share_se"])
+    (lone / "stats.json").write_text(json.dumps(stats))
+    subprocess.run([sys.executable, str(script), str(tmp_path / "lone-out"), f"lone={lone}"], check=True,
+                   capture_output=True)
+    assert f"| {alti['source_share'][0]:.3f} |" in (tmp_path / "lone-out" / "results.md").read_text()
     # an analysis without ALTI+ (stats.json from before it): refused in one line, before anything is written
     old = tmp_path / "old"
     old.mkdir()

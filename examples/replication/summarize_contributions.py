@@ -182,7 +182,8 @@ def plot(runs: List[Analysis], path: Path) -> None:
                       label=f"{r.label} {'ALTI+' if source == 'alti' else 'block rollout'}")
         alti = r.share("alti")
         layers = [l for l, v in enumerate(alti["source_share"]) if v is not None]
-        errors = [1.96 * (alti.get("source_share_se") or [0] * len(alti["source_share"]))[l] or 0 for l in layers]
+        se = alti.get("source_share_se") or [None] * len(alti["source_share"])
+        errors = [1.96 * (se[l] or 0) for l in layers]  # None: one sentence reaches the layer, no error bar
         right.errorbar([l + 0.04 * (i - len(runs) / 2) for l in layers], [alti["source_share"][l] for l in layers],
                        yerr=errors, marker="o", markersize=3, capsize=2, color=f"C{i}", label=r.label)
     left.set_xlabel(f"target position (decoder's last layer; positions {MIN_SENTENCES}+ sentences reach)")

@@ -215,7 +215,8 @@ def prepare(args, pair: Pair) -> None:
         raise RecipeError(f"{err.name} is not installed (bash scripts/install.sh installs it)")
     options = {"data": {"pair": pair.name, "corpus": str(corpus_dir) if corpus_dir else "download",
                         "max_train_pairs": args.max_train_pairs},
-               "spm": {"vocab_size": pair.vocab_size if args.vocab_size is None else args.vocab_size, "sentences": args.spm_sentences}}
+               "spm": {"vocab_size": pair.vocab_size if args.vocab_size is None else args.vocab_size,
+                       "sentences": args.spm_sentences}}
     if pair.paper == "kobayashi":
         options["data"].update(rwth=str(Path(args.rwth).resolve()), valid_lines=args.valid_lines)
     steps = [Step(work / name, options.get(name, {})) for name in ("data", "spm", "bin")]

@@ -20,6 +20,7 @@ setup(
             "fairseq-rela-symmetrize = fairseq_rela.cli.symmetrize:cli_main",
             "fairseq-rela-average = fairseq_rela.cli.average:cli_main",
             "fairseq-rela-launch = fairseq_rela.cli.launch:cli_main",
+            "fairseq-rela-convert = fairseq_rela.cli.convert:cli_main",
         ]
     },
 )

@@ -87,7 +87,7 @@ def _softmax(args: argparse.Namespace, model) -> argparse.Namespace:
     args.attention_activation = "softmax"
     for name in ("rela_variant", "rela_norm", "rela_gate_init", "attention_activation_in"):
         setattr(args, name, None)
-    args.converted_from = _describe(model)
+    args.converted_from = getattr(args, "converted_from", None) or _describe(model)  # a Hugging Face model's stays
     return args
 
 

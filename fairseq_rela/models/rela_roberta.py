@@ -5,13 +5,20 @@ Subclassed at fairseq's seams: :class:`RelaRobertaEncoder` overrides ``RobertaEn
 builds that encoder in ``build_model``.  Every parameter and buffer keeps its name, so a stock
 ``roberta`` state dict loads with ``strict=True`` (:func:`fairseq_rela.models.conversion.as_rela_roberta`).
 Not registered as a fairseq model: it exists to analyse trained ``roberta`` checkpoints.
+
+Checkpoints converted from Hugging Face (:mod:`fairseq_rela.models.huggingface`) carry two more options:
+``layer_norm_eps`` (BERT's 1e-12; fairseq builds every LayerNorm with 1e-5), applied here to every LayerNorm,
+and ``mlm_head=False`` for a model converted without its MLM head, whose logits are refused.
 """
 from fairseq.models.roberta.model import RobertaEncoder, RobertaModel, base_architecture
 from fairseq.models.transformer import TransformerConfig
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from fairseq.utils import safe_hasattr
 
+from torch import nn
+
 from fairseq_rela.config import AttentionOptions
+from fairseq_rela.errors import OptionError
 from fairseq_rela.models.layers import RelaTransformerEncoder
 
 __all__ = ["RelaRobertaEncoder", "RelaRobertaModel"]
@@ -42,7 +49,21 @@ class RelaRobertaModel(RobertaModel):
             if not safe_hasattr(args, "tokens_per_sample"):
                 args.tokens_per_sample = task.max_positions()
             args.max_positions = args.tokens_per_sample
-        return cls(args, RelaRobertaEncoder(args, task.source_dictionary))
+        model = cls(args, RelaRobertaEncoder(args, task.source_dictionary))
+        eps = getattr(args, "layer_norm_eps", None)
+        if eps is not None:  # a converted Hugging Face model's ε, in every LayerNorm (embeddings, layers, LM head)
+            for module in model.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.eps = float(eps)
+        return model
+
+    def forward(self, src_tokens, features_only=False, return_all_hiddens=False, classification_head_name=None,
+                **kwargs):
+        """fairseq's forward; logits of a model converted without an MLM head are an :class:`OptionError`."""
+        if not features_only and classification_head_name is None and getattr(self.args, "mlm_head", True) is False:
+            raise OptionError(f"{getattr(self.args, 'converted_from', 'this model')} was converted without an MLM "
+                              "head: only its features (features_only=True) are defined")
+        return super().forward(src_tokens, features_only, return_all_hiddens, classification_head_name, **kwargs)
 
     @property
     def attention_options(self) -> AttentionOptions:

@@ -444,3 +444,43 @@ def test_zero_and_negative_sizes_are_one_line_before_any_work(step, flag, value,
         with pytest.raises(SystemExit):
             recipe_module.get_parser().parse_args([*head, flag, "65536"])
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith("'65536': must be <= 65535")
+
+
+# ---------------------------------------------------------------- issue 36: inputs fingerprinted
+@pytest.mark.e2e
+def test_an_edited_corpus_file_prepares_again(tmp_path):
+    """The data step records what it read (size, modification time): an edited corpus file redoes it (and
+    the steps after it) instead of "done already" over the old text; with models trained on the old data
+    it is one line; a corpus holding both FILE and FILE.gz is one line (which one is meant?)."""
+    from fairseq_rela.toy import write_toy_corpus
+
+    toy, corpus = tmp_path / "toy", tmp_path / "C"
+    write_toy_corpus(toy)
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        shutil.copy(toy / f"{split}.src", corpus / f"{split}.ro")
+        shutil.copy(toy / f"{split}.tgt", corpus / f"{split}.en")
+    pdir = tmp_path / "W" / "ro-en"
+    args = ("prepare", "--pair", "ro-en", "--work", tmp_path / "W", "--corpus", corpus, "--vocab-size", "60",
+            "--workers", "1", "--max-train-pairs", "300")
+    recipe(*args)
+    old = lines(pdir / "data" / "test.en")
+    write(corpus / "test.en", ["CHANGED", *lines(corpus / "test.en")[1:]])
+    proc = recipe(*args)
+    assert f"{corpus / 'test.en'} changed since" in proc.stderr and "data: done already" not in proc.stdout
+    assert lines(pdir / "data" / "test.en") == ["CHANGED", *old[1:]] and not unfinished(pdir)
+    assert "CHANGED" in (pdir / "spm" / "test.spm.en").read_text()  # the steps after it too
+    assert all(f"{s}: done already" in recipe(*args).stdout for s in ("data", "spm", "bin"))  # unchanged: kept
+    (pdir / "ckpt-softmax-seed1").mkdir()
+    write(corpus / "test.en", old)
+    before = snapshot(pdir)
+    proc = recipe(*args, check=False)
+    err = proc.stderr.strip().split("\n")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and err[-1].startswith("recipe.py: error: ")
+    assert "test.en changed since" in err[-1] and "models trained on the old data (ckpt-softmax-seed1)" in err[-1]
+    assert snapshot(pdir) == before
+    (pdir / "ckpt-softmax-seed1").rmdir()
+    shutil.copy(corpus / "train.ro", corpus / "train.ro.gz")
+    proc = recipe(*args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.search(r"error: .*C holds both train\.ro and train\.ro\.gz", proc.stderr.strip().split("\n")[-1])

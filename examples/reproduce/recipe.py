@@ -69,10 +69,31 @@ def write_lines(path: Path, lines: List[str]) -> None:
 
 
 def find(directory: Path, name: str) -> Path:
-    for cand in (directory / name, directory / f"{name}.gz"):
-        if cand.is_file():
-            return cand
-    raise RecipeError(f"{directory / name}: no such corpus file (nor .gz)")
+    """``directory/name`` or ``directory/name.gz``; both present is an error (which one is meant?)."""
+    found = [cand for cand in (directory / name, directory / f"{name}.gz") if cand.is_file()]
+    if len(found) == 2:
+        raise RecipeError(f"{directory} holds both {name} and {name}.gz: remove (or rename) the one not to use")
+    if not found:
+        raise RecipeError(f"{directory / name}: no such corpus file (nor .gz)")
+    return found[0]
+
+
+def input_fingerprints(paths) -> Dict[str, dict]:
+    """What the data step read, by resolved path: size and modification time of every file (a folder: of
+    every file under it), so that an edited, replaced or touched input redoes the step."""
+    out = {}
+    for path in paths:
+        path = Path(path).resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            st = f.stat()
+            out[str(f)] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def changed_inputs(old: dict, new: dict) -> List[str]:
+    """The files whose fingerprints differ between two :func:`input_fingerprints` (added, removed, edited)."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 # ---------------------------------------------------------------- sources
@@ -219,6 +240,14 @@ def prepare(args, pair: Pair) -> None:
                        "sentences": args.spm_sentences}}
     if pair.paper == "kobayashi":
         options["data"].update(rwth=str(Path(args.rwth).resolve()), valid_lines=args.valid_lines)
+    elif corpus_dir is None and args.hf_dataset:
+        options["data"]["hf_dataset"] = args.hf_dataset
+    # what the data step reads, fingerprinted: an edited corpus (or gold, or local hub folder) redoes it
+    read = [p for split in (files.values() if isinstance(files, dict) else [files or ()]) for p in split]
+    read += list(gold.values()) if gold else []
+    if corpus_dir is None and args.hf_dataset and Path(args.hf_dataset).is_dir():
+        read.append(Path(args.hf_dataset))
+    data_inputs = {"files": input_fingerprints(read)} if read else {}
     steps = [Step(work / name, options.get(name, {})) for name in ("data", "spm", "bin")]
     prepared = read_json(work / "prepared.json")
     changed = prepared is not None and prepared.get("options") != options
@@ -233,10 +262,25 @@ def prepare(args, pair: Pair) -> None:
                               "move them away first, or use another --work")
     for step in steps:
         step.check(args.force)
+    done = steps[0].marker()
+    if done is not None and done["options"] == options["data"] and done["inputs"] != data_inputs:
+        if "files" in done["inputs"] and data_inputs:
+            edited = changed_inputs(done["inputs"]["files"], data_inputs["files"])
+            what = f"{edited[0]}{f' (and {len(edited) - 1} more)' if len(edited) > 1 else ''} changed since " \
+                   f"{steps[0].dest} was made"
+        else:
+            what = f"{steps[0].dest} was made by an older recipe.py (its inputs not recorded)"
+        trained = sorted(p.name for p in work.glob("ckpt-*") if p.is_dir())
+        if trained:
+            raise RecipeError(f"{what}, and {work} holds models trained on the old data ({', '.join(trained)}): "
+                              "move them away first (or restore the input), or use another --work")
+        print(f"{PROG}: note: {what}: preparing again", file=sys.stderr, flush=True)
+        changed = prepared is not None
     work.mkdir(parents=True, exist_ok=True)
-    if changed:
+    if changed and (work / "prepared.json").exists():
         (work / "prepared.json").unlink()  # only a whole new preparation writes it again
-    data = steps[0].run(lambda tmp: write_splits(args, pair, work, files, gold, tmp, threads), {}, args.force)
+    data = steps[0].run(lambda tmp: write_splits(args, pair, work, files, gold, tmp, threads), data_inputs,
+                        args.force)
     counts = {s: data["report"][s] for s in ("train", "valid", "test")}
     spm = steps[1].run(lambda tmp: spm_encode(pair, work / "data", tmp, counts, options["spm"], threads),
                        {"data": data["id"]}, args.force)

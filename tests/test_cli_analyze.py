@@ -371,3 +371,52 @@ def test_sentencepiece_merge_on_a_dictionary_without_pieces_is_one_line(toy_data
     _error(_analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--write-links", "--merge-subwords",
                     "sentencepiece"), r"--merge-subwords sentencepiece: the source dictionary .*\u2581")
     assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- issue 36
+def test_the_advice_on_long_sentences_names_the_limit_that_binds(toy_data, ckpt, tmp_path):
+    """A checkpoint whose own limit (here 7 positions) is below --max-source-positions (fairseq's default
+    1024): the message names the checkpoint's 7 and says no option raises it; a lower --max-source-positions
+    is named with the advice to raise it up to the checkpoint's."""
+    own = ("--model-overrides", "{'max_source_positions': 7, 'max_target_positions': 7}")
+    proc = _analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", *own)
+    _error(proc, r"max_positions=\(7, 7\).*that limit is the checkpoint's own .*no option of fairseq-rela-analyze "
+                 r"raises it")
+    proc = _analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--skip-invalid-size-inputs-valid-test",
+                    "--write-links", *own)
+    _error(proc, r"skipped by --skip-invalid-size-inputs-valid-test \(longer than the checkpoint's 7 source / 7 "
+                 r"target positions\); --write-links writes a line for every sentence: that limit is the checkpoint's")
+    assert "1024" not in proc.stderr.strip().splitlines()[-1]
+    proc = _analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", "--skip-invalid-size-inputs-valid-test",
+                    "--write-links", "--max-source-positions", "7")
+    _error(proc, r"\(longer than --max-source-positions 7\); .*: raise --max-source-positions \(the checkpoint takes "
+                 r"up to 1024 source / 1024 target positions\)$")
+    assert not os.listdir(tmp_path)
+
+
+def test_bf16_and_fp16_are_honoured_on_the_cpu_and_recorded(toy_data, ckpt, tmp_path):
+    stats = {}
+    for flag, name in (("--bf16", "bfloat16"), (None, "float32")):
+        proc = _analyze(toy_data, ckpt, tmp_path / name, "--no-plots", *([flag] if flag else []))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        stats[name] = json.loads((tmp_path / name / "stats.json").read_text())
+        assert stats[name].pop("precision") == name
+    assert stats["bfloat16"] != stats["float32"]  # computed in bfloat16, not silently in float32
+    share = lambda s: s["attention"]["cross"]["0"]["token_share"]["eos"]["norm"]  # noqa: E731
+    assert share(stats["bfloat16"]) == pytest.approx(share(stats["float32"]), abs=0.05)  # but close
+    _error(_analyze(toy_data, ckpt, tmp_path / "both", "--fp16", "--bf16"), r"--fp16 and --bf16: choose one precision$")
+
+
+def test_user_dir_of_another_copy_is_one_line_a_symlink_to_this_one_works(toy_data, ckpt, tmp_path):
+    """fairseq cannot import a second package named fairseq_rela ("not globally unique"): another copy is one
+    line naming the copy this command analyses with; a symlink to this copy (another spelling) is this copy."""
+    other = tmp_path / "checkout" / "fairseq_rela"
+    shutil.copytree(USER_DIR, other, ignore=shutil.ignore_patterns("__pycache__"))
+    os.symlink(USER_DIR, tmp_path / "link")
+    common = (toy_data / "bin", "--path", ckpt, "--gen-subset", "test", "--cpu", "--no-progress-bar", "--no-plots")
+    proc = run_cli("fairseq-rela-analyze", *common, "--user-dir", other, "--output-dir", tmp_path / "o", check=False)
+    _error(proc, rf"--user-dir {re.escape(str(other))}: fairseq-rela-analyze is part of the fairseq_rela in "
+                 rf"{re.escape(os.path.dirname(__import__('fairseq_rela').__file__))} and analyses with that copy")
+    proc = run_cli("fairseq-rela-analyze", *common, f"--user-dir={tmp_path / 'link'}", "--output-dir",
+                   tmp_path / "o", check=False)
+    assert proc.returncode == 0 and (tmp_path / "o" / "stats.json").is_file(), proc.stderr[-2000:]

@@ -128,3 +128,21 @@ def test_load_checkpoint_refuses_a_damaged_or_non_finite_checkpoint(toy_data, tr
             load_checkpoint(str(tmp_path / name), data=str(toy_data / "bin"), device="cpu")
     model, _ = load_checkpoint(str(ckpt), data=str(toy_data / "bin"), device="cpu")
     assert model.training is False
+
+
+@pytest.mark.unit
+def test_iter_batches_makes_a_new_batching_for_new_settings(toy_data):
+    """Called again on the same task and split with another batch_size/max_tokens, the batching follows the
+    new settings (fairseq's task caches the first batch iterator made for a dataset)."""
+    from fairseq_rela.analysis.runner import iter_batches, load_split
+    from tests.helpers import build
+
+    task, _ = build(toy_data)
+    ds = load_split(task, "test")
+    sizes = {}
+    for name, kwargs in (("whole", dict(max_tokens=100000)), ("one", dict(max_tokens=None, batch_size=1)),
+                         ("tokens", dict(max_tokens=60))):
+        sizes[name] = [len(b["id"]) for b in iter_batches(task, ds, **kwargs)]
+        assert sum(sizes[name]) == len(ds) == 41
+    assert sizes["whole"] == [41] and sizes["one"] == [1] * 41
+    assert 1 < len(sizes["tokens"]) < 41

@@ -37,21 +37,25 @@ from fairseq_rela.recording import AttentionRecorder, SentenceAttention, split_s
 logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "SentenceAttention", "UnsupportedModelError", "check_task", "is_masked_lm", "iter_batches",
-           "iter_sentences", "load_checkpoint", "load_split", "masked_lm_dataset", "sentence_dataset",
+           "iter_sentences", "position_limits", "precision", "load_checkpoint", "load_split", "masked_lm_dataset",
+           "sentence_dataset",
            "split_sentences", "text_dataset", "trained_updates"]
 
 MASKED_LM_TASK = "masked_lm"  # the --task that reads masked-LM data (fairseq's MaskedLMTask)
 
 
 def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str] = None,
-                    fp16: bool = False, **overrides):
+                    fp16: bool = False, bf16: bool = False, **overrides):
     """Load a checkpoint (and its task) for analysis, in eval mode: a ``rela_transformer``, or a stock
     ``transformer``/``transformer_align`` rebuilt as a ``rela_transformer`` softmax model with the same
     weights, or a stock ``roberta`` masked LM rebuilt with our softmax attention (exact; the file is not
     touched; :func:`~fairseq_rela.models.conversion.as_analysable`).  Other models raise
     :class:`~fairseq_rela.models.conversion.UnsupportedModelError` (an OptionError).  A damaged file (zip
     CRC, truncation) or a parameter or buffer that is not finite or absurdly large raises a
-    :class:`~fairseq_rela.checkpoint.CheckpointError` naming it, before anything is measured."""
+    :class:`~fairseq_rela.checkpoint.CheckpointError` naming it, before anything is measured.  ``fp16`` /
+    ``bf16``: the model in float16 / bfloat16 (on any device; the records are float32 either way)."""
+    if fp16 and bf16:
+        raise OptionError("--fp16 and --bf16: choose one precision")
     verify_file(path)
     arg_overrides = dict(overrides)
     if data is not None:
@@ -61,13 +65,19 @@ def load_checkpoint(path: str, data: Optional[str] = None, device: Optional[str]
     check_tensors(model.state_dict().items())
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    if fp16:
-        model.half()
+    if fp16 or bf16:
+        model.to(torch.float16 if fp16 else torch.bfloat16)
         bad = first_bad_tensor(model.state_dict().items())
         if bad is not None:
-            raise CheckpointError(f"with --fp16, {bad[0]} becomes {bad[1]} (beyond float16's range): analyse in "
-                                  "float32")
+            name = "float16" if fp16 else "bfloat16"
+            raise CheckpointError(f"with --{'fp16' if fp16 else 'bf16'}, {bad[0]} becomes {bad[1]} (beyond {name}'s "
+                                  "range): analyse in float32")
     return model, task
+
+
+def precision(model) -> str:
+    """The floating-point type the model computes in: ``float32``, ``float16`` or ``bfloat16``."""
+    return str(next(p.dtype for p in model.parameters() if p.is_floating_point())).replace("torch.", "")
 
 
 def trained_updates(path: str) -> Optional[int]:
@@ -152,10 +162,13 @@ def load_split(task, subset: str):
 def iter_batches(task, dataset, max_tokens: Optional[int] = 4000, batch_size: Optional[int] = None,
                  max_positions=None, skip_invalid: bool = False) -> Iterator[dict]:
     """Every sentence of ``dataset`` in batches: required_batch_size_multiple is 1, nothing is dropped
-    (except, with ``skip_invalid``, sentences longer than ``max_positions``; else they are an error)."""
+    (except, with ``skip_invalid``, sentences longer than ``max_positions``; else they are an error).  The
+    batching is made anew for every call (fairseq's task would otherwise hand back the one it made first for
+    ``dataset``, whatever ``max_tokens``/``batch_size`` now say)."""
     itr = task.get_batch_iterator(
         dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size, max_positions=max_positions,
         ignore_invalid_inputs=skip_invalid, required_batch_size_multiple=1, num_workers=0,
+        disable_iterator_cache=True,
     ).next_epoch_itr(shuffle=False)
     yield from itr
 
@@ -198,6 +211,13 @@ def _recorder(model, kinds, norms, layers, block: Optional[bool]) -> AttentionRe
     return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=bool(block))
 
 
+def position_limits(model, task, max_positions=None):
+    """The longest input :func:`iter_sentences` lets through: the least of the task's limit, the model's
+    (the positions it was trained with) and ``max_positions`` ((source, target); not for masked LMs)."""
+    given = max_positions and None not in max_positions and not is_masked_lm(model)
+    return utils.resolve_max_positions(task.max_positions(), model.max_positions(), *([max_positions] if given else []))
+
+
 def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, kinds: Iterable[str] = ATTENTION_KINDS,
                    layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
                    batch_size: Optional[int] = None, max_positions=None,
@@ -215,9 +235,7 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
     device = next(model.parameters()).device
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     recorder = _recorder(model, kinds, norms, layers, block)
-    limits = utils.resolve_max_positions(task.max_positions(), model.max_positions(),
-                                         *([max_positions] if max_positions and None not in max_positions
-                                           and not encoder_only else []))
+    limits = position_limits(model, task, max_positions)
     extra = {"features_only": True} if encoder_only else {}  # the LM head is not analysed
     for sample in iter_batches(task, dataset, max_tokens, batch_size, limits, skip_invalid):
         sample = utils.move_to_cuda(sample, device=device) if device.type == "cuda" else sample

@@ -227,7 +227,8 @@ def _load(args, device):
     from fairseq_rela.analysis.runner import UnsupportedModelError, load_checkpoint
 
     try:
-        return load_checkpoint(args.path, data=args.data, device=device, fp16=args.fp16, **eval(args.model_overrides))
+        return load_checkpoint(args.path, data=args.data, device=device, fp16=args.fp16, bf16=args.bf16,
+                               **eval(args.model_overrides))
     except SystemExit:
         raise
     except UnsupportedModelError as err:  # a model without attention we can analyse (LSTM, language model, ...)
@@ -243,6 +244,26 @@ def _load(args, device):
         first = " ".join(lines[:2])  # torch's "Error(s) in loading state_dict": the first missing/unexpected keys
         _fail(f"--path {args.path}: cannot load the checkpoint ({type(err).__name__}: "
               f"{first if len(first) <= 300 else first[:300] + '...'})")
+
+
+def binding_limit(model, task, max_positions):
+    """Which length limit binds the analysis, and what can be done about it: ``(limit, advice)``.  The model's
+    own limit (the positions it was trained with) cannot be raised by an option; a lower
+    ``--max-source-positions``/``--max-target-positions`` can, up to the model's."""
+    from fairseq_rela.analysis.runner import position_limits
+
+    own, used = position_limits(model, task), position_limits(model, task, max_positions)
+    shown = (lambda lim: f"{lim[0]} source / {lim[1]} target positions" if isinstance(lim, tuple)
+             else f"{lim} positions")
+    if used == own:
+        return (f"the checkpoint's {shown(own)}",
+                "that limit is the checkpoint's own (its max_source_positions/max_target_positions): no option of "
+                f"{PROG} raises it, so those sentences cannot be analysed with this checkpoint; leave them out of "
+                "--gen-subset")
+    flags = [f"{flag} {mine}" for flag, mine, theirs in zip(("--max-source-positions", "--max-target-positions"),
+                                                             used, own) if mine < theirs]
+    return (" / ".join(flags), f"raise {' and '.join(f.split()[0] for f in flags)} (the checkpoint takes up to "
+                               f"{shown(own)})")
 
 
 def non_finite(value, where: str = "") -> Optional[str]:
@@ -293,7 +314,8 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
 
     from fairseq_rela.alignment.io import AlignmentFileError
     from fairseq_rela.analysis.report import link_overlay, render_report, sentence_data
-    from fairseq_rela.analysis.runner import check_task, is_masked_lm, iter_sentences, load_split, trained_updates
+    from fairseq_rela.analysis.runner import (check_task, is_masked_lm, iter_sentences, load_split, precision,
+                                              trained_updates)
     from fairseq_rela.analysis.statistics import AttentionStatistics, format_table, frequent_tokens
     from fairseq_rela.analysis.sweep import format_sweep
 
@@ -353,17 +375,18 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
             _fail(f"--max-tokens {max_tokens}: {str(err).strip().splitlines()[0]}")
         if "skip-invalid-size-inputs-valid-test" not in str(err):
             raise
-        _fail(f"--gen-subset {args.gen_subset}: {str(err).strip().splitlines()[0]}")
+        _fail(f"--gen-subset {args.gen_subset}: {str(err).strip().splitlines()[0]} "
+              f"({binding_limit(model, task, max_positions)[1]})")
     skipped = len(dataset) - seen
     if skipped:
-        logger.warning("%d of %d sentences skipped (longer than --max-source-positions %s / "
-                       "--max-target-positions %s, --skip-invalid-size-inputs-valid-test)",
-                       skipped, len(dataset), *max_positions)
+        limit, why = binding_limit(model, task, max_positions)
+        logger.warning("%d of %d sentences skipped (longer than %s, --skip-invalid-size-inputs-valid-test): %s",
+                       skipped, len(dataset), limit, why)
         if sweep is not None:
             needs = "the alignment sweep needs every sentence of --gold-alignment" if args.gold_alignment else \
                 "--write-links writes a line for every sentence"
-            _fail(f"{skipped} sentences skipped by --skip-invalid-size-inputs-valid-test; {needs}: raise "
-                  "--max-source-positions/--max-target-positions")
+            _fail(f"{skipped} sentences skipped by --skip-invalid-size-inputs-valid-test (longer than {limit}); "
+                  f"{needs}: {why}")
     for i in sorted(plot_ids - plotted):
         logger.warning("--plot-sentences: sentence %d was skipped, not drawn", i)
     result = stats.result()
@@ -371,6 +394,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
     result["skipped_sentences"] = skipped
     result["num_updates"] = trained_updates(args.path)
     result["attention_activation"] = getattr(model.args, "attention_activation", None)
+    result["precision"] = precision(model)  # --fp16: float16, --bf16: bfloat16 (on the CPU too), else float32
     _check_finite(args, "the statistic", result)
     write_json(result, os.path.join(output_dir, "stats.json"))
     table = format_table(result)
@@ -411,14 +435,51 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
     return result
 
 
+def resolve_user_dir(argv: List[str]) -> List[str]:
+    """``argv`` with a ``--user-dir`` that is this very package (a symlink to it, another spelling) rewritten
+    to the package's own path, which fairseq's loader then finds imported already.  Another copy of
+    ``fairseq_rela`` (another checkout) is one ``error:`` line: this command analyses with the copy it is
+    part of, and fairseq cannot load a second package of the same name ("not globally unique")."""
+    import fairseq_rela
+
+    here = os.path.abspath(fairseq_rela.__path__[0])
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--user-dir" and i + 1 < len(out):
+            at, value = i + 1, out[i + 1]
+        elif arg.startswith("--user-dir="):
+            at, value = i, arg.split("=", 1)[1]
+        else:
+            continue
+        import fairseq
+
+        fairseq_dir = os.path.dirname(fairseq.__file__)  # fairseq also reads --user-dir relative to itself
+        if not any(os.path.exists(p) for p in (value, os.path.join(fairseq_dir, value),
+                                               os.path.join(fairseq_dir, "..", value))):
+            _fail(f"--user-dir {value}: no such folder (the plugin's folder is {here})")
+        if os.path.realpath(value) == os.path.realpath(here):
+            out[at] = here if at != i else f"--user-dir={here}"
+        elif os.path.basename(os.path.normpath(os.path.abspath(value))) == "fairseq_rela":
+            _fail(f"--user-dir {value}: {PROG} is part of the fairseq_rela in {here} and analyses with that copy; "
+                  f"leave --user-dir out (or pass {here}), or run the {PROG} of the environment "
+                  f"{value} is installed in")
+    return out
+
+
 def cli_main() -> None:
     # force: importing fairseq has already configured the root logger at DEBUG (fairseq's wav2vec2 modules
     # call logging.basicConfig), so a plain basicConfig would do nothing; WARNING keeps fairseq's and
     # matplotlib's INFO/DEBUG chatter out and this tool's warnings in
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING,
                         force=True)
+    sys.argv[1:] = resolve_user_dir(sys.argv[1:])  # before fairseq's parser imports --user-dir
     parser = get_parser()
-    args = options.parse_args_and_arch(parser)
+    try:
+        args = options.parse_args_and_arch(parser)
+    except ValueError as err:  # fairseq's "Cannot combine --fp16 and --tpu" (--bf16 sets --tpu)
+        if "--fp16" not in str(err):
+            raise
+        _fail("--fp16 and --bf16: choose one precision")
     if not args.path:
         parser.error("--path is required")
     # SIGTERM leaves through SystemExit, so the staging folder is removed as on any failure; Ctrl-C likewise,

@@ -288,3 +288,62 @@ def test_paired_bootstrap_difference_and_interval():
     assert same.difference == same.low == same.high == 0
     with pytest.raises(ValueError, match="gold has 60 sentences, the hypotheses 59 and 60"):
         paired_bootstrap(gold, a[:-1], b)
+
+
+def test_base_warning_does_not_reward_links_a_shift_drops():
+    """Issue 36: with only possible gold links AER is 1 - precision, so shifting by -1 (which drops the links
+    at index 0) looked far better on a correctly based file; dropped links now count as misses."""
+    n = 8
+    band = {(i, j) for i in range(n) for j in range(n) if abs(i - j) <= 1}
+    gold = [Gold(set(), band) for _ in range(5)]
+    hyp = [{(i, i) for i in range(n)} | {(0, j) for j in range(n)} for _ in range(5)]  # diagonal + a wrong row 0
+    assert alignment_error_rate(gold, hyp).aer > 0.3  # poor, but not from the base
+    assert base_warning(gold, hyp, "hyp") is None
+    order = [Gold(set(), {(i, 3 * i % n) for i in range(n)}) for _ in range(5)]  # a truly 1-based file still warns
+    ones = [{(i + 1, j + 1) for i, j in g.possible} | {(1, 1)} for g in order]
+    assert "shifted by -1" in base_warning(order, ones, "hyp")
+
+
+def _fine_grained():
+    """6 sentences of different lengths and quality: a fine-grained bootstrap distribution."""
+    gold, a, b = [], [], []
+    for k in range(6):
+        n = 3 + k
+        sure = {(i, i) for i in range(n)}
+        gold.append(Gold(sure, sure | {(0, n - 1)}))
+        a.append({(i, i) for i in range(n) if (i * (k + 2)) % 5 != 0} | ({(1, 0)} if k % 2 else set()))
+        b.append({(i, i) for i in range(n) if (i + k) % 3 != 0} | ({(0, n - 1), (2, 1)} if k % 3 == 0 else set()))
+    return gold, a, b
+
+
+def _one_outlier():
+    """1 long sentence that a aligns and b does not, 5 short ones the other way round: the difference is set by
+    how many copies of the long one a resample holds, k of n (k of n - 1 gives values no n-resample has)."""
+    long_, short = {(i, i) for i in range(10)}, {(0, 0), (1, 1)}
+    gold = [Gold(long_, long_)] + [Gold(short, short)] * 5
+    return gold, [long_] + [set()] * 5, [set()] + [short] * 5
+
+
+@pytest.mark.parametrize("data", [_fine_grained, _one_outlier])
+def test_paired_bootstrap_interval_sits_at_the_exact_percentiles(data):
+    """On 6 sentences every one of the 6^6 equally likely resamples can be enumerated: the exact bootstrap
+    distribution of AER(a) - AER(b).  The interval's ends must sit at its 2.5th and 97.5th percentiles (the
+    exact distribution's mass below/at each end within 0.01), which a 95th percentile or resamples of n - 1
+    sentences miss."""
+    import itertools
+
+    from fairseq_rela.alignment.aer import paired_bootstrap
+
+    gold, a, b = data()
+    exact = sorted(alignment_error_rate([gold[i] for i in idx], [a[i] for i in idx]).aer
+                   - alignment_error_rate([gold[i] for i in idx], [b[i] for i in idx]).aer
+                   for idx in itertools.product(range(6), repeat=6))
+
+    def mass(value):  # the exact distribution's share below and at or below value
+        below = sum(d < value - 1e-12 for d in exact) / len(exact)
+        return below, sum(d <= value + 1e-12 for d in exact) / len(exact)
+
+    got = paired_bootstrap(gold, a, b, samples=4000, seed=5)
+    for end, q in ((got.low, 0.025), (got.high, 0.975)):
+        below, at = mass(end)
+        assert below <= q + 0.01 and at >= q - 0.01, (end, q, below, at)

@@ -21,6 +21,7 @@ setup(
             "fairseq-rela-average = fairseq_rela.cli.average:cli_main",
             "fairseq-rela-launch = fairseq_rela.cli.launch:cli_main",
             "fairseq-rela-convert = fairseq_rela.cli.convert:cli_main",
+            "fairseq-rela-kernels = fairseq_rela.cli.kernels:cli_main",
         ]
     },
 )

@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fairseq_rela import kernels
 from fairseq_rela.activations import get_activation
-from fairseq_rela.kernels import sparse
+from fairseq_rela.kernels import selfcheck, sparse
 from fairseq_rela.normalization import HeadNorm, IdentityNorm
 
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
@@ -82,6 +82,9 @@ class ReLAMultiheadAttention(MultiheadAttention):
         self.kind = AttentionKind(kind) if kind else (
             AttentionKind.CROSS if self.encoder_decoder_attention else AttentionKind.ENCODER_SELF)
         self.recorder: Optional[Recorder] = None  # None: recording off and free
+        # (B, S) bool, True: that key's value vector is zeroed in every head (value zeroing,
+        # fairseq_rela.value_zeroing); None: off and free
+        self.zeroed_values: Optional[Tensor] = None
         self.kernel = kernels.check_kernel(kernel)  # auto | eager | fused (see _fused_path)
 
     def extra_repr(self) -> str:
@@ -106,6 +109,8 @@ class ReLAMultiheadAttention(MultiheadAttention):
         need_weights = need_weights or need_head_weights
         tgt_len, bsz, embed_dim = query.shape
         q, k, v, key_padding_mask = self._project(query, key, value, key_padding_mask, incremental_state, static_kv)
+        if self.zeroed_values is not None:  # after the weights' inputs: zeroing changes no α (Mohebbi et al. 2023)
+            v = v.masked_fill(self.zeroed_values[:, None, :, None], 0.0)
         heads, head_dim, src_len = self.num_heads, self.head_dim, k.size(2)
         kv_bsz = k.size(0)
         group = bsz // kv_bsz  # beam size when encoder states are shared across the beam
@@ -125,9 +130,11 @@ class ReLAMultiheadAttention(MultiheadAttention):
             with sdpa_kernel(SDPA_BACKENDS):
                 ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p, scale=1.0)
         elif path == "rela" and (bias is None or not bias.requires_grad):  # the kernel gives no bias gradient
-            from fairseq_rela.kernels.rela_triton import rela_attention
+            if selfcheck.trusted(q.device, q.dtype, head_dim, mask is not None, bias is not None, p > 0,
+                                 strict=self.kernel == "fused"):
+                from fairseq_rela.kernels.rela_triton import rela_attention
 
-            ctx = rela_attention(q, k, v, mask, bias, dropout_p=p)
+                ctx = rela_attention(q, k, v, mask, bias, dropout_p=p)
         elif path == "adasplash" and group == 1:
             ctx = sparse.fused_sparse_attention(self.activation, q, k, v, key_padding_mask, attn_mask)
         used = None

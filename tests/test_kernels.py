@@ -19,10 +19,11 @@ from fairseq_rela.attention import ReLAMultiheadAttention  # noqa: E402
 from fairseq_rela import kernels  # noqa: E402
 from fairseq_rela.kernels import sparse  # noqa: E402
 from fairseq_rela.kernels.rela_triton import dropout_keep, rela_attention  # noqa: E402
+from fairseq_rela.kernels.tiles import LaunchPlan  # noqa: E402
 from tests.helpers import REPO, batch, build  # noqa: E402
 
 B, H, T, S, D = 2, 2, 19, 23, 12  # T, S not multiples of the 16-wide test tiles; D padded to 16
-TILES = (16, 16, 16)
+TILES = LaunchPlan.uniform(16, 16, 16)
 
 
 def _qkv(t=T, s=S, seed=0):
@@ -72,7 +73,7 @@ def _grads(out, inputs, seed=2):
 def test_forward_and_gradients_match_the_eager_path(kind):
     q, k, v = _qkv()
     mask, bias, causal = _masks(kind)
-    out = rela_attention(q, k, v, mask, bias, causal=causal, block=TILES)
+    out = rela_attention(q, k, v, mask, bias, causal=causal, plan=TILES)
     ref = _eager(q, k, v, mask, bias, causal)
     assert ref.abs().max() > 1  # not vacuous: most weights are not blocked
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -90,7 +91,7 @@ def test_many_batch_heads_swap_the_grid_axes(monkeypatch):
     monkeypatch.setattr(rela_triton, "MAX_GRID_Y", B * H - 1)  # as if B*H exceeded CUDA's 65,535
     q, k, v = _qkv()
     mask, bias, causal = _masks("float+padding")
-    out = rela_attention(q, k, v, mask, bias, causal=True, block=TILES)
+    out = rela_attention(q, k, v, mask, bias, causal=True, plan=TILES)
     ref = _eager(q, k, v, mask, bias, True)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(_grads(out, (q, k, v)), _grads(ref, (q, k, v))):
@@ -100,7 +101,7 @@ def test_many_batch_heads_swap_the_grid_axes(monkeypatch):
 @pytest.mark.unit
 def test_causal_with_more_keys_than_queries_is_bottom_right_aligned():
     q, k, v = _qkv(t=5, s=S)  # incremental decoding: the last 5 of 23 positions
-    out = rela_attention(q, k, v, causal=True, block=TILES)
+    out = rela_attention(q, k, v, causal=True, plan=TILES)
     torch.testing.assert_close(out, _eager(q, k, v, None, None, True), rtol=1e-5, atol=1e-5)
 
 
@@ -109,7 +110,7 @@ def test_dropout_is_the_mask_the_kernel_reports_in_forward_and_backward():
     q, k, v = _qkv()
     mask, bias, _ = _masks("float+padding")
     p = 0.3
-    out = rela_attention(q, k, v, mask, bias, dropout_p=p, seed=11, block=TILES)
+    out = rela_attention(q, k, v, mask, bias, dropout_p=p, seed=11, plan=TILES)
     keep = dropout_keep((B, H, T, S), p, 11, q.device)
     ref = _eager(q, k, v, mask, bias, False, keep, p)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -131,9 +132,9 @@ def test_dropout_mask_statistics_and_seeds():
     assert keep.float().mean(dim=(0, 1, 2)).min() > 0.5 and keep.float().mean(dim=(0, 1, 3)).min() > 0.5
     torch.manual_seed(3)  # the default seed comes from torch's generator: reproducible
     q, k, v = _qkv()
-    a = rela_attention(q, k, v, dropout_p=0.5, block=TILES)
+    a = rela_attention(q, k, v, dropout_p=0.5, plan=TILES)
     torch.manual_seed(3)
-    assert torch.equal(a, rela_attention(q, k, v, dropout_p=0.5, block=TILES))
+    assert torch.equal(a, rela_attention(q, k, v, dropout_p=0.5, plan=TILES))
 
 
 def _attention(activation="rela", kernel="fused", **kwargs):

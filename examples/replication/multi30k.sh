@@ -7,10 +7,11 @@
 # BIN: prepare_multi30k.py's bin folder; VARIANTS: softmax sparsemax entmax15 rela-i rela-g
 # (default all five, one after the other).  Run two lists side by side with THREADS=1 on 2 cores.
 # A rerun resumes each model from checkpoint_last.pt and skips finished evaluations.
+# SEED (default 1) is fairseq's --seed: initialisation, dropout and batch order.
 set -euo pipefail
 BIN=$1; W=$2; shift 2
 VARIANTS=${*:-softmax rela-g rela-i sparsemax entmax15}
-MAX_EPOCH=${MAX_EPOCH:-10}; PATIENCE=${PATIENCE:-3}; export OMP_NUM_THREADS=${THREADS:-2}
+MAX_EPOCH=${MAX_EPOCH:-10}; PATIENCE=${PATIENCE:-3}; SEED=${SEED:-1}; export OMP_NUM_THREADS=${THREADS:-2}
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"; USER_DIR="$REPO/fairseq_rela"
 PY=${PYTHON:-python3}; [ -x "$REPO/.venv/bin/python" ] && PY="$REPO/.venv/bin/python"
 BINDIR="$(dirname "$PY")"
@@ -30,7 +31,7 @@ for v in $VARIANTS; do
         --share-all-embeddings --optimizer adam --adam-betas '(0.9,0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt \
         --warmup-updates 400 --dropout 0.2 --attention-dropout 0.1 --weight-decay 0.0001 \
         --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 \
-        --max-epoch "$MAX_EPOCH" --patience "$PATIENCE" --seed 1 --cpu --no-epoch-checkpoints \
+        --max-epoch "$MAX_EPOCH" --patience "$PATIENCE" --seed "$SEED" --cpu --no-epoch-checkpoints \
         --save-dir "$m/ckpt" --log-format simple --log-interval 50 --no-progress-bar >> "$m/train.log" 2>&1
     echo "train_seconds $(( $(date +%s) - t0 ))" >> "$m/times.txt"; touch "$m/trained"
   fi

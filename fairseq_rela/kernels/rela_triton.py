@@ -19,12 +19,16 @@ inputs are multiplied in IEEE fp32, not TF32, as the eager path on CUDA by defau
 ``bias`` gets no gradient (fairseq's ``attn_mask`` is a constant).  Run on the CPU with
 ``TRITON_INTERPRET=1`` (set before ``triton`` is imported), as the tests do.
 """
+import functools
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from fairseq_rela.kernels.tiles import LaunchPlan, Tiles, launch_plan
 
 
 MAX_GRID_Y = 65535  # CUDA's limit on the second grid axis
@@ -58,7 +62,7 @@ def _weights(q, k, bh, offs_m, offs_n, T, S, H, mask_ptr, smb, smh, smt, sms, bi
     return tl.where(gate, z, 0.0) * factor, grad
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not select another compiled variant
 def _forward(Q, K, V, O, mask_ptr, bias_ptr, seed, p_drop,
              sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod,
              smb, smh, smt, sms, sbb, sbh, sbt, sbs, T, S, H, D,
@@ -90,7 +94,7 @@ def _forward(Q, K, V, O, mask_ptr, bias_ptr, seed, p_drop,
              mask=(offs_m[:, None] < T) & d_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not select another compiled variant
 def _backward_kv(Q, K, V, DO, DK, DV, mask_ptr, bias_ptr, seed, p_drop,
                  sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod,
                  smb, smh, smt, sms, sbb, sbh, sbt, sbs, T, S, H, D,
@@ -128,7 +132,7 @@ def _backward_kv(Q, K, V, DO, DK, DV, mask_ptr, bias_ptr, seed, p_drop,
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not select another compiled variant
 def _backward_q(Q, K, V, DO, DQ, mask_ptr, bias_ptr, seed, p_drop,
                 sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod,
                 smb, smh, smt, sms, sbb, sbh, sbt, sbs, T, S, H, D,
@@ -163,7 +167,7 @@ def _backward_q(Q, K, V, DO, DQ, mask_ptr, bias_ptr, seed, p_drop,
     tl.store(DQ + out, dq.to(DQ.dtype.element_ty), mask=q_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not select another compiled variant
 def _dropout_keep(KEEP, seed, p_drop, T, S, H, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The dropout factor of every (b, h, i, j) as :func:`_weights` draws it (tests)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -172,13 +176,6 @@ def _dropout_keep(KEEP, seed, p_drop, T, S, H, BLOCK_M: tl.constexpr, BLOCK_N: t
     offsets = (bh.to(tl.int64) * T + offs_m[:, None].to(tl.int64)) * S + offs_n[None, :].to(tl.int64)
     keep = tl.rand(seed, offsets) >= p_drop
     tl.store(KEEP + offsets, keep.to(tl.int8), mask=(offs_m[:, None] < T) & (offs_n[None, :] < S))
-
-
-def _blocks(head_dim: int) -> Tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D): 64x64 tiles (32 wide for head dims above 64), the head dim padded to
-    a power of two of at least 16 (``tl.dot``'s minimum)."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    return (64, 64 if block_d <= 64 else 32, block_d)
 
 
 def _grid(heads: int, blocks: int) -> Tuple[int, int]:
@@ -193,57 +190,121 @@ def _broadcast_strides(t: Optional[Tensor], shape: Tuple[int, int, int, int]) ->
     return tuple(t.expand(shape).stride()) if t.dim() else (0, 0, 0, 0)
 
 
+@dataclass(frozen=True)
+class KernelCall:
+    """One kernel launch as the package makes it: the kernel, its grid, arguments and compile-time options
+    (constexprs, ``num_warps``, ``num_stages``).  :meth:`launch` runs it; the ahead-of-time check
+    (:mod:`fairseq_rela.kernels.aot`) compiles exactly this call for another GPU."""
+    name: str
+    kernel: object
+    grid: Tuple[int, int]
+    args: tuple
+    meta: dict
+
+    def launch(self) -> None:
+        self.kernel[self.grid](*self.args, **self.meta)
+
+
+def _meta(q: Tensor, mask, bias, causal: bool, p_drop: float, tiles: Tiles, bd: int, heads: int) -> dict:
+    return dict(HAS_MASK=mask is not None, HAS_BIAS=bias is not None, CAUSAL=causal, DROPOUT=p_drop > 0,
+                PRECISION="ieee" if q.dtype == torch.float32 else "tf32", BLOCK_M=tiles.block_m,
+                BLOCK_N=tiles.block_n, BLOCK_D=bd, BH_AXIS=int(heads <= MAX_GRID_Y), num_warps=tiles.num_warps,
+                num_stages=tiles.num_stages)
+
+
+def _prepare(q: Tensor, k: Tensor, mask: Optional[Tensor], bias: Optional[Tensor]):
+    """Masks as the kernels read them: broadcast views of ``(B,H,T,S)`` (bool as int8), nothing copied."""
+    B, H, T, _ = q.shape
+    shape = (B, H, T, k.size(2))
+    if mask is not None:
+        mask = mask.expand(shape)  # a view: the strides carry the broadcast
+        mask = mask.view(torch.int8) if mask.dtype == torch.bool else mask
+    if bias is not None:
+        bias = bias.expand(shape)
+    return mask, bias
+
+
+def forward_call(q, k, v, out, mask, bias, causal: bool, p_drop: float, seed: int, plan: LaunchPlan) -> KernelCall:
+    """The forward launch writing ``out`` (masks as :func:`_prepare` gives them)."""
+    B, H, T, D = q.shape
+    S = k.size(2)
+    shape = (B, H, T, S)
+    tiles = plan.forward
+    args = (q, k, v, out, mask if mask is not None else q, bias if bias is not None else q, seed, p_drop,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *_broadcast_strides(mask, shape),
+            *_broadcast_strides(bias, shape), T, S, H, D)
+    return KernelCall("forward", _forward, _grid(B * H, triton.cdiv(T, tiles.block_m)), args,
+                      _meta(q, mask, bias, causal, p_drop, tiles, plan.block_d, B * H))
+
+
+def backward_calls(q, k, v, grad_out, dq, dk, dv, mask, bias, causal: bool, p_drop: float, seed: int,
+                   plan: LaunchPlan) -> Tuple[KernelCall, KernelCall]:
+    """The two backward launches: ``dK, dV`` over key blocks, then ``dQ`` over query blocks."""
+    B, H, T, D = q.shape
+    S = k.size(2)
+    shape = (B, H, T, S)
+    common = (mask if mask is not None else q, bias if bias is not None else q, seed, p_drop,
+              *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *_broadcast_strides(mask, shape),
+              *_broadcast_strides(bias, shape), T, S, H, D)
+    kv, qt = plan.backward_kv, plan.backward_q
+    return (KernelCall("backward_kv", _backward_kv, _grid(B * H, triton.cdiv(S, kv.block_n)),
+                       (q, k, v, grad_out, dk, dv, *common), _meta(q, mask, bias, causal, p_drop, kv, plan.block_d, B * H)),
+            KernelCall("backward_q", _backward_q, _grid(B * H, triton.cdiv(T, qt.block_m)),
+                       (q, k, v, grad_out, dq, *common), _meta(q, mask, bias, causal, p_drop, qt, plan.block_d, B * H)))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_limits(index: int) -> Tuple[int, int]:
+    """(compute capability, shared memory per block) of CUDA device ``index``, from the driver."""
+    major, minor = torch.cuda.get_device_capability(index)
+    shared = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return 10 * major + minor, int(shared)
+
+
+def device_plan(device: torch.device, dtype: torch.dtype, head_dim: int) -> LaunchPlan:
+    """The launch plan on ``device``: its compute capability and its own shared-memory limit (CUDA), or the
+    default (Triton's CPU interpreter, where shared memory does not bind)."""
+    if device.type != "cuda":
+        return launch_plan(None, dtype, head_dim)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    capability, shared = _device_limits(index)
+    return launch_plan(capability, dtype, head_dim, shared_limit=shared)
+
+
 class _ReLAAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, bias, causal, p_drop, seed, block):
-        B, H, T, D = q.shape
-        S = k.size(2)
-        shape = (B, H, T, S)
-        if mask is not None:
-            mask = mask.expand(shape)  # a view: the strides carry the broadcast
-            mask = mask.view(torch.int8) if mask.dtype == torch.bool else mask
-        if bias is not None:
-            bias = bias.expand(shape)
-        out = torch.empty((B, H, T, D), device=q.device, dtype=q.dtype)
-        block_m, block_n, block_d = block or _blocks(D)
-        meta = dict(HAS_MASK=mask is not None, HAS_BIAS=bias is not None, CAUSAL=causal, DROPOUT=p_drop > 0,
-                    PRECISION="ieee" if q.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n,
-                    BLOCK_D=block_d, BH_AXIS=int(B * H <= MAX_GRID_Y))
-        args = (mask if mask is not None else q, bias if bias is not None else q, seed, p_drop)
-        strides = (*q.stride(), *k.stride(), *v.stride())
-        extra = (*_broadcast_strides(mask, shape), *_broadcast_strides(bias, shape), T, S, H, D)
-        _forward[_grid(B * H, triton.cdiv(T, block_m))](q, k, v, out, *args, *strides, *out.stride(), *extra, **meta)
+    def forward(ctx, q, k, v, mask, bias, causal, p_drop, seed, plan):
+        mask, bias = _prepare(q, k, mask, bias)
+        out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+        forward_call(q, k, v, out, mask, bias, causal, p_drop, seed, plan).launch()
         ctx.save_for_backward(q, k, v, mask, bias)
-        ctx.setup = (args[2:], strides, extra, meta)
+        ctx.setup = (causal, p_drop, seed, plan)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, mask, bias = ctx.saved_tensors
-        (seed, p_drop), strides, extra, meta = ctx.setup
-        B, H, T, D = q.shape
-        S = k.size(2)
+        causal, p_drop, seed, plan = ctx.setup
         grad_out = grad_out.contiguous() if grad_out.stride(-1) != 1 else grad_out
-        args = (mask if mask is not None else q, bias if bias is not None else q, seed, p_drop)
-        dq = torch.empty((B, H, T, D), device=q.device, dtype=q.dtype)
-        dk = torch.empty((B, H, S, D), device=k.device, dtype=k.dtype)
-        dv = torch.empty((B, H, S, D), device=v.device, dtype=v.dtype)
-        common = (*args, *strides, *grad_out.stride(), *extra)
-        _backward_kv[_grid(B * H, triton.cdiv(S, meta["BLOCK_N"]))](q, k, v, grad_out, dk, dv, *common, **meta)
-        _backward_q[_grid(B * H, triton.cdiv(T, meta["BLOCK_M"]))](q, k, v, grad_out, dq, *common, **meta)
+        dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous (B,H,T,D), as the kernels write
+        dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+        dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
+        for call in backward_calls(q, k, v, grad_out, dq, dk, dv, mask, bias, causal, p_drop, seed, plan):
+            call.launch()
         return dq, dk, dv, None, None, None, None, None, None
 
 
 def rela_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                    *, causal: bool = False, dropout_p: float = 0.0, seed: Optional[int] = None,
-                   block: Optional[Tuple[int, int, int]] = None) -> Tensor:
+                   plan: Optional[LaunchPlan] = None) -> Tensor:
     """``Σ_j dropout(ReLU(q_i·k_j + bias_ij), blocked = 0) v_j`` for ``q (B,H,T,D)``, ``k, v (B,H,S,D)``
     (scores unscaled: scale ``q`` first), on CUDA tensors or under ``TRITON_INTERPRET=1``.
 
     ``mask``: bool broadcastable to ``(B,H,T,S)``, True = blocked; ``bias``: float broadcastable to it
     (``-inf`` blocks); ``causal``: key ``j`` visible to query ``i`` iff ``j <= i + S - T``.  Dropout
     ``dropout_p`` with Philox ``seed`` (default: drawn from torch's CPU generator, so
-    ``torch.manual_seed`` makes it reproducible).  ``block`` overrides the tile sizes (tests).
+    ``torch.manual_seed`` makes it reproducible).  ``plan``: the launch configuration (default
+    :func:`device_plan`: the one that fits ``q``'s GPU; tests and benchmarks pass their own).
     """
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
@@ -252,13 +313,19 @@ def rela_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = Non
     if mask is not None and mask.dtype != torch.bool:
         raise TypeError(f"mask must be bool (True = blocked), got {mask.dtype}")
     k, v = k.to(q.dtype), v.to(q.dtype)  # one dtype for tl.dot (a no-op unless autocast mixed them)
-    return _ReLAAttention.apply(q, k, v, mask, bias, bool(causal), float(dropout_p), int(seed or 0), block)
+    plan = plan or device_plan(q.device, q.dtype, q.size(-1))
+    return _ReLAAttention.apply(q, k, v, mask, bias, bool(causal), float(dropout_p), int(seed or 0), plan)
+
+
+def dropout_keep_call(keep: Tensor, seed: int, dropout_p: float, heads: int) -> KernelCall:
+    """The launch of :func:`_dropout_keep` filling ``keep`` (int8, ``(B,H,T,S)`` contiguous)."""
+    B, H, T, S = keep.shape
+    return KernelCall("dropout_keep", _dropout_keep, (triton.cdiv(T, 16), B * H, triton.cdiv(S, 16)),
+                      (keep, seed, float(dropout_p), T, S, heads), dict(BLOCK_M=16, BLOCK_N=16))
 
 
 def dropout_keep(shape: Tuple[int, int, int, int], dropout_p: float, seed: int, device) -> Tensor:
     """The bool keep-mask ``(B,H,T,S)`` that :func:`rela_attention` applies for ``seed`` (tests, debugging)."""
-    B, H, T, S = shape
     keep = torch.empty(shape, dtype=torch.int8, device=device)
-    _dropout_keep[(triton.cdiv(T, 16), B * H, triton.cdiv(S, 16))](keep, seed, float(dropout_p), T, S, H,
-                                                                   BLOCK_M=16, BLOCK_N=16)
+    dropout_keep_call(keep, seed, dropout_p, shape[1]).launch()
     return keep.bool()

@@ -53,6 +53,27 @@ def test_rank_entry_needs_the_launchers_environment(monkeypatch):
 def test_a_rank_killed_by_signal_n_gives_128_plus_n():
     assert [exit_status(c) for c in (0, 1, 2, -signal.SIGKILL, -signal.SIGTERM)] == [0, 1, 2, 137, 143]
     assert describe(-signal.SIGKILL) == "was killed by SIGKILL" and describe(2) == "exited with status 2"
+    assert exit_status(-signal.SIGHUP) == 129 and describe(-signal.SIGHUP) == "was killed by SIGHUP"  # signal 1
+    assert exit_status(255) == 255 and describe(255) == "exited with status 255"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("nnodes,node_rank,ok", [(1, 0, True), (1, 1, False), (2, 1, True), (2, 2, False),
+                                                 (2, -1, False)])
+def test_node_rank_must_be_below_nnodes(nnodes, node_rank, ok, capsys):
+    """Issue 36: --node-rank N of --nnodes N (one past the last node) is refused before anything starts."""
+    from fairseq_rela.cli.launch import cli_main
+
+    argv = ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port",
+            "29500", "--cpu", "--dry-run", "--", "DATA"]
+    if ok:
+        cli_main(argv)
+        assert capsys.readouterr().out.count("fairseq-train") == 1
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(argv)
+        assert exit_.value.code == 2
+        assert f"--node-rank {node_rank}: must be in 0..{nnodes - 1}" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ options and plan (e2e)

@@ -364,3 +364,14 @@ def test_corpus_module_is_torch_free():
     code = "import sys, fairseq_rela.corpus; print(sorted(m for m in ('torch', 'fairseq') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.unit
+def test_training_pair_filter_boundaries():
+    """At the limits: a side of exactly max_chars characters and a length ratio of exactly max_ratio are kept,
+    one character more is dropped (issue 36: a `>=` for `>` went unnoticed)."""
+    keep = corpus.keep_training_pair
+    assert keep("x" * 1500, "y" * 1500) and not keep("x" * 1501, "y" * 1500) and not keep("x" * 1500, "y" * 1501)
+    assert keep("x" * 10, "y" * 10, max_chars=10) and not keep("x" * 11, "y" * 11, max_chars=10)
+    assert keep("x" * 30, "y" * 10) and not keep("x" * 31, "y" * 10) and not keep("x" * 10, "y" * 31)
+    assert keep("x" * 31, "y" * 10, max_ratio=None)

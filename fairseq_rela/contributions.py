@@ -25,7 +25,11 @@ the attention block's, not the ``contributions2`` of the second LayerNorm).
 ``R^l = C^l R^{l-1}`` over row-stochastic per-layer matrices :func:`layer_shares` makes from each
 source: ``weights`` (``(Ŵ + I) / 2``, ``Ŵ`` the head-mean weights normalised per row, as their
 ``compute_rollout``; a null ReLA row is the identity), ``norms`` (the same with Kobayashi's attention
-norms), ``block`` (``‖T_i(x_j)‖`` normalised per row: their "norm" rollout, ``sum_one``), ``alti``.
+norms), ``block`` (``‖T_i(x_j)‖`` normalised per row: their "norm" rollout, ``sum_one``), ``alti``,
+``value-zeroing`` (:mod:`fairseq_rela.value_zeroing`; Mohebbi et al.'s ``compute_joint_attention(res=False)``:
+the layer's residual is already inside the measure; a row no value reaches keeps the token itself).
+In a decoder layer value zeroing measures both attentions on the same output, so its ALTI+ step below is
+``J^l = [d^cross | d^self] / (Σ d^cross + Σ d^self)`` per position (:func:`value_zeroing_shares`).
 
 **ALTI+** (Ferrando et al. 2022, "Towards Opening the Black Box of Neural Machine Translation", §3;
 code: mt-upc/transformer-contributions-nmt, ``wrappers/transformer_wrapper.py``,
@@ -46,7 +50,7 @@ from torch import Tensor
 from fairseq_rela.errors import OptionError, check_choice
 
 Array = Union[Tensor, np.ndarray]
-ROLLOUT_SOURCES = ("weights", "norms", "block", "alti")
+ROLLOUT_SOURCES = ("weights", "norms", "block", "alti", "value-zeroing")
 
 
 @dataclass
@@ -104,7 +108,8 @@ def layer_shares(record, source: str) -> LayerShares:
     """One attention record's (``AttentionRecord``: numpy or torch, one sentence or a batch) per-layer
     shares for rollout from ``source`` in :data:`ROLLOUT_SOURCES` (module docstring)."""
     check_choice("rollout source", source, ROLLOUT_SOURCES)
-    field = {"weights": "weights", "norms": "summed_norm", "block": "block_norm", "alti": "alti"}[source]
+    field = {"weights": "weights", "norms": "summed_norm", "block": "block_norm", "alti": "alti",
+             "value-zeroing": "value_zeroing"}[source]
     value = getattr(record, field)
     if value is None or (source == "norms" and record.summed_heads is not None):
         raise OptionError(f"rollout of {source}: the {record.kind} attention of layer {record.layer} was recorded "
@@ -114,6 +119,11 @@ def layer_shares(record, source: str) -> LayerShares:
         value = value.mean(-3)
     if source in ("weights", "norms"):
         return _with_identity(value, record.kind)
+    if source == "value-zeroing":
+        if record.kind == "cross":
+            raise OptionError("rollout of value-zeroing: a cross-attention's shares need its layer's self-attention "
+                              "(value_zeroing_shares)")
+        return LayerShares(_keep_self_where_empty(value))
     if source == "alti":
         res = record.alti_residual
         return LayerShares(value, None if res is None else np.asarray(res, np.float64))
@@ -122,6 +132,29 @@ def layer_shares(record, source: str) -> LayerShares:
     res = np.asarray(record.block_residual_norm, np.float64)
     total = value.sum(-1) + res
     return LayerShares(value / total[..., None], res / total)
+
+
+def _keep_self_where_empty(matrix: np.ndarray) -> np.ndarray:
+    """Self-attention rows that sum to 0 (no value reaches the token) become the token itself."""
+    empty = matrix.sum(-1) == 0
+    return np.where(empty[..., None], _own(*matrix.shape[-2:]), matrix)
+
+
+def value_zeroing_shares(self_record, cross_record) -> Tuple[LayerShares, LayerShares]:
+    """A decoder layer's value zeroing as ALTI+'s (self block, cross block): both distances are changes of the
+    layer's output, so position t's row is ``[d^cross_t | d^self_t] / (Σ d^cross_t + Σ d^self_t)``: the cross
+    block gets ``d^cross / total`` with the residual share ``Σ d^self / total``, the self block ``d^self``
+    normalised (a position nothing reaches: all residual, then the token itself)."""
+    if self_record.value_zeroing_distance is None or cross_record.value_zeroing_distance is None:
+        raise OptionError(f"rollout of value-zeroing: decoder layer {cross_record.layer} was recorded without it")
+    d_self = np.asarray(self_record.value_zeroing_distance, np.float64)
+    d_cross = np.asarray(cross_record.value_zeroing_distance, np.float64)
+    self_total, cross_total = d_self.sum(-1), d_cross.sum(-1)
+    total = self_total + cross_total
+    safe = np.where(total > 0, total, 1.0)
+    residual = np.where(total > 0, self_total / safe, 1.0)
+    d_self = d_self / np.where(self_total > 0, self_total, 1.0)[..., None]
+    return LayerShares(_keep_self_where_empty(d_self)), LayerShares(d_cross / safe[..., None], residual)
 
 
 def rollout(layers: Sequence[Array]) -> np.ndarray:
@@ -197,5 +230,9 @@ def sentence_contributions(records: Mapping[Tuple[str, int], object], source: st
         return Contributions(source, enc)
     if len(dec_self) != len(cross):
         raise OptionError("rollout: the decoder's self- and cross-attention must both be recorded in every layer")
-    decoder = alti_plus(enc[-1], [layer_shares(r, source) for r in dec_self], [layer_shares(r, source) for r in cross])
+    if source == "value-zeroing":
+        self_shares, cross_shares = zip(*(value_zeroing_shares(s, c) for s, c in zip(dec_self, cross)))
+    else:
+        self_shares, cross_shares = [layer_shares(r, source) for r in dec_self], [layer_shares(r, source) for r in cross]
+    decoder = alti_plus(enc[-1], self_shares, cross_shares)
     return Contributions(source, enc, decoder)

@@ -13,7 +13,8 @@ through the residual connection and LayerNorm that follow (:mod:`fairseq_rela.bl
 al. 2021); :class:`AttentionRecorder` collects it as
 :class:`AttentionRecord` s (a batch), and :func:`split_sentences` cuts those into one
 :class:`SentenceAttention` per sentence pair.  :meth:`AttentionRecord.matrix` is the one place that
-turns a record into an alignment matrix (weights, norms, block contributions or their ALTI shares), for
+turns a record into an alignment matrix (weights, norms, block contributions, their ALTI shares or value
+zeroing, :mod:`fairseq_rela.value_zeroing`, recorded with ``value_zeroing=True``), for
 ``fairseq-generate`` and for the analysis sweep alike; :meth:`SentenceAttention.matrix` adds the
 rolled-out sources (:data:`ROLLED_OUT_SOURCES`, ALTI+'s source columns: they need every layer of a
 sentence, so they are the analysis's, not ``fairseq-generate``'s, which reports one layer).
@@ -30,10 +31,13 @@ from fairseq_rela.attention import ATTENTION_KINDS, ReLAMultiheadAttention
 from fairseq_rela.block import BlockParts, decompose_block
 from fairseq_rela.contributions import ROLLOUT_SOURCES, Contributions, sentence_contributions
 from fairseq_rela.errors import OptionError, check_choice
+from fairseq_rela.value_zeroing import normalise_rows, zeroed_distances
 
 Array = Union[Tensor, np.ndarray]
-ALIGNMENT_SOURCES = ("weights", "norms", "block", "alti")  # one layer's cross-attention record
-ALL_HEADS_SOURCES = ("block", "alti")  # the residual and LayerNorm act on the heads' sum: no head selection
+ALIGNMENT_SOURCES = ("weights", "norms", "block", "alti", "value-zeroing")  # one layer's cross-attention record
+BLOCK_SOURCES = ("block", "alti")  # from the block decomposition
+# the residual and LayerNorm act on the heads' sum (value zeroing: every head's v_j zeroed): no head selection
+ALL_HEADS_SOURCES = BLOCK_SOURCES + ("value-zeroing",)
 #: rolled out through every layer below (``rollout-alti`` is ALTI+): :meth:`SentenceAttention.matrix`
 ROLLED_OUT_SOURCES = tuple(f"rollout-{s}" for s in ROLLOUT_SOURCES)
 
@@ -66,7 +70,12 @@ class AlignmentSource:
     @property
     def needs_block(self) -> bool:
         """Whether the recorder must decompose the attention block (``block``, ``alti``)."""
-        return self.source in ALL_HEADS_SOURCES
+        return self.source in BLOCK_SOURCES
+
+    @property
+    def needs_value_zeroing(self) -> bool:
+        """Whether the recorder must rerun the layer with each value zeroed (``value-zeroing``)."""
+        return self.source == "value-zeroing"
 
     def resolve(self, n_layers: int, n_heads: int) -> "AlignmentSource":
         """The same source with a 0-based layer, checked against a decoder's size."""
@@ -104,6 +113,9 @@ class AttentionRecord:
     block_bias: Optional[Array] = None  # (B, T, E): Σ_j block_vectors + block_residual + block_bias == block output
     alti: Optional[Array] = None  # (B, T, S) ALTI share of key j in block output i (fairseq_rela.contributions)
     alti_residual: Optional[Array] = None  # (B, T) cross-attention: the residual's (decoder state's) ALTI share
+    # value zeroing (fairseq_rela.value_zeroing), recorded with value_zeroing=True
+    value_zeroing_distance: Optional[Array] = None  # (B, T, S) d_ij = 1 - cos(layer output i, same with v_j zeroed)
+    value_zeroing: Optional[Array] = None  # (B, T, S) d_ij / Σ_k d_ik (a row of zeros stays zeros)
 
     @property
     def has_norms(self) -> bool:
@@ -120,14 +132,16 @@ class AttentionRecord:
         (Kobayashi et al.'s norm of the summed vectors; one head: ``‖α^h f_h(x_j)‖``); ``block``: the
         norm of key j's contribution to the block's output, after the residual and LayerNorm (all heads);
         ``alti``: key j's ALTI share of the block's output (all heads; in cross-attention the rest of the
-        row, ``alti_residual``, is the decoder state's).
+        row, ``alti_residual``, is the decoder state's); ``value-zeroing``: the cosine distance of the layer's
+        output i to the same with key j's value zeroed in this attention, rows normalised (all heads).
         """
         check_choice("--alignment-source", source, ALIGNMENT_SOURCES)
         heads = None if heads is None else tuple(heads)
         if source in ALL_HEADS_SOURCES:
-            value = self.block_norm if source == "block" else self.alti
+            value = {"block": self.block_norm, "alti": self.alti, "value-zeroing": self.value_zeroing}[source]
             if value is None:
-                raise OptionError(f"--alignment-source {source}: the attention was recorded without its block")
+                raise OptionError(f"--alignment-source {source}: the attention was recorded without " +
+                                  ("value zeroing" if source == "value-zeroing" else "its block"))
             if heads is not None:
                 raise OptionError(f"--alignment-source {source} covers all heads (the residual and LayerNorm act "
                                   "on their sum)")
@@ -250,14 +264,23 @@ class AttentionRecorder:
     With ``block=True`` (implies norms) each record also holds the decomposition of its attention
     block (:mod:`fairseq_rela.block`) and its ALTI shares (:mod:`fairseq_rela.contributions`): exact in
     eval mode; the layers must be :class:`~fairseq_rela.block.ResidualTap` s.
+    With ``value_zeroing=True`` each record also holds value zeroing (:mod:`fairseq_rela.value_zeroing`): after
+    each layer's forward call, the layer is rerun on copies of its batch with one key's value zeroed in each
+    (the reruns are not recorded); eval mode; the layers must be
+    :class:`~fairseq_rela.value_zeroing.ZeroingLayer` s.
     """
 
     def __init__(self, model: nn.Module, kinds: Iterable[str] = ATTENTION_KINDS, norms: bool = True,
                  keep_vectors: bool = False, layers: Optional[Iterable[int]] = None,
-                 heads: Optional[Sequence[int]] = None, block: bool = False):
+                 heads: Optional[Sequence[int]] = None, block: bool = False, value_zeroing: bool = False):
         self.kinds = tuple(kinds)
         self.heads = heads
         self.norms, self.keep_vectors, self.block = norms or block, keep_vectors, block
+        self.value_zeroing = value_zeroing
+        self.zeroing_layers: Dict[int, nn.Module] = {}  # id(attention) -> its layer (value zeroing only)
+        self._zeroing: Dict[int, list] = {}  # id(layer) -> [(record, attention)] awaiting the layer's output
+        self._hooks: list = []
+        self._rerunning = False
         if block and heads is not None:
             raise OptionError("AttentionRecorder: the block decomposition covers all heads (heads=None)")
         self.layers = None if layers is None else set(layers)
@@ -273,6 +296,8 @@ class AttentionRecorder:
                     self.modules.append((module, layer))
                     if block:
                         self.parents[id(module)] = _block_layer(model, name, module.kind.value)
+                    if value_zeroing:
+                        self.zeroing_layers[id(module)] = _zeroing_layer(model, name)
         if not self.modules:
             raise ValueError("AttentionRecorder: the model has no ReLAMultiheadAttention to record "
                              "(is it a rela_transformer?)")
@@ -282,6 +307,8 @@ class AttentionRecorder:
             module.recorder = self._recorder_for(layer)
         for parent in self.parents.values():
             parent.residual_observer = self._observe_residual
+        for layer in {id(l): l for l in self.zeroing_layers.values()}.values():
+            self._hooks.append(layer.register_forward_hook(self._zero_values, with_kwargs=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -289,13 +316,19 @@ class AttentionRecorder:
             module.recorder = None
         for parent in self.parents.values():
             parent.residual_observer = None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
         self._pending.clear()
+        self._zeroing.clear()
 
     def clear(self) -> None:
         self.records.clear()
 
     def _recorder_for(self, layer: int):
         def record(module, weights, values, head_outputs, output, key_padding_mask):
+            if self._rerunning:  # value zeroing's reruns of a layer are not records
+                return
             rec = AttentionRecord(module.kind.value, layer, weights.detach().float(),
                                   None if key_padding_mask is None else key_padding_mask.detach().bool(),
                                   summed_heads=None if self.heads is None else tuple(self.heads))
@@ -312,13 +345,37 @@ class AttentionRecorder:
                 rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
                     module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
                     None if self.heads is None else list(self.heads))
+            if self.value_zeroing:  # after the layer's call (_zero_values)
+                zeroing_layer = self.zeroing_layers[id(module)]
+                if zeroing_layer.training and zeroing_layer.dropout_module.p > 0:
+                    raise RuntimeError("AttentionRecorder(value_zeroing=True): dropout makes the reruns differ from "
+                                       "the pass; call model.eval() first")
+                self._zeroing.setdefault(id(zeroing_layer), []).append((rec, module))
             self.records.setdefault((rec.kind, layer), []).append(rec)
 
         return record
 
+    def _zero_values(self, layer: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        """A layer's forward call ended: value zeroing of each attention it recorded (a batched rerun of the
+        layer per chunk of keys, :func:`~fairseq_rela.value_zeroing.zeroed_distances`)."""
+        pending = self._zeroing.pop(id(layer), None)
+        if self._rerunning or not pending:
+            return
+        x = output[0] if isinstance(output, (tuple, list)) else output
+        self._rerunning = True
+        try:
+            for rec, module in pending:
+                d = zeroed_distances(layer, module, args, kwargs, x.detach(), rec.weights.size(-1))
+                d = d * rec.weights.ne(0).any(1)  # no head attends i -> j: zeroing v_j changes nothing, exactly
+                rec.value_zeroing_distance, rec.value_zeroing = d, normalise_rows(d)
+        finally:
+            self._rerunning = False
+
     def _observe_residual(self, layer: nn.Module, x: Tensor, residual: Tensor) -> None:
         """A layer's residual connection: if it follows a recorded attention, decompose that attention
         (its norms and vectors) and its block, in batch chunks of bounded size."""
+        if self._rerunning:
+            return
         pending = self._pending.pop(id(layer), None)
         if pending is None:  # the feed-forward's residual, or an attention not recorded
             return
@@ -343,6 +400,16 @@ class AttentionRecorder:
         rec.block_norm, rec.block_residual_norm, rec.mixing_ratio = parts.norms, parts.residual_norm, parts.mixing
         rec.block_vectors, rec.block_residual, rec.block_bias = parts.vectors, parts.residual, parts.bias
         rec.alti, rec.alti_residual = parts.alti, parts.alti_residual
+
+
+def _zeroing_layer(model: nn.Module, name: str) -> nn.Module:
+    """The layer around the attention ``name``, checked to be a
+    :class:`~fairseq_rela.value_zeroing.ZeroingLayer` (it can be rerun on copies of its batch)."""
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+    if parent is None or not isinstance(getattr(parent, "batch_axes", None), dict):
+        raise OptionError(f"value zeroing: the layer around {name} cannot be rerun on copies of its batch "
+                          "(not a fairseq-rela Transformer layer)")
+    return parent
 
 
 def _block_layer(model: nn.Module, name: str, kind: str) -> nn.Module:
@@ -418,7 +485,7 @@ class SentenceAttention:
 
 
 _NORM_FIELDS = ("weighted_norm", "fx_norm", "summed_norm")
-_QUERY_KEY_FIELDS = ("summed_norm", "block_norm", "alti")  # (B, T, S)
+_QUERY_KEY_FIELDS = ("summed_norm", "block_norm", "alti", "value_zeroing_distance", "value_zeroing")  # (B, T, S)
 _QUERY_FIELDS = ("block_residual_norm", "mixing_ratio", "alti_residual")  # (B, T, ...)
 
 
@@ -441,7 +508,7 @@ def split_sentences(sample, recorder: AttentionRecorder, src_dict, tgt_dict) -> 
                               "cross": (tgt_keep, src_keep)}[kind]
             out = AttentionRecord(kind, layer, rec.weights[b][:, q_keep][:, :, k_keep].cpu().numpy(),
                                   summed_heads=rec.summed_heads)
-            for name in _NORM_FIELDS + _QUERY_FIELDS + ("block_norm", "alti"):
+            for name in _NORM_FIELDS + _QUERY_FIELDS + _QUERY_KEY_FIELDS[1:]:
                 value = getattr(rec, name)
                 if value is None:
                     continue

@@ -239,3 +239,120 @@ def ref_alti_plus(enc_layers, dec_self_layers, cross_layers):
         new = torch.cat([new_src, new_tgt], -1)
         accum.append(new / new.sum(-1, keepdim=True))
     return torch.stack(accum)
+
+
+# Value zeroing (Mohebbi et al. 2023), as the authors' scoring/value_zeroing.py: per layer and key token, the
+# whole layer rerun on its original input with that token's value vector zeroed (every head, bias included),
+# the cosine distance of each token's new output to its original one (sklearn's 1 - a.b / |a||b|), rows
+# normalised.  Plain torch in float64 on one sentence without padding, independent of fairseq_rela.
+
+def _ref_layer_norm(ln, x):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return ln.weight.double() * (x - mu) / torch.sqrt(var + ln.eps) + ln.bias.double()
+
+
+def ref_zeroed_attention(mha, query, key, causal, activation, zero=None):
+    """(T, E) attention output for one sentence (query (T, E), key (S, E), float64), with key ``zero``'s value
+    vector zeroed in every head; ``mha`` supplies the parameters (and the head normaliser's) only."""
+    H, d = mha.num_heads, mha.head_dim
+    T, S = query.shape[0], key.shape[0]
+    q = (query @ mha.q_proj.weight.double().T + mha.q_proj.bias.double()) * d ** -0.5
+    k = key @ mha.k_proj.weight.double().T + mha.k_proj.bias.double()
+    v = key @ mha.v_proj.weight.double().T + mha.v_proj.bias.double()
+    if zero is not None:
+        v = v.clone()
+        v[zero] = 0.0
+    blocked = torch.triu(torch.ones(T, S, dtype=torch.bool), 1) if causal else torch.zeros(T, S, dtype=torch.bool)
+    z = torch.zeros(T, H * d, dtype=torch.double)
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        scores = q[:, sl] @ k[:, sl].T
+        if activation == "rela":
+            alpha = torch.relu(scores.masked_fill(blocked, 0.0))
+        else:
+            alpha = torch.softmax(scores.masked_fill(blocked, float("-inf")), -1)
+        z[:, sl] = alpha @ v[:, sl]
+    norm = getattr(mha, "head_norm", None)
+    rms = torch.sqrt((z * z).mean(-1, keepdim=True) + getattr(norm, "eps", 0.0))
+    if hasattr(norm, "gate"):  # ReLA-g: g ⊙ z / rms(z) ⊙ σ(w ⊙ z)
+        z = norm.weight.double() * z / rms * torch.sigmoid(norm.gate.double() * z)
+    elif hasattr(norm, "weight"):  # ReLA-i: RMSNorm
+        z = norm.weight.double() * z / rms
+    return z @ mha.out_proj.weight.double().T + mha.out_proj.bias.double()
+
+
+def ref_layer(layer, x, encoder_out, activation, ffn_activation, zero=None):
+    """One fairseq Transformer layer (encoder: ``encoder_out`` None; decoder: causal self-attention, then
+    cross-attention) in float64 on one sentence, post- or pre-norm as ``layer.normalize_before``;
+    ``zero = (kind, j)`` zeroes key j's value in that attention ('self' or 'cross')."""
+    pre = layer.normalize_before
+    decoder = encoder_out is not None
+
+    def block(attn, ln, x, memory, causal, which):
+        h = _ref_layer_norm(ln, x) if pre else x
+        j = zero[1] if zero is not None and zero[0] == which else None
+        u = ref_zeroed_attention(attn, h, h if memory is None else memory, causal, activation, j) + x
+        return u if pre else _ref_layer_norm(ln, u)
+
+    x = block(layer.self_attn, layer.self_attn_layer_norm, x, None, decoder, "self")
+    if decoder:
+        x = block(layer.encoder_attn, layer.encoder_attn_layer_norm, x, encoder_out, False, "cross")
+    h = _ref_layer_norm(layer.final_layer_norm, x) if pre else x
+    h = ffn_activation(h @ layer.fc1.weight.double().T + layer.fc1.bias.double())
+    u = h @ layer.fc2.weight.double().T + layer.fc2.bias.double() + x
+    return u if pre else _ref_layer_norm(layer.final_layer_norm, u)
+
+
+def ref_value_zeroing(layer, x, encoder_out, activation, ffn_activation, which):
+    """(T, K) raw cosine distances and their row-normalised matrix for attention ``which`` ('self'/'cross') of
+    one layer: one full rerun of the layer per key token, as the authors' loop ``for t in range(seq_length)``."""
+    original = ref_layer(layer, x, encoder_out, activation, ffn_activation)
+    keys = x.shape[0] if which == "self" else encoder_out.shape[0]
+    dist = torch.zeros(x.shape[0], keys, dtype=torch.double)
+    for j in range(keys):
+        new = ref_layer(layer, x, encoder_out, activation, ffn_activation, zero=(which, j))
+        cos = (new * original).sum(-1) / (new.norm(dim=-1) * original.norm(dim=-1))
+        dist[:, j] = (1 - cos).clamp(0, 2)
+    return dist, dist / dist.sum(-1, keepdim=True)
+
+
+def ref_model_value_zeroing(model, src_tokens, prev_output_tokens, activation, ffn_activation):
+    """{(kind, layer): (raw distances, normalised)} of every attention of an encoder-decoder model (or an
+    encoder alone: ``prev_output_tokens`` None) for one sentence (batch 1): each layer's input read with a
+    forward pre-hook, then :func:`ref_value_zeroing` on it."""
+    model = copy.deepcopy(model).double().eval()
+    inputs, hooks = {}, []
+
+    def keep(key):
+        def hook(module, args, kwargs):
+            inputs[key] = (args, kwargs)
+        return hook
+
+    encoder = model.encoder if prev_output_tokens is not None else getattr(model, "encoder", model)
+    encoder = getattr(encoder, "sentence_encoder", encoder)  # a roberta's transformer encoder
+    for i, layer in enumerate(encoder.layers):
+        hooks.append(layer.register_forward_pre_hook(keep(("encoder_self", i)), with_kwargs=True))
+    if prev_output_tokens is not None:
+        for i, layer in enumerate(model.decoder.layers):
+            hooks.append(layer.register_forward_pre_hook(keep(("decoder", i)), with_kwargs=True))
+    with torch.no_grad():
+        if prev_output_tokens is None:
+            model(src_tokens, features_only=True)
+        else:
+            model(src_tokens, src_lengths=torch.tensor([src_tokens.size(1)]), prev_output_tokens=prev_output_tokens)
+    for h in hooks:
+        h.remove()
+    out = {}
+    with torch.no_grad():
+        for i, layer in enumerate(encoder.layers):
+            args, kwargs = inputs[("encoder_self", i)]
+            out[("encoder_self", i)] = ref_value_zeroing(layer, args[0][:, 0], None, activation, ffn_activation,
+                                                         "self")
+        if prev_output_tokens is not None:
+            for i, layer in enumerate(model.decoder.layers):
+                args, kwargs = inputs[("decoder", i)]
+                x, memory = args[0][:, 0], (args[1] if len(args) > 1 else kwargs["encoder_out"])[:, 0]
+                out[("decoder_self", i)] = ref_value_zeroing(layer, x, memory, activation, ffn_activation, "self")
+                out[("cross", i)] = ref_value_zeroing(layer, x, memory, activation, ffn_activation, "cross")
+    return out

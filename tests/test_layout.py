@@ -17,7 +17,7 @@ RANKS = {
     "fairseq_rela.alignment": 1, "fairseq_rela.checkpoint": 1, "fairseq_rela.toy": 1, "fairseq_rela.corpus": 1,
     "fairseq_rela.activations": 2, "fairseq_rela.normalization": 2, "fairseq_rela.kernels": 2,
     "fairseq_rela.attention": 3, "fairseq_rela.block": 3, "fairseq_rela.contributions": 3,
-    "fairseq_rela.config": 4, "fairseq_rela.recording": 4,
+    "fairseq_rela.config": 4, "fairseq_rela.recording": 4, "fairseq_rela.value_zeroing": 4,
     "fairseq_rela.models": 5,
     "fairseq_rela.tasks": 6,
     "fairseq_rela.analysis": 7,

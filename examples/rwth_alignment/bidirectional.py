@@ -26,7 +26,7 @@ from fairseq_rela.alignment.io import read_lines
 from fairseq_rela.alignment.symmetrize import METHODS
 from fairseq_rela.cli.files import write_json, write_text
 
-LINK_FILE = re.compile(r"(?P<source>\w+(?:-\w+)?)-(?P<shift>AW[IO])-L(?P<layer>\d+)\.txt")  # rollout-alti-AWO-L2
+LINK_FILE = re.compile(r"(?P<source>\w+(?:-\w+)*)-(?P<shift>AW[IO])-L(?P<layer>\d+)\.txt")  # rollout-alti-AWO-L2
 COLUMNS = ("forward", "backward", "intersection", "grow-diag", "grow-diag-final-and", "union")
 Links = List[Set[Tuple[int, int]]]
 

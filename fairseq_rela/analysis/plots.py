@@ -70,7 +70,7 @@ def plot_weight_vs_norm(sent, kind: str, layers: Optional[List[int]] = None):
     return fig
 
 
-SWEEP_COLOURS = {"weights": "C0", "norms": "C1", "block": "C2", "alti": "C3"}  # a source's colour in both panels
+SWEEP_COLOURS = {"weights": "C0", "norms": "C1", "block": "C2", "alti": "C3", "value-zeroing": "C4"}  # a source's colour in both panels
 SWEEP_STYLES = {"AWO": "-", "AWI": "--"}  # a shift's line style
 
 

@@ -10,8 +10,8 @@ Page content:
 
 * per drawn sentence, attention kind and layer: the weights (``α``, mean over heads, or one head)
   beside the norms (``‖Σ_h α f(x)‖``, or ``‖α^h f_h(x)‖`` of one head) and, over all heads, the block
-  contributions (attention + residual + LayerNorm, ``‖F_i(c_ij)‖``, :mod:`fairseq_rela.block`), tokens
-  on the axes, a head selector per layer;
+  contributions (attention + residual + LayerNorm, ``‖F_i(c_ij)‖``, :mod:`fairseq_rela.block`) and, when
+  recorded, value zeroing (:mod:`fairseq_rela.value_zeroing`), tokens on the axes, a head selector per layer;
 * cross-attention with a gold alignment: gold links (sure: solid square, possible: dashed square) and
   the links of the sweep's best layer configuration (dot), overlaid on the *subword* cells: a word link
   marks every cell whose source subword and target subword belong to the two linked words (word ids
@@ -21,7 +21,8 @@ Page content:
   rolled out through the whole model (:mod:`fairseq_rela.contributions`): ALTI+'s matrix after the last
   decoder layer, each predicted token's contributions from the source tokens and the target prefix (a
   masked LM: the encoder's rollout after its last layer), and the source-share curve, ALTI+'s source
-  share of each predicted token by decoding step, from ``alti`` and ``block`` (an inline SVG);
+  share of each predicted token by decoding step, from ``alti``, ``block`` and, when recorded,
+  ``value-zeroing`` (an inline SVG);
 * a head overview: sparsity and null rate per layer x head of each attention kind (``stats.json``);
 * the AER table of the sweep (per layer, weights/norms x AWO/AWI, best layer and head, baselines).
 
@@ -37,7 +38,7 @@ import numpy as np
 from fairseq_rela.alignment.links import word_ids
 
 LEVELS = 1000
-CURVE_SOURCES = {"alti": "#08306b", "block": "#e66101"}  # the source-share curves and their colours
+CURVE_SOURCES = {"alti": "#08306b", "block": "#e66101", "value-zeroing": "#1b7837"}  # the source-share curves and their colours
 KIND_TITLES = {"encoder_self": "encoder self-attention", "decoder_self": "decoder self-attention",
                "cross": "cross-attention (encoder-decoder)"}
 
@@ -76,7 +77,9 @@ def sentence_data(sent, kinds: Sequence[str]) -> dict:
             entry = {"layer": int(layer), "heads": heads,
                      "weights": {"all": _quantise(record.matrix("weights")),
                                  "heads": [_quantise(record.matrix("weights", [h])) for h in range(heads)]},
-                     "norms": None, "block": _quantise(record.matrix("block")) if record.has_block else None}
+                     "norms": None, "block": _quantise(record.matrix("block")) if record.has_block else None,
+                     "value_zeroing": (None if record.value_zeroing is None
+                                       else _quantise(record.matrix("value-zeroing")))}
             if record.has_norms and record.summed_heads is None:
                 per_head = ([_quantise(record.matrix("norms", [h])) for h in range(heads)]
                             if record.weighted_norm is not None else None)
@@ -490,6 +493,11 @@ JS = r"""
     if (which === "all" && entry.block) {
       draw(figure(maps, "block \u2016F(\u03b1 f(x) + residual)\u2016 after LayerNorm, max " + entry.block.max.toPrecision(3)
                   + note(entry.block)), entry.block, kd.queries, kd.keys, links);
+    }
+    if (which === "all" && entry.value_zeroing) {
+      draw(figure(maps, "value zeroing: 1 − cos of the layer output, rows normalised, max "
+                  + entry.value_zeroing.max.toPrecision(3) + note(entry.value_zeroing)),
+           entry.value_zeroing, kd.queries, kd.keys, links);
     }
   }
 

@@ -202,13 +202,17 @@ def check_finite_records(sent: SentenceAttention) -> None:
                                       "a weight is damaged or overflows (with --fp16, analyse in float32)")
 
 
-def _recorder(model, kinds, norms, layers, block: Optional[bool]) -> AttentionRecorder:
+def _recorder(model, kinds, norms, layers, block: Optional[bool], value_zeroing: bool) -> AttentionRecorder:
     if block is None and norms:
         try:
-            return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=True)
+            return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=True,
+                                     value_zeroing=value_zeroing)
         except OptionError as err:
+            if value_zeroing and "value zeroing" in str(err):
+                raise
             logger.warning("no block decomposition: %s", err)
-    return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=bool(block))
+    return AttentionRecorder(model, kinds=kinds, norms=norms, layers=layers, block=bool(block),
+                             value_zeroing=value_zeroing)
 
 
 def position_limits(model, task, max_positions=None):
@@ -221,12 +225,15 @@ def position_limits(model, task, max_positions=None):
 def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, kinds: Iterable[str] = ATTENTION_KINDS,
                    layers: Optional[Iterable[int]] = None, norms: bool = True, max_tokens: Optional[int] = 4000,
                    batch_size: Optional[int] = None, max_positions=None,
-                   skip_invalid: bool = False, block: Optional[bool] = None) -> Iterator[SentenceAttention]:
+                   skip_invalid: bool = False, block: Optional[bool] = None,
+                   value_zeroing: bool = False) -> Iterator[SentenceAttention]:
     """Teacher-forced pass over ``subset`` (or ``dataset``), one :class:`SentenceAttention` per pair (per
     sentence for a masked LM: :func:`load_split`).  ``max_positions`` (source, target) limits lengths
     further than the task and model do; longer sentences are skipped with ``skip_invalid``, else an error.
     ``block``: also decompose each attention block (attention + residual + LayerNorm,
-    :mod:`fairseq_rela.block`); None: whenever the model's layers allow it (with norms).  A non-finite
+    :mod:`fairseq_rela.block`); None: whenever the model's layers allow it (with norms).  ``value_zeroing``:
+    also value zeroing of every attention (:mod:`fairseq_rela.value_zeroing`: each layer rerun once per key
+    token, batched; about (source length) x the pass's cost).  A non-finite
     output or record raises a :class:`~fairseq_rela.checkpoint.CheckpointError`."""
     check_task(model, task)
     encoder_only = is_masked_lm(model)
@@ -234,7 +241,7 @@ def iter_sentences(model, task, subset: Optional[str] = "test", dataset=None, ki
         dataset = load_split(task, subset)
     device = next(model.parameters()).device
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-    recorder = _recorder(model, kinds, norms, layers, block)
+    recorder = _recorder(model, kinds, norms, layers, block, value_zeroing)
     limits = position_limits(model, task, max_positions)
     extra = {"features_only": True} if encoder_only else {}  # the LM head is not analysed
     for sample in iter_batches(task, dataset, max_tokens, batch_size, limits, skip_invalid):

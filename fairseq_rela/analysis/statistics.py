@@ -15,6 +15,7 @@ per layer:
   + residual, + LayerNorm; by norm, and by weight), when the records hold the block;
 - ``alti_mixing``: the same question answered by ALTI (Ferrando et al. 2022): the share of the block's
   output from other tokens (cross-attention: from the source, against the decoder's own state);
+- ``value_zeroing_mixing``: the same by value zeroing (Mohebbi et al. 2023), self-attention, when recorded;
 per rollout source (:data:`~fairseq_rela.contributions.ROLLOUT_SOURCES` the records allow), over the
 whole model (:class:`SourceShare`, under ``contributions``):
 - ``own_share``: per encoder layer, a token's share of its own representation after that layer, rolled
@@ -443,8 +444,40 @@ class AltiMixing(Statistic):
         return f"{fields['alti_mixing']:>9.3f}" if "alti_mixing" in fields else ""
 
 
+class ValueZeroingMixing(Statistic):
+    """Value zeroing's answer (Mohebbi et al. 2023, :mod:`fairseq_rela.value_zeroing`), mean over query tokens
+    that some value reaches: the share of the other tokens in a token's row, ``1 − VZ_ii`` (self-attention;
+    the decoder's over its prefix).  Cross-attention rows hold source tokens only (the decoder layer's split
+    between source and prefix is the rollout's ``src``): no cell."""
+
+    header = f"{'vz mix':>7}"
+    legend = ("vz mix: value zeroing's mixing: the other tokens' share of a token's row (how much its layer output "
+              "moves when their values are zeroed, against its own), 0-1; self-attention only")
+
+    def __init__(self, heads: int):
+        super().__init__(heads)
+        self.total, self.rows = 0.0, 0
+
+    def update(self, record, keys):
+        if record.value_zeroing is None or record.kind == "cross":
+            return
+        vz = np.asarray(record.value_zeroing, np.float64)
+        T, S = vz.shape
+        reached = vz.sum(-1) > 0
+        other = 1 - vz[np.arange(T), np.arange(T) + S - T]
+        self.total += float(other[reached].sum())
+        self.rows += int(reached.sum())
+
+    def result(self):
+        return {"value_zeroing_mixing": self.total / self.rows} if self.rows else {}
+
+    @staticmethod
+    def format(fields):
+        return f"{fields['value_zeroing_mixing']:>7.3f}" if "value_zeroing_mixing" in fields else ""
+
+
 STATISTICS: Tuple[Type[Statistic], ...] = (Sparsity, NullRate, HeadJSD, TokenShare, WeightNormCorrelation, FxNorm,
-                                           MixingRatio, AltiMixing)
+                                           MixingRatio, AltiMixing, ValueZeroingMixing)
 CHEAP: Tuple[Type[Statistic], ...] = (Sparsity, NullRate)  # weights_only: no per-row work
 
 
@@ -548,7 +581,9 @@ CONTRIBUTIONS_LEGEND = [
     "src ±95%: half-width of src's 95% confidence interval over this split's sentences (1.96 standard errors, "
     "sentences as clusters); training noise is not in it (a model trained with another seed may differ by more)",
     "weights/norms: rollout of (attention + identity)/2, Abnar & Zuidema; block: ||F_i(c_ij)|| row-normalised; "
-    "alti: ALTI per block, rolled out (for src: ALTI+, Ferrando et al. 2022)",
+    "alti: ALTI per block, rolled out (for src: ALTI+, Ferrando et al. 2022); value-zeroing: value zeroing per "
+    "layer rolled out without an added identity (Mohebbi et al. 2023; decoder: [cross | self] distances "
+    "normalised together)",
     "weights/norms src is 1 - 2^-(layer+1) by construction (the residual is half of every row; only ReLA's null "
     "rows, all residual, lower it): the model's own split is block's and alti's",
     "mean over every token of the split; a source is left out when the records lack it (norms of some heads only, "
@@ -562,13 +597,14 @@ def format_contributions(contributions: dict) -> List[str]:
         return []
     sources = list(contributions)
     first = contributions[sources[0]]
+    width = max(8, *(len(s) for s in sources))
 
     def cell(values: List[Optional[float]], i: int) -> str:
         value = values[i] if i < len(values) else None
-        return f"{NA if value is None else f'{value:.3f}':>8}"
+        return f"{NA if value is None else f'{value:.3f}':>{width}}"
 
     lines = ["token contributions through the model, rolled out layer by layer",
-             f"{'part':<13}{'layer':>5} " + " ".join(f"{s:>8}" for s in sources)]
+             f"{'part':<13}{'layer':>5} " + " ".join(f"{s:>{width}}" for s in sources)]
     for part, name in (("encoder own", "own_share"), ("decoder src", "source_share")):
         for layer in range(len(first.get(name, []))):
             lines.append(f"{part:<13}{layer:>5} " + " ".join(cell(contributions[s][name], layer) for s in sources))
@@ -579,7 +615,7 @@ def format_contributions(contributions: dict) -> List[str]:
         counts = first["sentences_by_position"]
         lines += ["", f"source share by target position (decoder's last layer; {SourceShare.positions} positions "
                       "at most; sentences: how many reach it)",
-                  f"{'position':>8} {'sentences':>9} " + " ".join(f"{s:>8}" for s in sources)]
+                  f"{'position':>8} {'sentences':>9} " + " ".join(f"{s:>{width}}" for s in sources)]
         for t, n in enumerate(counts):
             lines.append(f"{t:>8} {n:>9} " + " ".join(cell(contributions[s]["source_share_by_position"], t)
                                                       for s in sources))

@@ -1,7 +1,8 @@
 """Teacher-forced AER for every decoder layer x source x {AWO, AWI}, per layer and per head, against
 gold alignments.  Sources: one layer's cross-attention — weights (averaged over heads), norms (of the
-head sum), block (attention + residual + LayerNorm), alti (the block's ALTI shares) — and, per layer,
-the same rolled out through every layer below (``rollout-weights``, ``-norms``, ``-block``, ``-alti``:
+head sum), block (attention + residual + LayerNorm), alti (the block's ALTI shares), value-zeroing (when
+recorded: :mod:`fairseq_rela.value_zeroing`) — and, per layer, the same rolled out through every layer
+below (``rollout-weights``, ``-norms``, ``-block``, ``-alti``, ``-value-zeroing``:
 the source columns of ALTI+, :mod:`fairseq_rela.contributions`); heads one by one: weights, norms.
 
 Pure: :class:`AlignmentSweep` takes sentences and returns a :class:`SweepResult`; the command line
@@ -106,6 +107,8 @@ class LinkSweep:
                                                                              is not None) else [])
                 if head is None and record.has_block:  # the block and ALTI are over all heads
                     sources += ["block"] + (["alti"] if record.alti is not None else [])
+                if head is None and record.value_zeroing is not None:  # every head's value zeroed
+                    sources.append("value-zeroing")
                 if head is None:
                     sources += rolled
                 for source in sources:
@@ -156,8 +159,10 @@ SOURCE_LEGEND = {"weights": "alpha, mean over the heads (one head: its alpha)",
                  "norms": "||sum_h alpha f(x)|| (one head: ||alpha f(x)||)",
                  "block": "the source token's part of the block output: attention + residual + LayerNorm, all heads",
                  "alti": "the source token's ALTI share of the block output (Ferrando et al. 2022), all heads",
+                 "value-zeroing": "the cosine distance of the layer's output to the same with the source token's value "
+                                  "zeroed, rows normalised (Mohebbi et al. 2023), all heads",
                  "rollout-": "the source token's share of the decoder state after that layer, rolled out through "
-                             "every layer below\n  from weights/norms/block/alti (ALTI+'s source columns: encoder "
+                             "every layer below\n  from weights/norms/block/alti/value-zeroing (ALTI+'s source columns: encoder "
                              "rollout x cross-attention, mixed through decoder self-attention; rollout-alti = ALTI+)"}
 RULE_LEGEND = {"sum_mean": "a word's source subwords summed, its target subwords averaged",
                "any": "two words linked if any of their subwords are"}

@@ -7,7 +7,8 @@ Takes fairseq's usual data options (``--source-lang``, ``--max-tokens`` (default
 and, for chosen sentences, ``sentence-ID-KIND.png`` (weights beside norms).  With ``--gold-alignment``
 it also writes the alignment-error sweep (see :mod:`fairseq_rela.analysis.sweep`); with
 ``--write-links`` every decoder layer's word links as Pharaoh files ``links/SOURCE-SHIFT-L{layer}.txt``
-(for ``fairseq-rela-symmetrize``); with ``--html`` one self-contained page ``report.html`` of all of it
+(for ``fairseq-rela-symmetrize``); with ``--value-zeroing`` value zeroing (:mod:`fairseq_rela.value_zeroing`)
+beside the other sources in all of them; with ``--html`` one self-contained page ``report.html`` of all of it
 (see :mod:`fairseq_rela.analysis.report`).  The run writes into a fresh
 ``.OUT.incomplete-*`` folder beside ``--output-dir`` and replaces ``--output-dir`` with it only when
 it has finished: a folder is a whole run, never old files mixed with new, and nothing is printed
@@ -62,9 +63,15 @@ def get_parser():
                        help="word-level text of --gen-subset, PREFIX.{src,tgt} (with --eflomal-train)")
     group.add_argument("--write-links", action="store_true",
                        help="also write the teacher-forced word links of every decoder layer x source (weights, "
-                            "norms, block, alti, rollout-weights/-norms/-block/-alti) x shift (AWO, AWI), heads together, to OUTPUT_DIR/links/SOURCE-SHIFT-"
+                            "norms, block, alti, rollout-weights/-norms/-block/-alti; with --value-zeroing also value-zeroing and "
+                            "rollout-value-zeroing) x shift (AWO, AWI), heads together, to OUTPUT_DIR/links/SOURCE-SHIFT-"
                             "L{layer}.txt: 0-based source-target Pharaoh lines, one per sentence of --gen-subset "
                             "in id order (input for fairseq-rela-symmetrize and fairseq-rela-aer)")
+    group.add_argument("--value-zeroing", action="store_true",
+                       help="also measure value zeroing (Mohebbi et al. 2023) of every attention: each layer is rerun "
+                            "once per key token with its value vector zeroed (batched; the pass then costs about "
+                            "source length x a plain one); adds value-zeroing and rollout-value-zeroing to the "
+                            "statistics, the sweep, --write-links and report.html")
     group.add_argument("--merge-subwords", choices=["auto", *MERGE_STYLES], default="auto",
                        help="merge subwords into words before scoring (auto: detected from the dictionaries)")
     group.add_argument("--merge-rule", choices=list(MERGE_RULES), default="sum_mean",
@@ -347,7 +354,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
     max_tokens = args.max_tokens if args.max_tokens or args.batch_size else DEFAULT_MAX_TOKENS
     sentences = iter_sentences(model, task, dataset=dataset, max_tokens=max_tokens, batch_size=args.batch_size,
                                max_positions=max_positions,
-                               skip_invalid=args.skip_invalid_size_inputs_valid_test)
+                               skip_invalid=args.skip_invalid_size_inputs_valid_test, value_zeroing=args.value_zeroing)
     seen, plotted, report_sentences = 0, set(), []
     try:
         for sent in tqdm(sentences, total=len(dataset), desc="analyse", disable=args.no_progress_bar,

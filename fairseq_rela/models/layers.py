@@ -47,6 +47,9 @@ class _ResidualTap:
 
 
 class RelaEncoderLayer(_ResidualTap, TransformerEncoderLayerBase):
+    #: :class:`~fairseq_rela.value_zeroing.ZeroingLayer`: the ``forward`` arguments that carry the batch
+    batch_axes = {"x": 1, "encoder_padding_mask": 0}
+
     def block_layer_norm(self, kind: str):
         return None if self.normalize_before else self.self_attn_layer_norm
 
@@ -58,6 +61,8 @@ class RelaEncoderLayer(_ResidualTap, TransformerEncoderLayerBase):
 
 
 class RelaDecoderLayer(_ResidualTap, TransformerDecoderLayerBase):
+    batch_axes = {"x": 1, "encoder_out": 1, "encoder_padding_mask": 0, "self_attn_padding_mask": 0}
+
     def block_layer_norm(self, kind: str):
         if kind == "decoder_self" and (self.attn_ln is not None or self.c_attn is not None):
             raise OptionError("block decomposition: NormFormer layers (--scale-attn, --scale-heads) scale the "
@@ -90,8 +95,8 @@ class RelaTransformerEncoder(TransformerEncoderBase):
 
 class RelaTransformerDecoder(TransformerDecoderBase):
     """The decoder; inside :meth:`reporting` its ``extra["attn"]`` is the matrix an
-    :class:`~fairseq_rela.recording.AlignmentSource` names (weights, norms or block contributions, any
-    layer and heads), for alignment extraction at generation time."""
+    :class:`~fairseq_rela.recording.AlignmentSource` names (weights, norms, block contributions, ALTI or
+    value zeroing, any layer and heads), for alignment extraction at generation time."""
 
     _report: Optional[tuple] = None  # (layer, source, recorder) inside reporting()
 
@@ -107,7 +112,8 @@ class RelaTransformerDecoder(TransformerDecoderBase):
         """Within the block, report ``source`` as the cross-attention of every forward call."""
         source = self.check_alignment(source)
         recorder = AttentionRecorder(self, kinds=("cross",), layers=[source.layer], norms=source.needs_norms,
-                                     heads=source.heads, block=source.needs_block)
+                                     heads=source.heads, block=source.needs_block,
+                                     value_zeroing=source.needs_value_zeroing)
         self._report = (source, recorder)
         try:
             yield

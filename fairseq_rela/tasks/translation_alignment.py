@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+import torch
 from fairseq import utils
+from fairseq.data import data_utils
 from fairseq.sequence_generator import SequenceGenerator
 from fairseq.sequence_scorer import SequenceScorer
 from fairseq.tasks import register_task
@@ -41,9 +43,13 @@ from fairseq_rela.tasks.translation_rela import TranslationRelaConfig, Translati
 @dataclass
 class TranslationAlignmentConfig(TranslationRelaConfig):
     alignment_source: str = field(default="norms", metadata={"help": "weights (α), norms (‖Σ_h α f(x)‖), block (attention + residual + "
-                                                              "LayerNorm, Kobayashi et al. 2021: ‖F_i(α f(x_j))‖) or alti "
-                                                              "(the block's ALTI shares, Ferrando et al. 2022); block and "
-                                                              "alti cover all heads"})
+                                                              "LayerNorm, Kobayashi et al. 2021: ‖F_i(α f(x_j))‖), alti "
+                                                              "(the block's ALTI shares, Ferrando et al. 2022) or "
+                                                              "value-zeroing (the layer output's cosine distance when a "
+                                                              "source token's value is zeroed, rows normalised, Mohebbi "
+                                                              "et al. 2023; beam-search hypotheses are re-read "
+                                                              "teacher-forced); block, alti and value-zeroing cover all "
+                                                              "heads"})
     alignment_layer: int = field(default=-1, metadata={"help": "0-based decoder layer; negative counts from the top"})
     alignment_heads: str = field(default="all", metadata={"help": "'all' or comma-separated 0-based heads"})
     alignment_shift: bool = field(default=False, metadata={
@@ -112,10 +118,35 @@ class AlignmentSequenceGenerator(SequenceGenerator):
         """Decodes with the models it was built with (``models``, as fairseq-generate passes them, may be
         the stock models they were converted from)."""
         models = self.model.models
-        with _reporting(models, self.source):
+        if self.source.needs_value_zeroing:  # reruns whole layers: on the finished hypotheses, teacher-forced
             finalized = super().generate(models, sample, **kwargs)
+            self._teacher_forced(models, sample, finalized)
+        else:
+            with _reporting(models, self.source):
+                finalized = super().generate(models, sample, **kwargs)
         _attach(finalized, sample, self.aligner, self.pad, rows_first=False)
         return finalized
+
+    @torch.no_grad()
+    def _teacher_forced(self, models, sample, finalized) -> None:
+        """Each hypothesis' ``attention`` (S, T) from a teacher-forced pass over its own tokens (the causal
+        decoder computes the same states as in the search), averaged over an ensemble's models."""
+        order = [i for i, nbest in enumerate(finalized) for _ in nbest]
+        hypos = [hypo for nbest in finalized for hypo in nbest]
+        if not hypos:
+            return
+        index = torch.tensor(order, device=sample["net_input"]["src_tokens"].device)
+        src_tokens = sample["net_input"]["src_tokens"].index_select(0, index)
+        src_lengths = sample["net_input"]["src_lengths"].index_select(0, index)
+        prev = data_utils.collate_tokens([h["tokens"] for h in hypos], self.pad, self.eos, left_pad=False,
+                                         move_eos_to_beginning=True)
+        total = None
+        for model in models:
+            with model.decoder.reporting(self.source):
+                _, extra = model(src_tokens, src_lengths, prev)
+            total = extra["attn"][0].float() if total is None else total + extra["attn"][0].float()
+        for k, hypo in enumerate(hypos):
+            hypo["attention"] = (total[k, : len(hypo["tokens"])] / len(models)).t()
 
 
 class AlignmentSequenceScorer(SequenceScorer):

@@ -420,3 +420,15 @@ def test_user_dir_of_another_copy_is_one_line_a_symlink_to_this_one_works(toy_da
     proc = run_cli("fairseq-rela-analyze", *common, f"--user-dir={tmp_path / 'link'}", "--output-dir",
                    tmp_path / "o", check=False)
     assert proc.returncode == 0 and (tmp_path / "o" / "stats.json").is_file(), proc.stderr[-2000:]
+
+
+def test_a_checkpoint_of_the_other_direction_than_the_data_is_named(toy_data, ckpt, tmp_path):
+    """The toy dictionaries have the same size both ways, as a joined one: a tgt -> src checkpoint (here the
+    src -> tgt one with its task's languages overridden) reads the src-tgt split reversed.  With a gold
+    alignment (the data's direction) that is one line; the statistics alone come with a warning."""
+    reverse = ("--model-overrides", "{'source_lang': 'tgt', 'target_lang': 'src'}")
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", "--no-plots", *reverse, "--gold-alignment",
+                    toy_data / "test.align", "--gold-base", "0"),
+           r"the checkpoint translates tgt -> src, but .* holds --gen-subset test binarised as src -> tgt "
+           r"\(test\.src-tgt\.\*\).*--gold-alignment follows the data's direction")
+    assert not os.listdir(tmp_path)

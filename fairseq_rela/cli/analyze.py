@@ -230,6 +230,30 @@ def _check_direction(args, task) -> None:
                   "--source-lang/--target-lang out, or pass a checkpoint trained in the direction you name")
 
 
+def _check_data_direction(args, task) -> None:
+    """The checkpoint's direction against the direction DATA's split was binarised in (``SPLIT.SRC-TGT.*``):
+    fairseq reads a split binarised the other way round reversed, so a de->en split analysed with an en->de
+    checkpoint is measured en->de.  With ``--gold-alignment``/``--write-links`` (the gold and links of the
+    data's direction) that is one ``error:`` line; the statistics alone only warn."""
+    from fairseq import utils
+
+    src, tgt = getattr(task.cfg, "source_lang", None), getattr(task.cfg, "target_lang", None)
+    data = getattr(task.cfg, "data", None)
+    if not (src and tgt and data):
+        return
+    folder = utils.split_paths(data)[0]
+    ours = os.path.exists(os.path.join(folder, f"{args.gen_subset}.{src}-{tgt}.{src}.idx"))
+    theirs = os.path.exists(os.path.join(folder, f"{args.gen_subset}.{tgt}-{src}.{src}.idx"))
+    if ours or not theirs:
+        return
+    what = (f"the checkpoint translates {src} -> {tgt}, but {folder} holds --gen-subset {args.gen_subset} "
+            f"binarised as {tgt} -> {src} ({args.gen_subset}.{tgt}-{src}.*), which fairseq then reads reversed")
+    if args.gold_alignment or args.write_links:
+        _fail(f"{what}; {'--gold-alignment' if args.gold_alignment else '--write-links'} follows the data's "
+              f"direction ({tgt}-{src}): analyse with a {tgt} -> {src} checkpoint")
+    logger.warning("%s: the statistics are those of %s -> %s", what, src, tgt)
+
+
 def _load(args, device):
     from fairseq_rela.analysis.runner import UnsupportedModelError, load_checkpoint
 
@@ -333,6 +357,7 @@ def analyse(args, output_dir: str, plot_ids: Set[int], printed: List[str]) -> di
     except OptionError as err:  # a masked LM with a translation task, or the other way round: "--task X: ..."
         _fail(str(err))
     _check_direction(args, task)
+    _check_data_direction(args, task)
     kinds = _csv(args.plot_kinds or ("encoder_self" if is_masked_lm(model) else "cross"))
     if is_masked_lm(model) and kinds != ["encoder_self"]:
         _fail(f"--plot-kinds {args.plot_kinds}: a masked LM has only encoder_self attention")

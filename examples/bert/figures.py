@@ -42,7 +42,13 @@ def layers(stats: dict):
     return [rows[k] for k in sorted(rows, key=int)]
 
 
-def shares_figure(corpora: dict):
+def model_name(run: Path) -> str:
+    """The converted model's folder name (RUN/convert.json), for titles."""
+    path = run / "convert.json"
+    return Path(json.loads(path.read_text(encoding="utf-8"))["hf"]).name if path.exists() else "the model"
+
+
+def shares_figure(corpora: dict, name: str):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(KINDS), figsize=(3.6 * len(KINDS), 3.3), sharey=False)
@@ -61,7 +67,7 @@ def shares_figure(corpora: dict):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of a query's attention")
     axes[0].legend(fontsize=7)
-    fig.suptitle("all-MiniLM-L6-v2 (stands in for bert-base): attention on each token kind, by weight and by norm")
+    fig.suptitle(f"{name}: attention on each token kind, by weight and by norm")
     fig.tight_layout()
     return fig
 
@@ -123,15 +129,15 @@ def scatter_figure(path: str, data: str, sentences: int):
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
-    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint
+    from fairseq_rela.analysis.runner import iter_sentences, load_checkpoint, text_dataset
     from fairseq_rela.analysis.statistics import CATEGORIES, categorise, frequent_tokens
 
     model, task = load_checkpoint(path, data=data, device="cpu")
     frequent = frequent_tokens(task.source_dictionary)
+    with open(Path(data) / "test.tokens", encoding="utf-8") as f:  # fairseq-rela-convert's tokens of the split
+        lines = [line.rstrip("\n") for _, line in zip(range(sentences), f)]
     points = {}
-    for sent in iter_sentences(model, task, "test", kinds=("encoder_self",), block=False):
-        if sent.id >= sentences:
-            continue
+    for sent in iter_sentences(model, task, dataset=text_dataset(task, lines), kinds=("encoder_self",), block=False):
         cats = np.array(CATEGORIES)[categorise(sent.src, frequent)]
         for (_, layer), rec in sent.records.items():
             w = rec.weights
@@ -184,7 +190,7 @@ def main() -> None:
     matplotlib.use("Agg")
     run = Path(args.run)
     corpora = load(run)
-    shares_figure(corpora).savefig(run / "shares.png", dpi=110)
+    shares_figure(corpora, model_name(run)).savefig(run / "shares.png", dpi=110)
     norms_figure(corpora).savefig(run / "norms.png", dpi=110)
     mixing_figure(corpora).savefig(run / "mixing.png", dpi=110)
     if args.path:

@@ -63,8 +63,10 @@ def test_convert_text_and_analyze(tmp_path):
     share = stats["attention"]["encoder_self"]["0"]["token_share"]
     assert share["bos"]["weight"] > 0 and share["frequent"] == {"weight": 0.0, "norm": 0.0}  # no counts: none frequent
     # a rerun replaces the folder as a whole
-    run_cli(PROG, "--hf", hf, "--out", out)
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "convert.json", "dict.txt"]
+    run_cli(PROG, "--hf", hf, "--out", out, "--text", text, "--max-lines", "2", "--subset", "valid")
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "convert.json", "dict.txt", "valid.bin", "valid.idx",
+                                       "valid.tokens"]
+    assert len((out / "valid.tokens").read_text().splitlines()) == 2
 
 
 @pytest.mark.e2e

@@ -484,3 +484,30 @@ def test_an_edited_corpus_file_prepares_again(tmp_path):
     proc = recipe(*args, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert re.search(r"error: .*C holds both train\.ro and train\.ro\.gz", proc.stderr.strip().split("\n")[-1])
+
+
+@pytest.mark.e2e
+def test_an_empty_training_or_test_set_is_one_line_before_sentencepiece(tmp_path):
+    """No training pair left after cleaning (here: an empty file), or an empty test set, is one line from the
+    data step, not SentencePiece's failure after a data/ folder that looks finished."""
+    corpus = tmp_path / "C"
+    corpus.mkdir()
+    for split, rows in (("train", ["a b", ""]), ("valid", ["a"]), ("test", ["b"])):
+        write(corpus / f"{split}.ro", rows)
+        write(corpus / f"{split}.en", [r.upper() for r in rows][:1] + [""] * (len(rows) - 1))
+    write(corpus / "train.en", ["", "X"])  # every pair has an empty side
+    args = ("prepare", "--pair", "ro-en", "--work", tmp_path / "W", "--corpus", corpus, "--vocab-size", "50",
+            "--workers", "1")
+    proc = recipe(*args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().split("\n")[-1] == ("recipe.py: error: no training pair left: 2 read, 2 dropped (an "
+                                                   "empty side or a side over 1500 characters, or a length ratio "
+                                                   "over 3.0)")
+    assert not (tmp_path / "W" / "ro-en" / "data").exists() and not unfinished(tmp_path / "W" / "ro-en")
+    write(corpus / "train.en", ["A B", "X"])
+    write(corpus / "train.ro", ["a b", "x"])
+    write(corpus / "test.ro", [])
+    write(corpus / "test.en", [])
+    proc = recipe(*args, check=False)
+    assert proc.returncode == 1 and re.search(r"error: the test set is empty \(.*test\.ro, .*test\.en\)$",
+                                              proc.stderr.strip().split("\n")[-1]), proc.stderr[-2000:]

@@ -309,10 +309,16 @@ def write_splits(args, pair: Pair, work: Path, files, gold, dest: Path, threads:
     kept = corpus.filtered(((corpus.clean(s), corpus.clean(t)) for s, t in train), keep, counts)
     out = lambda split: (dest / f"{split}.{pair.src}", dest / f"{split}.{pair.tgt}")  # noqa: E731
     report["train"] = corpus.write_pairs(itertools.islice(kept, args.max_train_pairs), *out("train"))
+    if report["train"] == 0:  # SentencePiece would fail on it after the data step looked finished
+        ratio = f", or a length ratio over {pair.max_char_ratio}" if pair.max_char_ratio else ""
+        raise RecipeError(f"no training pair left: {counts['read']} read, {counts['dropped']} dropped (an empty "
+                          f"side or a side over 1500 characters{ratio})")
     # valid and test keep every pair (never filtered; line breaks inside a line become spaces)
     for split in ("valid", "test"):
         rows = ((corpus.clean(s), corpus.clean(t)) for s, t in corpus.parallel(*files[split]))
         report[split] = corpus.write_pairs(rows, *out(split))
+        if report[split] == 0:
+            raise RecipeError(f"the {split} set is empty ({', '.join(str(f) for f in files[split])})")
     for leftover in dest.glob(".*"):
         leftover.unlink()
     return {"train_read": counts["read"], "train_dropped": counts["dropped"], **report}

@@ -15,6 +15,7 @@ PACKAGE = REPO / "fairseq_rela"
 RANKS = {
     "fairseq_rela": 0, "fairseq_rela.errors": 0,
     "fairseq_rela.alignment": 1, "fairseq_rela.checkpoint": 1, "fairseq_rela.toy": 1, "fairseq_rela.corpus": 1,
+    "fairseq_rela.seeds": 1,
     "fairseq_rela.activations": 2, "fairseq_rela.normalization": 2, "fairseq_rela.kernels": 2,
     "fairseq_rela.attention": 3, "fairseq_rela.block": 3, "fairseq_rela.contributions": 3,
     "fairseq_rela.config": 4, "fairseq_rela.recording": 4, "fairseq_rela.value_zeroing": 4,
@@ -23,7 +24,7 @@ RANKS = {
     "fairseq_rela.analysis": 7,
     "fairseq_rela.cli": 8,
 }
-TORCH_FREE = ("fairseq_rela.errors", "fairseq_rela.alignment", "fairseq_rela.corpus")
+TORCH_FREE = ("fairseq_rela.errors", "fairseq_rela.alignment", "fairseq_rela.corpus", "fairseq_rela.seeds")
 
 
 def _module_name(path: Path) -> str:

@@ -493,3 +493,194 @@ def test_summarize_without_plot_for_the_gpu_site(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (run / "curves.png").exists() and "| de-en-rela-g |" in (run / "results.md").read_text()
     assert len(json.loads((run / "results.json").read_text())) == 7
+
+
+# --- summarize_seeds.py (issue 35): seeds per variant at one recipe -------------------------------------
+
+RUN_54 = EXAMPLE / "runs" / "2026-11-24-cpu-multi30k-54ep"  # seed 1 of softmax and ReLA-g, finished, no translations
+
+
+def _seed_run(root, variant, seed, refs, drop, stats=(0.7, 0.1, 0.4)):
+    """A finished multi30k.sh model folder: the committed 54-epoch train.log under another seed, translations
+    that drop one word of every ``drop``-th sentence's reference, and an analysis."""
+    folder = root / f"seed{seed}" / f"de-en-{variant}"
+    (folder / "analysis").mkdir(parents=True)
+    log = (RUN_54 / f"de-en-{variant}" / "train.log").read_text(encoding="utf-8")
+    (folder / "train.log").write_text(log.replace("'seed': 1,", f"'seed': {seed},").replace("seed=1,", f"seed={seed},"),
+                                      encoding="utf-8")
+    (folder / "times.txt").write_text("train_seconds 100\ndecode_test_seconds 9\nbest_updates 7155\n")
+    (folder / "trained").write_text("")
+    hyps = [" ".join(r.split()[1:]) if i % drop == 0 else r for i, r in enumerate(refs)]
+    (folder / "gen-test.txt").write_text("".join(f"S-{i}\tx\nD-{i}\t-0.5\t{h}\n" for i, h in reversed(list(enumerate(hyps)))),
+                                         encoding="utf-8")
+    sparsity, null, jsd = stats
+    (folder / "analysis" / "stats.json").write_text(json.dumps({"attention": {kind: {str(l): {
+        "sparsity_mean": sparsity + 0.01 * l, "null_rate_mean": null, "head_jsd": jsd} for l in range(3)}
+        for kind in ("cross", "encoder_self", "decoder_self")}}))
+    (folder / "analysis" / "stats.txt").write_text(f"{variant} seed {seed}\n")
+    return folder, hyps
+
+
+def _refs(tmp_path, n=120):
+    words = "a man in a red shirt is riding a bike down the busy street near two dogs".split()
+    refs = [" ".join(words[(i % 7):(i % 7) + 5 + i % 6]) + f" number {i}." for i in range(n)]
+    (tmp_path / "refs.en").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+    return refs
+
+
+@pytest.mark.e2e
+def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
+    """Two new seeds per variant and the committed run as seed 1: every committed hypothesis file rescored by
+    sacrebleu's own command line, the spreads and Welch's interval against scipy's."""
+    import numpy as np
+    import sacrebleu
+    from scipy import stats
+
+    refs = _refs(tmp_path)
+    work = tmp_path / "work"
+    hyps = {}
+    for variant, seed, drop in (("softmax", 2, 5), ("softmax", 3, 4), ("rela-g", 2, 1), ("rela-g", 3, 2)):
+        hyps[variant, seed] = _seed_run(work, variant, seed, refs, drop)[1]
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize_seeds.py"), work / "seed2", work / "seed3",
+                           "--committed", RUN_54, "--refs", tmp_path / "refs.en", "--out", out, "--samples", "200",
+                           "--shuffles", "300"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "results.json").read_text())
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    assert sorted(runs) == [("rela-g", 1), ("rela-g", 2), ("rela-g", 3), ("softmax", 1), ("softmax", 2), ("softmax", 3)]
+    committed = {r["variant"]: r for r in json.loads((RUN_54 / "results.json").read_text())}
+    for (variant, seed), r in runs.items():
+        folder = out / f"{variant}-seed{seed}"
+        assert (folder / "train.log").is_file() and (folder / "stats.txt").is_file()
+        if seed == 1:  # the committed run: its own BLEU, no translations to rescore
+            assert r["source"] == "committed" and r["hypotheses"] is None and r["chrf"] is None
+            assert r["bleu"] == committed[variant]["bleu"] and r["valid_ppl"] == committed[variant]["valid_ppl_best"]
+            assert not (folder / "test2016.hyp.en").exists()
+            continue
+        assert (folder / "test2016.hyp.en").read_text(encoding="utf-8").split("\n")[:-1] == hyps[variant, seed]
+        cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(tmp_path / "refs.en"), "-i",
+                              str(out / r["hypotheses"]), "-m", "bleu", "chrf", "-b", "-w", "2"],
+                             capture_output=True, text=True, check=True).stdout
+        assert [float(x) for x in cli.replace("[", "").replace("]", "").replace(",", " ").split()] == [r["bleu"], r["chrf"]]
+        assert r["best_updates"] == 7155 and r["epochs"] == 54 and r["stopped"] == "max epoch"
+        if variant == "rela-g":  # paired bootstrap against softmax of the same seed: far worse here
+            assert r["bleu_p_vs_softmax"] < 0.05 and r["bleu_ci95_vs_softmax"] > 0
+    bleu = {v: [runs[v, s]["bleu"] for s in (1, 2, 3)] for v in ("softmax", "rela-g")}
+    for v in bleu:
+        spread = result["variants"][v]["bleu"]
+        assert abs(spread["mean"] - np.mean(bleu[v])) < 1e-9 and abs(spread["sd"] - np.std(bleu[v], ddof=1)) < 1e-9
+    welch = result["comparisons"]["rela-g - softmax"]["welch_bleu"]
+    ref = stats.ttest_ind(bleu["rela-g"], bleu["softmax"], equal_var=False)
+    assert abs(welch["low"] - ref.confidence_interval().low) < 1e-6 and abs(welch["df"] - ref.df) < 1e-9
+    assert abs(welch["high"] - ref.confidence_interval().high) < 1e-6
+    boot = result["comparisons"]["rela-g - softmax"]["two_stage_bleu"]  # seeds with translations only
+    assert boot["seeds"] == [[2, 3], [2, 3]]
+    mean_gap = np.mean([runs["rela-g", s]["bleu"] for s in (2, 3)]) - np.mean([runs["softmax", s]["bleu"] for s in (2, 3)])
+    assert abs(boot["difference"] - mean_gap) < 0.01 and boot["low"] <= boot["difference"] <= boot["high"]
+    assert 0 < result["comparisons"]["rela-g - softmax"]["stratified_p_bleu"] < 0.05
+    att = result["variants"]["rela-g"]["attention"]["cross.sparsity"]  # seeds 2, 3: 0.71 each; seed 1: committed
+    assert att["n"] == 3 and abs(att["mean"] - (0.71 * 2 + 0.742) / 3) < 2e-3
+    signature = f"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
+    assert result["bleu_signature"] == signature and signature in (out / "results.md").read_text()
+
+
+@pytest.mark.e2e
+def test_seed_summary_refuses_bad_input_in_one_line(tmp_path):
+    refs = _refs(tmp_path, n=30)
+    script = [sys.executable, str(EXAMPLE / "summarize_seeds.py")]
+
+    def refused(*runs, extra=()):
+        out = tmp_path / "out"
+        proc = subprocess.run(script + [str(r) for r in runs] + ["--refs", str(tmp_path / "refs.en"), "--out", str(out),
+                                                                 *extra], capture_output=True, text=True)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and not out.exists(), proc.stderr
+        (line,) = proc.stderr.strip().split("\n")
+        assert line.startswith("summarize_seeds.py: error: ")
+        return line
+
+    soft, _ = _seed_run(tmp_path / "w", "softmax", 2, refs, 3)
+    rela, _ = _seed_run(tmp_path / "w", "rela-g", 2, refs, 2)
+    (tmp_path / "w" / "seed2" / "copy").mkdir()
+    (tmp_path / "w" / "seed2" / "copy" / "de-en-rela-g").symlink_to(rela)
+    assert "rela-g seed 2 listed twice" in refused(soft, rela, tmp_path / "w" / "seed2" / "copy")
+    assert "no softmax run" in refused(rela)
+    (rela / "gen-test.txt").rename(rela / "kept")
+    assert "missing gen-test.txt" in refused(soft, rela)
+    (rela / "kept").write_text("".join(f"D-{i}\t-1\t{r}\n" for i, r in enumerate(refs[:-1])))  # one sentence short
+    (rela / "kept").rename(rela / "gen-test.txt")
+    assert "29 translations (ids 0..28) for 30 references" in refused(soft, rela)
+    (rela / "gen-test.txt").write_text("".join(f"D-{i}\t-1\t{r}\n" for i, r in enumerate(refs)))
+    (rela / "trained").unlink()
+    assert "training not finished" in refused(soft, rela)
+    (rela / "trained").write_text("")
+    log = (rela / "train.log").read_text()
+    (rela / "train.log").write_text(log.replace("'max_epoch': 54,", "'max_epoch': 1,").replace("max_epoch=54,", "max_epoch=1,"))
+    assert "not the recipe of" in refused(soft, rela) and "max_epoch=1" in refused(soft, rela)
+    (rela / "train.log").write_text(log.replace("dropout=0.2,", "dropout=0.3,"))
+    assert "dropout=0.3" in refused(soft, rela)
+    (rela / "train.log").write_text(log)
+    assert "--committed" in refused(soft, rela, extra=["--committed", str(tmp_path)])
+    assert "--refs" in refused(soft, rela, extra=["--refs", str(tmp_path / "none.gz")])
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_committed_hypotheses_rescore_with_sacrebleu_against_the_shared_references(tmp_path):
+    """Every committed Multi30k hypothesis file gives its results.json BLEU with sacrebleu's own command line
+    against ../shared/data's test2016 references (the seed runs' test2016.hyp.en, the 28-epoch run's
+    gen-test.txt.gz)."""
+    with gzip.open(SHARED_DATA / "multi30k" / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        (tmp_path / "ref.en").write_text(f.read(), encoding="utf-8")
+    checked = []
+    for results in sorted((EXAMPLE / "runs").glob("*-cpu-multi30k*/results.json")):
+        run, rows = results.parent, json.loads(results.read_text())
+        for row in rows["runs"] if isinstance(rows, dict) else rows:
+            if isinstance(rows, dict):  # summarize_seeds.py's folder: the file results.json names
+                if row["hypotheses"] is None:
+                    continue
+                path = run / row["hypotheses"]
+                lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+            else:  # summarize_multi30k.py's: fairseq-generate's output, where kept
+                path = run / f"de-en-{row['variant']}" / "gen-test.txt.gz"
+                if not path.is_file():
+                    continue
+                with gzip.open(path, "rt", encoding="utf-8") as f:
+                    found = {int(l.split("\t")[0][2:]): l.rstrip("\n").split("\t")[2] for l in f if l.startswith("D-")}
+                lines = [found[i] for i in range(len(found))]
+            (tmp_path / "hyp.en").write_text("".join(l + "\n" for l in lines), encoding="utf-8")
+            score = subprocess.run([sys.executable, "-m", "sacrebleu", str(tmp_path / "ref.en"), "-i",
+                                    str(tmp_path / "hyp.en"), "-m", "bleu", "-b", "-w", "2"],
+                                   capture_output=True, text=True, check=True).stdout
+            assert len(lines) == 1000 and abs(float(score) - row["bleu"]) < 0.006, (path, score, row["bleu"])
+            checked.append(path)
+    assert len(checked) >= 2, checked
+
+
+@pytest.mark.unit
+def test_compare_logs_finds_a_rerun_identical_and_another_variant_not(tmp_path, capsys):
+    """compare_logs.py on real logs: the 2026-12-05 retraining of seed 1 (10 epochs) against the 54-epoch run,
+    timings aside; a changed value, a missing line and a missing epoch each show."""
+    from compare_logs import main
+
+    retrained = EXAMPLE / "runs" / "2026-12-05-cpu-contributions" / "m30k-softmax" / "train.log"
+    committed = RUN_54 / "de-en-softmax" / "train.log"
+    epochs = ["--epochs"] + [str(e) for e in range(1, 11)]
+    assert main([str(committed), str(retrained)] + epochs) == 0
+    assert capsys.readouterr().out.strip().endswith("47 lines in both, 0 in one only, 0 values differ: identical")
+    assert main([str(committed), str(RUN_54 / "de-en-rela-g" / "train.log"), "--epochs", "1"]) == 1
+    assert capsys.readouterr().out.strip().endswith(": differ")
+    text = retrained.read_text(encoding="utf-8")
+    line = next(l for l in text.split("\n") if "| train_inner | epoch 004" in l)
+    slower = line.replace("wps=", "wps=1").replace("wall=", "wall=9")  # timings only
+    (tmp_path / "slow.log").write_text(text.replace(line, slower), encoding="utf-8")
+    assert main([str(committed), str(tmp_path / "slow.log")] + epochs) == 0
+    capsys.readouterr()
+    gnorm = line.split("gnorm=")[1].split(",")[0]
+    (tmp_path / "other.log").write_text(text.replace(line, line.replace(f"gnorm={gnorm}", "gnorm=9.999")), encoding="utf-8")
+    assert main([str(committed), str(tmp_path / "other.log")] + epochs) == 1
+    assert f"gnorm {gnorm} vs 9.999" in capsys.readouterr().out
+    assert main([str(committed), str(retrained), "--epochs", "10", "11"]) == 1  # the retraining stopped at 10
+    assert "agree so far (4 lines in one log only)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no logged line of epoch 60"):
+        main([str(committed), str(retrained), "--epochs", "60"])

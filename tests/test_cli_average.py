@@ -230,3 +230,5 @@ def test_last_picks_a_kind_and_says_which_when_a_folder_holds_both(tmp_path, cap
     assert torch.load(tmp_path / "o.pt", weights_only=True)["extra_state"]["seed"] == 103
     code, out, err = _average(capsys, "--inputs", tmp_path, "--last", "2", "--output", tmp_path / "o2.pt")
     assert code is None and "checkpoint_1_20.pt" in out and "--kind epoch for the others" in err
+    code, _, _ = _average(capsys, "--inputs", tmp_path / "checkpoint1.pt", "--last", "2", "--output", tmp_path / "o3.pt")
+    assert code.endswith("checkpoint1.pt: not a directory (--last N takes one save directory as --inputs)"), code

@@ -55,7 +55,8 @@ def last_checkpoints(save_dir: Path, n: int, kind: Optional[str] = None) -> List
     or ``epoch`` (``checkpointE.pt``, by epoch); None: by update where the folder holds any, else by epoch
     (a warning names the other kind when it holds both)."""
     if not save_dir.is_dir():
-        raise AverageError(f"{save_dir}: no such directory")
+        raise AverageError(f"{save_dir}: {'not a directory' if save_dir.exists() else 'no such directory'} (--last N "
+                           "takes one save directory as --inputs)")
     found = {k: sorted((int(m.group(1)), p) for p in save_dir.iterdir() if (m := pattern.match(p.name)))
              for k, (pattern, _) in KINDS.items()}
     if kind is None:

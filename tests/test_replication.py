@@ -621,6 +621,12 @@ def test_seed_summary_refuses_bad_input_in_one_line(tmp_path):
     assert "dropout=0.3" in refused(soft, rela)
     (rela / "train.log").write_text(log)
     assert "--committed" in refused(soft, rela, extra=["--committed", str(tmp_path)])
+    (tmp_path / "results.json").write_text(json.dumps({"runs": []}))  # summarize_seeds.py's, not a committed run's
+    assert "not summarize_multi30k.py's list" in refused(soft, rela, extra=["--committed", str(tmp_path)])
+    stats = (rela / "analysis" / "stats.json").read_text()
+    (rela / "analysis" / "stats.json").write_text("{}")
+    assert "no attention statistics" in refused(soft, rela)
+    (rela / "analysis" / "stats.json").write_text(stats)
     assert "--refs" in refused(soft, rela, extra=["--refs", str(tmp_path / "none.gz")])
 
 

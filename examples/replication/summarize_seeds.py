@@ -155,7 +155,12 @@ def load_run(folder: Path, n_refs: int) -> Run:
     if sorted(found) != list(range(n_refs)):
         raise InputError(f"{folder}: {len(found)} translations (ids {min(found, default='-')}..{max(found, default='-')}) "
                          f"for {n_refs} references")
-    stats = json.loads((folder / "analysis" / "stats.json").read_text())
+    try:
+        stats = json.loads((folder / "analysis" / "stats.json").read_text())
+    except ValueError as err:
+        raise InputError(f"{folder}/analysis/stats.json: not JSON ({err})")
+    if not isinstance(stats, dict) or not stats.get("attention"):
+        raise InputError(f"{folder}/analysis/stats.json: no attention statistics (fairseq-rela-analyze writes them)")
     return Run(variant=variant, seed=int(pieces[-1]["seed"]), folder=str(folder), source="run", **training,
                attention=_attention(stats.get("attention", {}), mean_key=True), options=pieces,
                hyps=[found[i] for i in range(n_refs)])
@@ -166,7 +171,11 @@ def load_committed(run: Path, variants) -> List[Run]:
     ``times.txt``, ``stats.txt``): no translations, so BLEU and attention come from its results.json."""
     if not (run / "results.json").is_file():
         raise InputError(f"--committed {run}: no results.json (summarize_multi30k.py writes it)")
-    rows = {r["variant"]: r for r in json.loads((run / "results.json").read_text())}
+    try:
+        rows = json.loads((run / "results.json").read_text())
+        rows = {r["variant"]: r for r in rows}
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"--committed {run}/results.json: not summarize_multi30k.py's list of variants")
     out = []
     for variant in variants:
         folder = run / f"de-en-{variant}"
@@ -330,6 +339,16 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
                      f"{_spread(e['valid_ppl'])} | {_spread(att['cross.sparsity'], '.3f')} | "
                      f"{_spread(att['cross.null_rate'], '.3f')} | {_spread(att['cross.head_jsd'], '.3f')} | "
                      f"{_spread(att['encoder_self.head_jsd'], '.3f')} | {_spread(att['decoder_self.null_rate'], '.3f')} |")
+    names = {"cross": "cross", "encoder_self": "enc-self", "decoder_self": "dec-self"}
+    lines += ["", "Attention per seed (mean over layers; sparsity, null rate, head JSD in nats):", "",
+              "| variant | seed | " + " | ".join(f"{names[k]} {n.replace('_', ' ')}" for k in KINDS for n in ATTENTION)
+              + " |", "|" + "---|" * (2 + len(KINDS) * len(ATTENTION))]
+    for r in runs:
+        lines.append(f"| {r.variant} | {r.seed} | "
+                     + " | ".join(fmt(kind_mean(r, k, n), ".3f") for k in KINDS for n in ATTENTION) + " |")
+    for v, e in result["variants"].items():
+        lines.append(f"| {v} | mean ± sd | "
+                     + " | ".join(_spread(e["attention"][f"{k}.{n}"], ".3f") for k in KINDS for n in ATTENTION) + " |")
     lines += ["", "Against softmax (difference of means over seeds; 95% intervals):", "",
               "| comparison | BLEU, Welch t-interval | chrF, Welch t-interval | BLEU, two-stage bootstrap "
               "(seeds, sentences) | p, stratified approximate randomisation |", "|---|---|---|---|---|"]

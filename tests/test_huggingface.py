@@ -201,6 +201,23 @@ def test_pytorch_bin_reads_the_same(tmp_path, converted):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same seed, same tensors
 
 
+def test_an_untied_mlm_decoder_converts(tmp_path):
+    """A BertForMaskedLM whose output embeddings are not the input ones (fairseq's --untie-weights-roberta)."""
+    hf_dir = make_folder(str(tmp_path / "untied"), "BertForMaskedLM", seed=1, tie_word_embeddings=False)
+    with pytest.raises(HFConversionError, match="two different output biases"):  # transformers 4 and 5 differ
+        convert(read_folder(hf_dir), data=str(tmp_path))
+    hf = transformers.BertForMaskedLM.from_pretrained(hf_dir)
+    with torch.no_grad():
+        hf.cls.predictions.decoder.bias.copy_(hf.cls.predictions.bias)
+    hf.save_pretrained(hf_dir)
+    conv = write_conversion(hf_dir, str(tmp_path / "out"))
+    assert conv.args.untie_weights_roberta
+    model, task = load_checkpoint(str(tmp_path / "out" / "checkpoint.pt"), data=str(tmp_path / "out"), device="cpu")
+    hf = transformers.BertForMaskedLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    assert not torch.equal(hf.cls.predictions.decoder.weight, hf.bert.embeddings.word_embeddings.weight)
+    compare(hf_dir, hf, model, task)
+
+
 def _edit_json(path, **changes):
     with open(path) as f:
         value = json.load(f)

@@ -370,8 +370,12 @@ def convert(hf: HFModel, data: str) -> Conversion:
     hf_ids = torch.tensor(hf_ids, dtype=torch.long)
     symbols = [hf.vocab[i] for i in hf_ids[4:-1].tolist()]
     word = take("embeddings.word_embeddings.weight")
+    # tie_word_embeddings (default true): transformers loads the output embeddings as the input ones, whatever
+    # the file holds under decoder.weight; untied, decoder.weight is the output matrix
+    untied = hf.mlm_head and not c.get("tie_word_embeddings", True)
     decoder_w = t.pop(head + "decoder.weight", None) if hf.mlm_head else None
-    untied = decoder_w is not None and not torch.equal(decoder_w.float(), word)
+    if untied and decoder_w is None:
+        raise _fail(hf.folder, f"tie_word_embeddings is false but {hf.weights_file} has no {head}decoder.weight")
     # positions: HF row of the first token is 0 (BERT) or pad + 1 (RoBERTa); fairseq's is padding_idx + 1 = 2
     pos = take("embeddings.position_embeddings.weight")
     first = 0 if hf.family == "bert" else hf.specials["pad"] + 1
@@ -386,7 +390,7 @@ def convert(hf: HFModel, data: str) -> Conversion:
     args = _fairseq_args(hf, os.path.abspath(data), max_positions, untied)
     task = types.SimpleNamespace(source_dictionary=dictionary, max_positions=lambda: max_positions)
     with torch.random.fork_rng(devices=[]):
-        model = RobertaModel.build_model(copy_args(args), task)
+        model = RobertaModel.build_model(argparse.Namespace(**vars(args)), task)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     enc = "encoder.sentence_encoder."
     if sd[enc + "embed_tokens.weight"].shape != word[hf_ids].shape:
@@ -421,6 +425,10 @@ def convert(hf: HFModel, data: str) -> Conversion:
             sd[lm + b] = take(prefix + a)
         bias = t.pop(head + "bias", None)
         decoder_b = t.pop(head + "decoder.bias", None)
+        if untied and bias is not None and decoder_b is not None and not torch.equal(bias, decoder_b):
+            # transformers 5 then adds decoder.bias, 4 ties it to bias: which one the model has depends on the reader
+            raise _fail(hf.folder, f"untied output embeddings with two different output biases ({head}bias, "
+                                   f"{head}decoder.bias): transformers versions disagree on which applies")
         bias = bias if bias is not None else decoder_b
         if bias is None:
             raise _fail(hf.folder, f"{hf.weights_file} has no {head}bias")
@@ -444,7 +452,3 @@ def convert(hf: HFModel, data: str) -> Conversion:
                    f"{head_text}")
     return Conversion(args=args, state_dict=sd, symbols=symbols, hf_ids=hf_ids, mlm_head=hf.mlm_head,
                       ignored=ignored, tokenizer=hf.tokenizer, description=description)
-
-
-def copy_args(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(**vars(args))

@@ -619,6 +619,8 @@ def test_seed_summary_refuses_bad_input_in_one_line(tmp_path):
     assert "not the recipe of" in refused(soft, rela) and "max_epoch=1" in refused(soft, rela)
     (rela / "train.log").write_text(log.replace("dropout=0.2,", "dropout=0.3,"))
     assert "dropout=0.3" in refused(soft, rela)
+    (rela / "train.log").write_text(log + log.replace("'seed': 2,", "'seed': 5,").replace("seed=2,", "seed=5,"))
+    assert "its pieces trained with seeds 2, 5" in refused(soft, rela)  # resumed under another SEED
     (rela / "train.log").write_text(log)
     assert "--committed" in refused(soft, rela, extra=["--committed", str(tmp_path)])
     (tmp_path / "results.json").write_text(json.dumps({"runs": []}))  # summarize_seeds.py's, not a committed run's

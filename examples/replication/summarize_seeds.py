@@ -197,6 +197,9 @@ def check_recipe(runs: List[Run]) -> None:
     """Every run trains the first run's recipe; each (variant, seed) once."""
     seen = {}
     for r in runs:
+        piece_seeds = sorted({p.get("seed") for p in r.options}, key=str)
+        if len(piece_seeds) > 1:
+            raise InputError(f"{r.folder}: its pieces trained with seeds {', '.join(map(str, piece_seeds))} (one run, one seed)")
         key = (r.variant, r.seed)
         if key in seen:
             raise InputError(f"{r.variant} seed {r.seed} listed twice: {seen[key]} and {r.folder}")

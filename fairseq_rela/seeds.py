@@ -11,11 +11,13 @@ per-seed, per-sentence sufficient statistics of a corpus metric (rows summed, th
 - :func:`welch_interval`: the difference of two means with Welch's t-interval (Welch 1947, *Biometrika*
   34; degrees of freedom by Welch–Satterthwaite): ``d ± t_{0.975, ν} · sqrt(s_a²/n_a + s_b²/n_b)``,
   ``ν = (s_a²/n_a + s_b²/n_b)² / ((s_a²/n_a)²/(n_a − 1) + (s_b²/n_b)²/(n_b − 1))``;
-- :func:`two_stage_bootstrap`: the percentile interval of the difference when each draw resamples the
-  seeds of each system, then the test sentences (one draw of sentences for both systems: they translate
-  the same sentences) — the two-stage bootstrap of nested data (Davison and Hinkley 1997, *Bootstrap
-  Methods and their Application*, §3.8); with few seeds it understates the seed variance (n seeds give a
-  bootstrap variance of the mean (n − 1)/n of the usual estimate, and few distinct draws);
+- :func:`pigeonhole_bootstrap`: the percentile interval of the difference when each draw resamples the
+  seeds of each system and, independently, the test sentences (one draw of sentences for both systems:
+  every seed of both translates the same sentences). Seeds × sentences is a crossed design, not a nested
+  one; resampling rows and columns separately is Owen's pigeonhole bootstrap (Owen 2007, *Annals of
+  Applied Statistics* 1(2), 386–411; no bootstrap of crossed data is exact, McCullagh 2000, *Bernoulli* 6).
+  With few seeds the seed part is poor: n seeds allow few distinct draws, and resampling them gives a
+  variance of the mean (n − 1)/n of the usual estimate;
 - :func:`stratified_randomization`: Clark et al. (2011)'s test as MultEval implements it: the replicates of
   each system pooled into one corpus score, and each shuffle pairs the replicates of the two systems at
   random and swaps each (replicate, sentence) row between them with probability 1/2.
@@ -143,7 +145,7 @@ def corpus_scores(stats: Sequence[np.ndarray], score: Score) -> List[float]:
     return [float(score(np.asarray(s, dtype=float).sum(axis=0))) for s in stats]
 
 
-def two_stage_bootstrap(stats_a: Sequence[np.ndarray], stats_b: Sequence[np.ndarray], score: Score,
+def pigeonhole_bootstrap(stats_a: Sequence[np.ndarray], stats_b: Sequence[np.ndarray], score: Score,
                         samples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
     """mean over seeds of a's corpus scores − b's, and the percentile interval of that difference over
     ``samples`` draws, each resampling a's seeds, b's seeds (with replacement, as many as each has) and
@@ -160,7 +162,7 @@ def two_stage_bootstrap(stats_a: Sequence[np.ndarray], stats_b: Sequence[np.ndar
         draws[i] = (np.mean([score(counts @ a[s]) for s in seeds_a]) - np.mean([score(counts @ b[s]) for s in seeds_b]))
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(draws, [tail, 1.0 - tail])
-    return Interval(point, float(low), float(high), level, "two-stage bootstrap (seeds, then sentences)",
+    return Interval(point, float(low), float(high), level, "pigeonhole bootstrap (seeds x sentences)",
                     samples=samples)
 
 

@@ -574,7 +574,7 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     ref = stats.ttest_ind(bleu["rela-g"], bleu["softmax"], equal_var=False)
     assert abs(welch["low"] - ref.confidence_interval().low) < 1e-6 and abs(welch["df"] - ref.df) < 1e-9
     assert abs(welch["high"] - ref.confidence_interval().high) < 1e-6
-    boot = result["comparisons"]["rela-g - softmax"]["two_stage_bleu"]  # seeds with translations only
+    boot = result["comparisons"]["rela-g - softmax"]["bootstrap_bleu"]  # seeds with translations only
     assert boot["seeds"] == [[2, 3], [2, 3]]
     mean_gap = np.mean([runs["rela-g", s]["bleu"] for s in (2, 3)]) - np.mean([runs["softmax", s]["bleu"] for s in (2, 3)])
     assert abs(boot["difference"] - mean_gap) < 0.01 and boot["low"] <= boot["difference"] <= boot["high"]

@@ -1,4 +1,4 @@
-"""fairseq_rela.seeds: spreads over seeds, Welch's t-interval (against scipy), the two-stage bootstrap (against
+"""fairseq_rela.seeds: spreads over seeds, Welch's t-interval (against scipy), the pigeonhole bootstrap (against
 its exact distribution where that is known) and the stratified approximate randomisation (against full
 enumeration of its shuffles)."""
 import itertools
@@ -55,7 +55,7 @@ def test_t_quantile_and_welch_interval_match_scipy():
         seeds.welch_interval([37.0], [39.0, 38.0])
 
 
-def test_two_stage_bootstrap_resamples_the_seeds():
+def test_pigeonhole_bootstrap_resamples_the_seeds():
     """Every sentence of a seed alike: resampling sentences changes nothing, so the draws are the mean of the
     resampled seeds' scores; with two seeds a system's mean is its lower score in 1 draw of 4, and the 2.5 and
     97.5 percentiles of the difference are min(a) − max(b) and max(a) − min(b) (each 1/16 of the draws)."""
@@ -64,24 +64,24 @@ def test_two_stage_bootstrap_resamples_the_seeds():
 
     a = [seed_stats(7), seed_stats(8)]  # scores 35, 40
     b = [seed_stats(9), seed_stats(7.8)]  # 45, 39
-    out = seeds.two_stage_bootstrap(a, b, ratio, samples=2000, seed=1)
+    out = seeds.pigeonhole_bootstrap(a, b, ratio, samples=2000, seed=1)
     assert abs(out.difference - (37.5 - 42.0)) < 1e-12
     assert abs(out.low - (35 - 45)) < 1e-9 and abs(out.high - (40 - 39)) < 1e-9
     assert out.samples == 2000 and out.level == 0.95
 
 
-def test_two_stage_bootstrap_draws_one_set_of_sentences_for_both_systems():
+def test_pigeonhole_bootstrap_draws_one_set_of_sentences_for_both_systems():
     """Two systems with the same statistics sentence by sentence differ by 0 in every draw only if both are
     scored on the same resampled sentences; the sentences' spread shows when they differ."""
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.integers(0, 20, 200), np.full(200, 20)]).astype(float)
-    out = seeds.two_stage_bootstrap([rows], [rows.copy()], ratio, samples=300)
+    out = seeds.pigeonhole_bootstrap([rows], [rows.copy()], ratio, samples=300)
     assert out.low == out.high == out.difference == 0.0
     other = np.column_stack([rng.integers(0, 20, 200), np.full(200, 20)]).astype(float)
-    wide = seeds.two_stage_bootstrap([rows], [other], ratio, samples=300)
+    wide = seeds.pigeonhole_bootstrap([rows], [other], ratio, samples=300)
     assert wide.low < wide.difference < wide.high
     with pytest.raises(ValueError, match="same"):
-        seeds.two_stage_bootstrap([rows], [rows[:10]], ratio)
+        seeds.pigeonhole_bootstrap([rows], [rows[:10]], ratio)
 
 
 def _exact_stratified_p(a, b):

@@ -11,7 +11,7 @@ attention options; a resumed run's earlier pieces may differ in max_epoch and pa
 Writes into ``--out``: per run ``VARIANT-seedN/`` (``test2016.hyp.en``: the detokenised hypotheses in test
 order, ``train.log``, ``stats.txt``, ``times.txt``), ``results.md`` and, last, ``results.json`` (every run;
 per variant mean and standard deviation over seeds; each variant against softmax: Welch's t-interval of the
-difference of seed means, the two-stage bootstrap over seeds and sentences, Clark et al. (2011)'s stratified
+difference of seed means, the pigeonhole bootstrap over seeds x sentences, Clark et al. (2011)'s stratified
 approximate randomisation, and each seed's paired bootstrap against the same seed's softmax).  Statistics:
 ``fairseq_rela.seeds``.  Bad input is one ``error:`` line before any work.
 
@@ -286,7 +286,7 @@ def score(runs: List[Run], refs: List[str], samples: int, shuffles: int) -> dict
             continue
         a = [r for r in runs if r.variant == v and r.bleu is not None]
         b = [r for r in runs if r.variant == "softmax" and r.bleu is not None]
-        c = {"welch_bleu": None, "welch_chrf": None, "two_stage_bleu": None, "stratified_p_bleu": None}
+        c = {"welch_bleu": None, "welch_chrf": None, "bootstrap_bleu": None, "stratified_p_bleu": None}
         if len(a) >= 2 and len(b) >= 2:
             c["welch_bleu"] = asdict(seeds.welch_interval([r.bleu for r in a], [r.bleu for r in b]))
             c["welch_bleu"]["seeds"] = [[r.seed for r in a], [r.seed for r in b]]
@@ -298,8 +298,8 @@ def score(runs: List[Run], refs: List[str], samples: int, shuffles: int) -> dict
         sa = [stats[(v, r.seed)] for r in ca]
         sb = [stats[("softmax", r.seed)] for r in cb]
         if sa and sb:
-            c["two_stage_bleu"] = asdict(seeds.two_stage_bootstrap(sa, sb, bleu_of, samples=samples))
-            c["two_stage_bleu"]["seeds"] = [[r.seed for r in ca], [r.seed for r in cb]]
+            c["bootstrap_bleu"] = asdict(seeds.pigeonhole_bootstrap(sa, sb, bleu_of, samples=samples))
+            c["bootstrap_bleu"]["seeds"] = [[r.seed for r in ca], [r.seed for r in cb]]
             if len(sa) == len(sb):
                 c["stratified_p_bleu"] = seeds.stratified_randomization(sa, sb, bleu_of, shuffles=shuffles)
         comparisons[f"{v} - softmax"] = c
@@ -353,7 +353,7 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
         lines.append(f"| {v} | mean ± sd | "
                      + " | ".join(_spread(e["attention"][f"{k}.{n}"], ".3f") for k in KINDS for n in ATTENTION) + " |")
     lines += ["", "Against softmax (difference of means over seeds; 95% intervals):", "",
-              "| comparison | BLEU, Welch t-interval | chrF, Welch t-interval | BLEU, two-stage bootstrap "
+              "| comparison | BLEU, Welch t-interval | chrF, Welch t-interval | BLEU, pigeonhole bootstrap "
               "(seeds, sentences) | p, stratified approximate randomisation |", "|---|---|---|---|---|"]
 
     def interval(c):
@@ -364,13 +364,13 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
         return f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]{extra}{seeds_used}"
 
     for name, c in result["comparisons"].items():
-        boot = interval(c["two_stage_bleu"]) if c["two_stage_bleu"] else "needs translations"
+        boot = interval(c["bootstrap_bleu"]) if c["bootstrap_bleu"] else "needs translations"
         p = "—" if c["stratified_p_bleu"] is None else f"{c['stratified_p_bleu']:.4f} ({shuffles} shuffles)"
         lines.append(f"| {name} | {interval(c['welch_bleu'])} | {interval(c['welch_chrf'])} | {boot} | {p} |")
     lines += ["", f"SacreBLEU BLEU: {result['bleu_signature']}", f"SacreBLEU chrF: {result['chrf_signature']}", "",
               "Methods (`fairseq_rela/seeds.py`): Welch's t-interval over the seeds' corpus scores (Welch 1947), the "
-              "primary seed-aware interval; the two-stage bootstrap resamples seeds, then test sentences (Davison & "
-              "Hinkley 1997, §3.8) and with three seeds understates the seed variance; Clark et al. (2011)'s stratified "
+              "primary seed-aware interval; the pigeonhole bootstrap resamples seeds and, independently, test sentences "
+              "(Owen 2007; seeds x sentences are crossed) and with two or three seeds has a poor seed part; Clark et al. (2011)'s stratified "
               "approximate randomisation (MultEval's test) pools each variant's seeds with translations; runs without "
               "translations (`committed`) enter only the Welch intervals and the spreads."]
     return "\n".join(lines) + "\n"

@@ -127,13 +127,12 @@ def main(args) -> dict:
     import torch  # noqa: F401  (after the cheap checks)
     from fairseq_rela.models.huggingface import HFConversionError, convert, read_folder
 
-    try:
-        hf = read_folder(hf_dir)
-    except HFConversionError as err:
-        _fail(str(err))
-    staging = _stage(args.out)
+    if not os.path.isdir(hf_dir):
+        _fail(f"--hf {hf_dir}: not a folder")
+    staging = _stage(args.out)  # the output is checked before the weights are read
     try:
         try:
+            hf = read_folder(hf_dir)
             conv = convert(hf, data=os.path.realpath(args.out))
         except HFConversionError as err:
             _fail(str(err))

@@ -542,11 +542,19 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     for variant, seed, drop in (("softmax", 2, 5), ("softmax", 3, 4), ("rela-g", 2, 1), ("rela-g", 3, 2)):
         hyps[variant, seed] = _seed_run(work, variant, seed, refs, drop)[1]
     out = tmp_path / "out"
+    (work / "pieces.log").write_text("2026-12-07T03:00:00Z start softmax seed 2 (host vm, pid 7)\n"
+                                     "2026-12-07T04:30:00Z stopped softmax seed 2\n"
+                                     "2026-12-07T05:00:00Z start softmax seed 2 (host vm, pid 9)\n"
+                                     "2026-12-07T05:00:30Z start rela-g seed 2 (host vm, pid 8)\n"
+                                     "2026-12-07T07:15:00Z done softmax seed 2\n")
     proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize_seeds.py"), work / "seed2", work / "seed3",
                            "--committed", RUN_54, "--refs", tmp_path / "refs.en", "--out", out, "--samples", "200",
-                           "--shuffles", "300"], capture_output=True, text=True)
+                           "--shuffles", "300", "--pieces", work / "pieces.log"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "results.json").read_text())
+    assert [(p["variant"], p["seed"], p["outcome"], p["seconds"]) for p in result["pieces"]] == [
+        ("softmax", 2, "stopped", 5400), ("softmax", 2, "done", 8100), ("rela-g", 2, "no end logged", None)]
+    assert "| softmax | 2 | 2026-12-07T05:00:00Z | 2026-12-07T07:15:00Z | done | 2.25 h |" in (out / "results.md").read_text()
     runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
     assert sorted(runs) == [("rela-g", 1), ("rela-g", 2), ("rela-g", 3), ("softmax", 1), ("softmax", 2), ("softmax", 3)]
     committed = {r["variant"]: r for r in json.loads((RUN_54 / "results.json").read_text())}
@@ -630,6 +638,8 @@ def test_seed_summary_refuses_bad_input_in_one_line(tmp_path):
     assert "no attention statistics" in refused(soft, rela)
     (rela / "analysis" / "stats.json").write_text(stats)
     assert "--refs" in refused(soft, rela, extra=["--refs", str(tmp_path / "none.gz")])
+    (tmp_path / "pieces.log").write_text("2026-12-07T03:00:00Z begin softmax seed 2\n")
+    assert "pieces.log:1: not a seeds.sh line" in refused(soft, rela, extra=["--pieces", str(tmp_path / "pieces.log")])
 
 
 @pytest.mark.e2e

@@ -9,14 +9,15 @@ attention statistics; no sentence-level statistics). Variant and seed come from 
 attention options; a resumed run's earlier pieces may differ in max_epoch and patience only).
 
 Writes into ``--out``: per run ``VARIANT-seedN/`` (``test2016.hyp.en``: the detokenised hypotheses in test
-order, ``train.log``, ``stats.txt``, ``times.txt``), ``results.md`` and, last, ``results.json`` (every run;
+order, ``train.log``, ``stats.txt``, ``times.txt``), ``results.md`` and, last, ``results.json`` (every run; the
+pieces ``seeds.sh`` logged (``--pieces``), with their wall times;
 per variant mean and standard deviation over seeds; each variant against softmax: Welch's t-interval of the
 difference of seed means, the pigeonhole bootstrap over seeds x sentences, Clark et al. (2011)'s stratified
 approximate randomisation, and each seed's paired bootstrap against the same seed's softmax).  Statistics:
 ``fairseq_rela.seeds``.  Bad input is one ``error:`` line before any work.
 
     python examples/replication/summarize_seeds.py work/m30k-seeds/seed2 work/m30k-seeds/seed3 \\
-        --committed examples/replication/runs/2026-11-24-cpu-multi30k-54ep \\
+        --committed examples/replication/runs/2026-11-24-cpu-multi30k-54ep --pieces work/m30k-seeds/pieces.log \\
         --out examples/replication/runs/2026-12-07-cpu-multi30k-seeds
 """
 import argparse
@@ -236,6 +237,39 @@ def read_refs(path: Path) -> List[str]:
         return [line.rstrip("\n") for line in f]  # as they are: sacrebleu REFS -i HYP rescores the same
 
 
+def read_pieces(paths: List[Path]) -> List[dict]:
+    """The pieces ``seeds.sh`` logged (``TIME start V seed S (host H, pid P)``, then ``TIME done|stopped|failed
+    V seed S``): one row per start, with its end and wall time (an unmatched start: running, or killed
+    without its trap)."""
+    from datetime import datetime
+
+    rows, open_ = [], {}
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"--pieces {path}: no such file (seeds.sh writes WORK/pieces.log)")
+        for n, line in enumerate(path.read_text().split("\n"), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 5 or parts[1] not in ("start", "done", "stopped", "failed") or parts[3] != "seed":
+                raise InputError(f"{path}:{n}: not a seeds.sh line: {line!r}")
+            try:
+                when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError:
+                raise InputError(f"{path}:{n}: not a seeds.sh time: {parts[0]!r}")
+            key = (str(path), parts[2], parts[4])
+            if parts[1] == "start":
+                row = {"log": str(path), "variant": parts[2], "seed": int(parts[4]), "start": parts[0], "end": None,
+                       "outcome": "no end logged", "seconds": None, "host": " ".join(parts[5:]).strip("()")}
+                rows.append(row)
+                open_[key] = (row, when)
+            elif key in open_:
+                row, began = open_.pop(key)
+                row.update(end=parts[0], outcome=" ".join(parts[1:2] + parts[5:]),
+                           seconds=int((when - began).total_seconds()))
+    return rows
+
+
 # --- statistics ------------------------------------------------------------------------------------------
 
 def score(runs: List[Run], refs: List[str], samples: int, shuffles: int) -> dict:
@@ -367,6 +401,13 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
         boot = interval(c["bootstrap_bleu"]) if c["bootstrap_bleu"] else "needs translations"
         p = "—" if c["stratified_p_bleu"] is None else f"{c['stratified_p_bleu']:.4f} ({shuffles} shuffles)"
         lines.append(f"| {name} | {interval(c['welch_bleu'])} | {interval(c['welch_chrf'])} | {boot} | {p} |")
+    if result.get("pieces"):
+        lines += ["", "Pieces (seeds.sh's pieces.log; UTC):", "", "| variant | seed | start | end | outcome | wall time |",
+                  "|---|---|---|---|---|---|"]
+        for piece in result["pieces"]:
+            wall = "—" if piece["seconds"] is None else f"{piece['seconds'] / 3600:.2f} h"
+            lines.append(f"| {piece['variant']} | {piece['seed']} | {piece['start']} | {piece['end'] or '—'} | "
+                         f"{piece['outcome']} | {wall} |")
     lines += ["", f"SacreBLEU BLEU: {result['bleu_signature']}", f"SacreBLEU chrF: {result['chrf_signature']}", "",
               "Methods (`fairseq_rela/seeds.py`): Welch's t-interval over the seeds' corpus scores (Welch 1947), the "
               "primary seed-aware interval; the pigeonhole bootstrap resamples seeds and, independently, test sentences "
@@ -404,6 +445,8 @@ def main(argv=None) -> None:
                    "models enter as their own seed, for the variants the runs have")
     p.add_argument("--refs", type=Path, default=DEFAULT_REFS, help=f"the test references (default {DEFAULT_REFS})")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pieces", type=Path, nargs="*", default=[], help="seeds.sh's pieces.log files: the pieces "
+                   "that ran, when, for how long")
     p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--shuffles", type=int, default=10000, help="randomisation shuffles (default 10000)")
     args = p.parse_args(argv)
@@ -417,10 +460,12 @@ def main(argv=None) -> None:
         if not any(r.variant == "softmax" for r in runs):
             raise InputError("no softmax run: every variant is compared with softmax")
         check_recipe(runs)
+        pieces = read_pieces(args.pieces)
     except InputError as err:
         sys.exit(f"{PROG}: error: {err}")
     runs.sort(key=lambda r: (ORDER.index(r.variant) if r.variant in ORDER else len(ORDER), r.seed))
     result = score(runs, refs, args.samples, args.shuffles)
+    result["pieces"] = pieces
     text = markdown(runs, result, args.samples, args.shuffles)
     from fairseq_rela.cli.files import WriteError
 

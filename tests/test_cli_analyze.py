@@ -432,3 +432,12 @@ def test_a_checkpoint_of_the_other_direction_than_the_data_is_named(toy_data, ck
            r"the checkpoint translates tgt -> src, but .* holds --gen-subset test binarised as src -> tgt "
            r"\(test\.src-tgt\.\*\).*--gold-alignment follows the data's direction")
     assert not os.listdir(tmp_path)
+
+
+def test_a_missing_data_folder_or_bad_overrides_are_named_not_blamed_on_the_checkpoint(toy_data, ckpt, tmp_path):
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", data=tmp_path / "nodata"), r"DATA .*nodata: no such folder")
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", "--model-overrides", "{'a':"),
+           r"--model-overrides \{'a':: not a Python dict \(SyntaxError: ")
+    _error(_analyze(toy_data, ckpt, tmp_path / "out", "--model-overrides", "[1]"),
+           r"--model-overrides \[1\]: not a Python dict \(list\)$")
+    assert not os.listdir(tmp_path)

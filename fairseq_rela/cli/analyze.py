@@ -103,6 +103,15 @@ def check_options(args) -> Set[int]:
         _fail(f"--plot-sentences {args.plot_sentences!r}: sentence {twice[0]} named twice")
     if args.top_frequent < 0:
         _fail(f"--top-frequent {args.top_frequent}: expected a number >= 0")
+    missing = [p for p in (args.data or "").split(":") if p and "://" not in args.data and not os.path.isdir(p)]
+    if missing:
+        _fail(f"DATA {args.data}: no such folder ({missing[0]})")
+    try:  # fairseq evaluates it as Python (checkpoint_utils); a slip here is not the checkpoint's fault
+        overrides = eval(args.model_overrides)
+    except Exception as err:
+        _fail(f"--model-overrides {args.model_overrides}: not a Python dict ({type(err).__name__}: {err})")
+    if not isinstance(overrides, dict):
+        _fail(f"--model-overrides {args.model_overrides}: not a Python dict ({type(overrides).__name__})")
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401

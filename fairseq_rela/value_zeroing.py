@@ -75,8 +75,9 @@ def zeroed_distances(layer: nn.Module, attention: nn.Module, args: tuple, kwargs
     the batch is copied once per key, in chunks of at most ``chunk_floats`` (default :data:`_CHUNK_FLOATS`)
     activations per call.  The
     caller keeps recorders out of these reruns."""
-    bound = inspect.signature(layer.forward).bind(*args, **kwargs)
-    call = dict(bound.arguments)
+    # the class's signature: an instance's forward may be wrapped (activation checkpointing)
+    call = dict(inspect.signature(type(layer).forward).bind(layer, *args, **kwargs).arguments)
+    call.pop("self")
     if call.get("incremental_state") is not None:
         raise ValueError("value zeroing reruns a layer on the whole sequence: it needs a teacher-forced pass, "
                          "not incremental decoding")

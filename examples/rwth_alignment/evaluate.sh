@@ -8,13 +8,15 @@
 # its links/). By default every snapshot is scored. VARIANT-en-de models (train.sh with DIRECTION=en-de)
 # are scored against the mirrored gold; a De->En model whose En->De twin was scored at the same snapshot
 # is also symmetrised with it (bidirectional.py -> WORK/bidirectional-MODEL/). The eflomal baseline
-# runs with the first De->En model; EFLOMAL=0 skips it. The analyzer's log: WORK/analysis-MODEL.log.
+# runs with the first De->En model; EFLOMAL=0 skips it. VALUE_ZEROING=1 adds value zeroing to the analysis
+# (fairseq-rela-analyze --value-zeroing: several times slower). The analyzer's log: WORK/analysis-MODEL.log.
 set -euo pipefail
 W=${1:-work/rwth}; DATA=${2:-../shared/data}; shift 2 || true
 MODELS=${*:-$(for c in "$W"/ckpt-*/checkpoint_[0-9]*.pt; do
   v=$(basename "$(dirname "$c")"); n=$(basename "$c" .pt); echo "${v#ckpt-}@${n#checkpoint_}"; done)}
 HERE="$(cd "$(dirname "$0")" && pwd)"; USER_DIR="$HERE/../../fairseq_rela"
 first=${EFLOMAL:-1}
+vz=(); [ "${VALUE_ZEROING:-0}" = 1 ] && vz=(--value-zeroing)
 for m in $MODELS; do
   v=${m%@*}; ckpt="$W/ckpt-$v/checkpoint_last.pt"
   [ "$m" != "$v" ] && ckpt="$W/ckpt-$v/checkpoint_${m#*@}.pt"
@@ -37,7 +39,7 @@ for m in $MODELS; do
   baseline=()
   if [ $first = 1 ] && [ $src = de ]; then baseline=(--eflomal-train "$W/train.tok" --eflomal-test "$W/rwth.tok"); first=0; fi
   fairseq-rela-analyze "$W/bin" --user-dir "$USER_DIR" --path "$ckpt" --gen-subset test --source-lang $src \
-      --target-lang $tgt --gold-alignment "$gold" "${baseline[@]}" --write-links --output-dir "$out" \
+      --target-lang $tgt --gold-alignment "$gold" "${baseline[@]}" "${vz[@]}" --write-links --output-dir "$out" \
       --plot-sentences 0,1 --max-tokens 4000 --cpu --no-progress-bar 2>"$out.log" | tail -n 12 | sed 's/^/   /' \
       || { echo "evaluate.sh: error: fairseq-rela-analyze failed for $m; the end of $out.log:" >&2; tail -n 3 "$out.log" >&2; exit 1; }
 done

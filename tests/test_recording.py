@@ -214,7 +214,8 @@ def test_rolled_out_matrix_is_alti_plus_source_columns(toy_data):
     from fairseq_rela.recording import ROLLED_OUT_SOURCES, AlignmentSource
     from tests.reference import ref_alti_plus
 
-    assert ROLLED_OUT_SOURCES == ("rollout-weights", "rollout-norms", "rollout-block", "rollout-alti")
+    assert ROLLED_OUT_SOURCES == ("rollout-weights", "rollout-norms", "rollout-block", "rollout-alti",
+                                  "rollout-value-zeroing")
     for sent in _block_sentences(toy_data):
         S = len(sent.src)
         per_layer = {}

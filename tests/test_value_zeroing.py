@@ -78,8 +78,9 @@ def test_value_zeroing_equals_the_reference(toy_data, name, pre_norm):
     options, activation = MODELS[name]
     task, model = build(toy_data, *options, *TINY, *(PRE_NORM if pre_norm else ()))
     model = _perturb(model)
-    sample = batch(task, 3)
+    sample = batch(task, 2)
     assert sample["net_input"]["src_tokens"].eq(task.source_dictionary.pad()).any()  # padding is exercised
+    assert sample["target"].eq(task.target_dictionary.pad()).any()
     _, sentences = _sentences(task, model, sample)
     zeros = 0
     for b, sent in enumerate(sentences):

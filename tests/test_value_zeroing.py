@@ -272,3 +272,53 @@ def test_unattended_keys_are_exact_zeros_whatever_the_rerun_noise(toy_data, monk
         unused_cells += int(unused.sum())
         assert (r.value_zeroing_distance[unused] == 0).all() and (r.value_zeroing[unused] == 0).all(), key
     assert unused_cells > 0
+
+
+@pytest.mark.unit
+def test_value_zeroing_of_a_converted_hugging_face_bert(tmp_path):
+    """A Hugging Face BertModel converted by fairseq-rela-convert's function: value zeroing equals the same
+    measure taken on the HF model itself, its value projection's output zeroed at one token by a forward hook
+    (the authors' intervention, in HF's own layer), one rerun per token."""
+    import os
+
+    import transformers
+
+    from fairseq_rela.analysis.runner import load_checkpoint
+    from fairseq_rela.models.huggingface import convert, read_folder
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(20)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    cfg = transformers.BertConfig(vocab_size=len(vocab), pad_token_id=0, layer_norm_eps=1e-12, hidden_size=32,
+                                  num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  max_position_embeddings=40, hidden_act="gelu")
+    torch.manual_seed(0)
+    hf = transformers.BertModel(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + 0.2 * noise if name.endswith("LayerNorm.weight") else 0.05 * noise)
+    hf.save_pretrained(str(tmp_path))
+    out_dir = tmp_path / "fairseq"
+    conv = convert(read_folder(str(tmp_path)), data=str(out_dir))
+    os.makedirs(out_dir)
+    torch.save(conv.checkpoint(), out_dir / "checkpoint.pt")
+    (out_dir / "dict.txt").write_text(conv.dictionary_text())
+    model, task = load_checkpoint(str(out_dir / "checkpoint.pt"), data=str(out_dir), device="cpu")
+    words = ["[CLS]", "w3", "w7", "w1", "w12", "w5", "[SEP]"]
+    src = torch.tensor([[task.source_dictionary.index({"[CLS]": "<s>", "[SEP]": "</s>"}.get(w, w)) for w in words]])
+    with torch.no_grad(), AttentionRecorder(model, norms=False, value_zeroing=True) as rec:
+        model(src, features_only=True)
+        states = hf(input_ids=torch.tensor([[vocab.index(w) for w in words]]), output_hidden_states=True).hidden_states
+    for layer, module in enumerate(hf.encoder.layer):
+        dist = torch.zeros(len(words), len(words), dtype=torch.double)
+        for j in range(len(words)):
+            hook = module.attention.self.value.register_forward_hook(
+                lambda m, a, out, j=j: out.index_fill(1, torch.tensor([j]), 0.0))
+            with torch.no_grad():
+                new = module(states[layer])
+            hook.remove()
+            new = (new[0] if isinstance(new, tuple) else new)[0].double()
+            dist[:, j] = 1 - F.cosine_similarity(new, states[layer + 1][0].double(), dim=-1)
+        ours = rec.records[("encoder_self", layer)][0].value_zeroing[0].double()
+        torch.testing.assert_close(ours, dist / dist.sum(-1, keepdim=True), atol=2e-5, rtol=0)

@@ -88,17 +88,18 @@ def _check_compiler() -> None:
 
 
 def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequence[int], flags: str,
-                json_path: Optional[Path], usage: bool, out=sys.stdout) -> int:
+                json_path: Optional[Path], usage: bool, out=sys.stdout, fast: bool = False) -> int:
     """The ahead-of-time table; returns the exit status (0 every cell fits, 1 otherwise)."""
     import triton
 
     from fairseq_rela.cli.files import write_text
     from fairseq_rela.kernels import aot
+    from fairseq_rela.kernels.tiles import LaunchPlan, _fast, block_d
 
     t0 = time.time()
     rows, cells = [], []
     print(f"ReLA Triton kernels compiled ahead of time (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')}), "
-          f"flags: {flags}", file=out)
+          f"flags: {flags}, plan: {'fast tiles everywhere (before 2026-12-07)' if fast else 'the package'}", file=out)
     head = f"{'kernel':<12} {'target':<6} {'dtype':<5} {'hd':>3}  {'tiles':<12} {'w':>1} {'st':>2}  " \
            f"{'shared (max)':>12} {'limit':>7}  {'regs':>7} {'spills':>7}  {'cells':>5}  result"
     print(head, file=out)
@@ -106,7 +107,11 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
         for dtype in dtypes:
             for hd in head_dims:
                 by_kernel = {}
-                for r in aot.check(capability, dtype, hd, FLAG_SETS[flags], usage=usage):
+                plan = None
+                if fast:
+                    t = _fast(block_d(hd))
+                    plan = LaunchPlan(t, t, t, block_d(hd))
+                for r in aot.check(capability, dtype, hd, FLAG_SETS[flags], usage=usage, plan=plan):
                     cells.append(r)
                     by_kernel.setdefault(r.kernel, []).append(r)
                 for kernel, rs in by_kernel.items():
@@ -246,6 +251,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "bounds (none and all four)")
     c.add_argument("--json", type=Path, help="write every cell as JSON")
     c.add_argument("--no-usage", action="store_true", help="skip ptxas's register and spill report (faster)")
+    c.add_argument("--plan", choices=("package", "fast"), default="package",
+                   help="package: the launch plan the package uses on each target; fast: 64x64 tiles (64x32 above "
+                        "head dim 64), 3 stages everywhere, the plan before 2026-12-07 (for comparison)")
     p.add_argument("--dtype", default="fp32", choices=("fp16", "bf16", "fp32"))
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--seconds", type=float, default=20.0, help="timing of fused vs eager vs SDPA (0: none)")
@@ -257,7 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _check_compiler()
             dims = _ints(args.head_dims, "--head-dims") if args.head_dims else \
                 sorted({32, 64, 128, *architecture_head_dims()})
-            return run_compile(targets, _dtypes(args.dtypes), dims, args.flags, args.json, not args.no_usage)
+            return run_compile(targets, _dtypes(args.dtypes), dims, args.flags, args.json, not args.no_usage,
+                               fast=args.plan == "fast")
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else None)

@@ -49,3 +49,17 @@ def test_resume_with_other_attention_options_is_refused(toy_data, tmp_path):
     assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 2", ok.stdout + ok.stderr)
     same = run_cli("fairseq-train", *common, "--attention-activation", "softmax", "--max-epoch", "3")
     assert re.search(r"end of epoch 3", same.stdout + same.stderr)  # the same options resume as before
+
+
+def test_under_the_stock_task_a_resume_whose_head_normaliser_differs_is_one_line(toy_data, tmp_path):
+    """Issue 36: resuming ReLA-g as ReLA-i under the stock --task translation ended in fairseq's "Cannot load model
+    parameters" traceback; the model now names the head-normaliser parameters that differ, in one line."""
+    common = (toy_data / "bin", "--user-dir", USER_DIR, *TRAIN_ARGS, "--task", "translation", "--save-dir", tmp_path,
+              "--attention-activation", "rela")
+    run_cli("fairseq-train", *common, "--rela-variant", "g", "--max-update", "1")
+    before = (tmp_path / "checkpoint_last.pt").stat().st_mtime_ns
+    proc = run_cli("fairseq-train", *common, "--rela-variant", "i", "--max-update", "2", check=False)
+    line = last_error_line(proc, "fairseq-train")
+    assert re.search(r"error: the checkpoint has \S+\.head_norm\.gate \(and \d+ more head-normaliser parameters\): it "
+                     r"was trained with other attention options", line), line
+    assert (tmp_path / "checkpoint_last.pt").stat().st_mtime_ns == before

@@ -5,6 +5,9 @@ sparsemax, entmax15), ``--rela-variant``, ``--rela-norm`` and ``--attention-acti
 the attention, so compared models differ in the attention function alone; ``--attention-kernel``
 (auto, eager, fused) chooses only how it is computed.
 """
+import os
+import sys
+
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_legacy import base_architecture, transformer_iwslt_de_en
@@ -33,6 +36,26 @@ class RelaTransformerModel(TransformerModel):
         model = super().build_model(args, task)
         model.set_attention_kernel(AttentionOptions.from_args(args).kernel)
         return model
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's, after one check: parameters that differ only in the attention's head normaliser
+        (ReLA-g's gate, ReLA-i's or a LayerNorm's gain) mean the checkpoint was trained with other attention
+        options than the model was built with, e.g. resumed as ReLA-i under the stock ``--task translation``
+        (which, unlike ``translation_rela``, never compares them).  That is one ``PROG: error:`` line, not
+        fairseq's "Cannot load model parameters" traceback.  (Options that change no parameter, softmax
+        against sparsemax, cannot be seen here.)"""
+        if strict:
+            ours, theirs = set(self.state_dict()), set(state_dict)
+            differ = sorted(ours ^ theirs)
+            if differ and all(".head_norm." in k for k in differ):
+                key = differ[0]
+                has = "the checkpoint has" if key in theirs else "the checkpoint lacks"
+                raise SystemExit(
+                    f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {has} {key} (and {len(differ) - 1} more "
+                    "head-normaliser parameters): it was trained with other attention options (--rela-variant, "
+                    "--rela-norm, --attention-activation, --attention-activation-in) than given now; pass the ones "
+                    "it was trained with (with --task translation_rela a resume names them)")
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from fairseq_rela.kernels.tiles import FP32_ROWS, SHARED_LIMITS, LaunchPlan, block_d, launch_plan
+from fairseq_rela.kernels.tiles import FP32_ROWS, HALF_ROWS, SHARED_LIMITS, LaunchPlan, block_d, launch_plan
 from tests.helpers import BIN, REPO
 
 COMPILE_ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -79,10 +79,11 @@ def test_compile_refuses_the_interpreter():
 
 @pytest.mark.unit
 def test_plans():
-    for dtype in (torch.float16, torch.bfloat16):  # the fast tiles everywhere
+    for dtype in (torch.float16, torch.bfloat16):  # the fast tiles everywhere but the T4 at head dim 128
         for cc in SHARED_LIMITS:
             assert launch_plan(cc, dtype, 64) == LaunchPlan.uniform(64, 64, 64)
-            assert launch_plan(cc, dtype, 128) == LaunchPlan.uniform(64, 32, 128)
+            assert (launch_plan(cc, dtype, 128) == LaunchPlan.uniform(64, 32, 128)) == (cc != 75), cc
+        assert launch_plan(75, dtype, 128) == LaunchPlan(*HALF_ROWS[1][1][128], 128)
     fast = launch_plan(None, torch.float32, 64)
     assert launch_plan(90, torch.float32, 64) == launch_plan(80, torch.float32, 64) == fast
     for cc, row in ((86, 1), (89, 1), (120, 1), (75, 2)):  # fp32 on GPUs with less shared memory

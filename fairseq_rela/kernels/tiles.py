@@ -6,7 +6,8 @@ prefetches) in shared memory, and a block that needs more than the GPU's per-blo
 that is fastest in fp16 does not fit most GPUs in fp32.  :func:`launch_plan` picks, for one kernel call,
 the configuration of the table below for the GPU's compute capability and its shared-memory limit:
 
-- fp16 / bf16: 64x64 tiles (64x32 above head dim 64), 4 warps, 3 stages on every target;
+- fp16 / bf16: 64x64 tiles (64x32 above head dim 64), 4 warps, 3 stages on every target but the T4 at head
+  dim 128 (smaller backward tiles);
 - fp32: the same tiles with fewer stages, or smaller tiles, until every kernel fits the limit — chosen
   from the shared memory of the compiled kernels (``scripts/check_kernels.py``, committed output in
   ``examples/benchmark/gpu/``), which the test suite and that script check for every common GPU.
@@ -76,11 +77,11 @@ def _fast(bd: int) -> Tiles:
 
 # fp32 tiles (forward, backward_kv, backward_q) by padded head dim, for the smallest per-block shared memory
 # each row fits, largest first: the fastest configuration whose compiled kernels fit, from the shared memory
-# scripts/check_kernels.py reports (examples/benchmark/gpu/check_kernels.txt).  A head dim not listed in a
+# scripts/check_kernels.py reports (examples/benchmark/gpu/check_kernels/).  A head dim not listed in a
 # row takes the fast tiles.  Fewer pipeline stages first (each stage holds one more copy of the tiles a loop
 # prefetches), smaller tiles after; on sm_75 (no asynchronous copies) stages cost no shared memory.
 FP32_ROWS: Tuple[Tuple[int, Dict[int, Tuple[Tiles, Tiles, Tiles]]], ...] = (
-    (166912, {}),  # A100, H100, H200: the fast tiles (at most 147,456 B, backward dK/dV at head dim 128)
+    (166912, {}),  # A100, H100, H200: the fast tiles (at most 151,552 B: sm_80, backward dK/dV, head dim 128)
     (101376, {     # RTX 30xx/40xx, A10, L4: the fast tiles need up to 122,880 B
         64: (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 4, 2)),
         128: (Tiles(64, 32, 4, 2), Tiles(64, 32, 4, 2), Tiles(32, 32, 4, 2)),
@@ -89,6 +90,12 @@ FP32_ROWS: Tuple[Tuple[int, Dict[int, Tuple[Tiles, Tiles, Tiles]]], ...] = (
         64: (Tiles(64, 64, 4, 3), Tiles(32, 64, 4, 3), Tiles(64, 32, 4, 3)),
         128: (Tiles(32, 32, 4, 3), Tiles(16, 32, 4, 3), Tiles(32, 16, 4, 3)),
     }),
+)
+# fp16/bf16 likewise: the fast tiles fit every listed GPU but the T4 at head dim 128, where the backward kernels
+# needed 98,304 B (dK/dV) and 81,920 B (dQ) of its 65,536 B (examples/benchmark/gpu/check_kernels).
+HALF_ROWS: Tuple[Tuple[int, Dict[int, Tuple[Tiles, Tiles, Tiles]]], ...] = (
+    (101376, {}),
+    (65536, {128: (Tiles(64, 32, 4, 3), Tiles(32, 32, 4, 3), Tiles(32, 32, 4, 3))}),
 )
 
 
@@ -99,13 +106,14 @@ def launch_plan(capability: Optional[int], dtype: torch.dtype, head_dim: int,
 
     ``shared_limit``: the device's own per-block limit where known (read from the driver at run time);
     otherwise :data:`SHARED_LIMITS` of the capability; an unknown capability takes the smallest limit of the
-    table.  fp16/bf16 take the fast tiles everywhere; fp32 the first row of :data:`FP32_ROWS` within the limit
-    (a limit below every row takes the last row; the self-check then decides whether the kernel runs)."""
+    table.  The first row of :data:`FP32_ROWS` (fp32) or :data:`HALF_ROWS` (fp16, bf16) within the limit (a
+    limit below every row takes the last row; the self-check then decides whether the kernel runs)."""
     bd = block_d(head_dim)
     fast = _fast(bd)
-    if dtype in (torch.float16, torch.bfloat16) or (capability is None and shared_limit is None):
+    if capability is None and shared_limit is None:
         return LaunchPlan(fast, fast, fast, bd)
     if shared_limit is None:
         shared_limit = SHARED_LIMITS.get(capability, min(SHARED_LIMITS.values()))
-    row = next((tiles for need, tiles in FP32_ROWS if need <= shared_limit), FP32_ROWS[-1][1])
+    rows = FP32_ROWS if dtype == torch.float32 else HALF_ROWS
+    row = next((tiles for need, tiles in rows if need <= shared_limit), rows[-1][1])
     return LaunchPlan(*row.get(bd, (fast, fast, fast)), bd)

@@ -332,16 +332,18 @@ def test_output_dir_symlink_is_written_through(toy_data, ckpt, tmp_path):
 
 @pytest.mark.parametrize("signum", [15, 2])
 def test_a_signal_removes_the_staging_folder_quietly(toy_data, ckpt, tmp_path, signum):
+    import signal
     import subprocess
     import time
 
     from tests.helpers import BIN
 
-    # the 2,000 training pairs: the run must still be working when the signal comes (on the 41 test pairs a
-    # loaded machine could finish the whole analysis between seeing the staging folder and the signal: exit 0)
-    cmd = [str(BIN / "fairseq-rela-analyze"), str(toy_data / "bin"), "--path", str(ckpt), "--gen-subset", "train",
+    cmd = [str(BIN / "fairseq-rela-analyze"), str(toy_data / "bin"), "--path", str(ckpt), "--gen-subset", "test",
            "--user-dir", str(USER_DIR), "--output-dir", str(tmp_path / "out"), "--cpu", "--no-progress-bar"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a test run started in the background of a non-interactive shell ignores SIGINT, and a
+    # child inherits that (Python then installs no KeyboardInterrupt handler: the run finished with exit 0)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not _leftovers(tmp_path) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -23,13 +23,13 @@ import numbers
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 from typing import List, Optional, Set
 
 from fairseq import options
 
+from fairseq_rela.cli import run_quietly_on_signals
 from fairseq_rela.alignment.links import MERGE_RULES, MERGE_STYLES
 from fairseq_rela.attention import ATTENTION_KINDS
 from fairseq_rela.checkpoint import CheckpointError
@@ -523,13 +523,7 @@ def cli_main() -> None:
         _fail("--fp16 and --bf16: choose one precision")
     if not args.path:
         parser.error("--path is required")
-    # SIGTERM leaves through SystemExit, so the staging folder is removed as on any failure; Ctrl-C likewise,
-    # and both end quietly with 128 + the signal's number
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
+    run_quietly_on_signals(main, args)  # the staging folder is removed as on any failure
 
 
 if __name__ == "__main__":

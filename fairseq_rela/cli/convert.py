@@ -18,9 +18,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
+
+from fairseq_rela.cli import run_quietly_on_signals
 
 PROG = "fairseq-rela-convert"
 OUTPUT_NAME = re.compile(r"checkpoint\.pt|dict\.txt|convert\.json|\w+\.(tokens|bin|idx)")
@@ -173,11 +174,7 @@ def cli_main(argv=None) -> None:
 
     logging.basicConfig(format="%(levelname)s | %(name)s | %(message)s", level=logging.WARNING, force=True)
     args = get_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
+    run_quietly_on_signals(main, args)  # the staging folder is removed as on any failure
 
 
 if __name__ == "__main__":

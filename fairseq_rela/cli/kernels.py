@@ -94,7 +94,8 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
 
     from fairseq_rela.cli.files import write_text
     from fairseq_rela.kernels import aot
-    from fairseq_rela.kernels.tiles import LaunchPlan, _fast, block_d
+    from fairseq_rela.kernels.aot import DTYPES
+    from fairseq_rela.kernels.tiles import launch_plan
 
     t0 = time.time()
     rows, cells = [], []
@@ -107,10 +108,7 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
         for dtype in dtypes:
             for hd in head_dims:
                 by_kernel = {}
-                plan = None
-                if fast:
-                    t = _fast(block_d(hd))
-                    plan = LaunchPlan(t, t, t, block_d(hd))
+                plan = launch_plan(None, DTYPES[dtype], hd) if fast else None  # None: no limit, the fast tiles
                 for r in aot.check(capability, dtype, hd, FLAG_SETS[flags], usage=usage, plan=plan):
                     cells.append(r)
                     by_kernel.setdefault(r.kernel, []).append(r)

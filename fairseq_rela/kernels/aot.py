@@ -103,6 +103,16 @@ def compile_call(call, capability: int, usage: bool = True):
     return compiled.metadata.shared, regs, spills
 
 
+def _compile(call, capability: int, usage: bool) -> tuple:
+    """(shared, registers, spills, None), or (None, None, None, the error): a compile error is a result of
+    the check, reported in its cell."""
+    try:
+        return (*compile_call(call, capability, usage), None)
+    except Exception as e:
+        text = str(e).strip()
+        return None, None, None, f"{type(e).__name__}: {text.splitlines()[0] if text else 'no message'}"[:300]
+
+
 def _tensors(dtype: torch.dtype, head_dim: int, heads: int = 4, batch: int = 2, length: int = 128):
     """q, k, v laid out as :class:`~fairseq_rela.attention.ReLAMultiheadAttention` gives them to the kernel
     (views of ``(len, batch, heads·head_dim)`` projections, ``(B,H,T,D)`` with the head dim innermost), and
@@ -144,11 +154,7 @@ def check(capability: int, dtype_name: str, head_dim: int, flag_sets: Sequence[t
     for name, flags, plan, call in cases(capability, dtype_name, head_dim, flag_sets, kernels, plan):
         tiles = plan.tiles(name)
         t0 = time.perf_counter()
-        shared = regs = spills = error = None
-        try:
-            shared, regs, spills = compile_call(call, capability, usage)
-        except Exception as e:  # a compile error is a result of the check, reported in its cell
-            error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+        shared, regs, spills, error = _compile(call, capability, usage)
         if error is None and shared > limit:
             error = f"OutOfResources: shared memory {shared} > {limit}"
         yield CompileResult(name, f"sm_{capability}", dtype_name, head_dim, **flags, block_m=tiles.block_m,
@@ -163,11 +169,7 @@ def check_dropout_keep(capability: int) -> CompileResult:
 
     call = rt.dropout_keep_call(torch.empty(2, 4, 128, 128, dtype=torch.int8), 1, 0.1, 4)
     t0 = time.perf_counter()
-    shared = regs = spills = error = None
-    try:
-        shared, regs, spills = compile_call(call, capability)
-    except Exception as e:
-        error = f"{type(e).__name__}: {str(e).strip()[:200]}"
+    shared, regs, spills, error = _compile(call, capability, True)
     return CompileResult("dropout_keep", f"sm_{capability}", "-", 0, False, False, False, True, 16, 16, 0,
                          call.meta.get("num_warps", 4), call.meta.get("num_stages", 3), shared,
                          SHARED_LIMITS[capability], regs, spills, round(time.perf_counter() - t0, 2), error)

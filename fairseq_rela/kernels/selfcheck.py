@@ -16,7 +16,6 @@ weights (or dS) to the input dtype once and its result once, and sums in fp32: `
 ``u`` the dtype's unit roundoff (fp16 2⁻¹¹, bf16 2⁻⁸), plus fp32 summation; the tolerance allows 8u
 (fp32: 1e-5).
 """
-import functools
 import logging
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -50,6 +49,7 @@ class KernelConfig:
 
 
 _VERDICTS: Dict[KernelConfig, Optional[str]] = {}  # None: trusted; else why not
+_SEEN: Dict[tuple, KernelConfig] = {}  # verdict()'s arguments -> their configuration
 
 
 def _problem(config: KernelConfig, device: torch.device):
@@ -121,9 +121,12 @@ def run_check(config: KernelConfig, device: torch.device) -> Optional[str]:
 def verdict(device: torch.device, dtype: torch.dtype, head_dim: int, has_mask: bool, has_bias: bool,
             dropout: bool) -> Optional[str]:
     """None if ReLA's kernel passed its self-check for this configuration, else why not (run on the first call)."""
+    key = (device, dtype, head_dim, has_mask, has_bias, dropout)
+    if key in _SEEN:  # the attention's hot path: one look-up, no object built
+        return _VERDICTS[_SEEN[key]]
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    config = KernelConfig(str(device), dtype, head_dim, has_mask, has_bias, dropout)
+    config = _SEEN[key] = KernelConfig(str(device), dtype, head_dim, has_mask, has_bias, dropout)
     if config not in _VERDICTS:
         with torch.inference_mode(False), torch.enable_grad():  # the check needs a backward, even in generation
             _VERDICTS[config] = run_check(config, device)
@@ -155,3 +158,4 @@ def verdicts() -> Dict[KernelConfig, Optional[str]]:
 def forget() -> None:
     """Drop every cached verdict (tests)."""
     _VERDICTS.clear()
+    _SEEN.clear()

@@ -106,8 +106,22 @@ class _RMSNormFunction(torch.autograd.Function):
 
 
 def rms_norm(z: Tensor, weight: Tensor, gate: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
-    """(Gated) RMSNorm over the last dimension: see :class:`_RMSNormFunction`."""
-    return _RMSNormFunction.apply(z, weight, gate, eps)
+    """(Gated) RMSNorm over the last dimension: see :class:`_RMSNormFunction`.
+
+    Where no gradient can flow (``torch.no_grad()``, e.g. beam search, or no input requiring one) it
+    skips the autograd function and its saved tensors: PyTorch's fused ``rms_norm`` gives the same
+    ``z / √(mean(z²) + ε)`` bit for bit, then the gate and gain in the autograd path's order, so the
+    two paths agree exactly (tests/test_normalization.py).
+    """
+    if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad
+                                     or (gate is not None and gate.requires_grad)):
+        return _RMSNormFunction.apply(z, weight, gate, eps)
+    dt = _compute_dtype(z)
+    zf = z.to(dt)
+    y = F.rms_norm(zf, (zf.size(-1),), None, eps)
+    if gate is not None:
+        y.mul_(torch.sigmoid(zf * gate.to(dt)))
+    return y.mul_(weight.to(dt)).to(z.dtype)
 
 
 class HeadNorm(nn.Module, abc.ABC):

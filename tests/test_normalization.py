@@ -87,6 +87,24 @@ def test_rms_norm_equals_the_autograd_formula_in_fp32(gated):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gated", [True, False])
+def test_inference_path_equals_the_autograd_path_bit_for_bit(gated, dtype):
+    """Under no_grad, rms_norm skips its autograd function (issue 34): every output bit is the same,
+    null rows (all-zero z) included, at the head widths of the models we train (64..1024)."""
+    g = torch.Generator().manual_seed(2)
+    for dim in (16, 64, 256, 512, 1024):
+        for scale in (1e-3, 1.0, 30.0):
+            z = (torch.randn(9, 4, dim, generator=g) * scale).to(dtype)
+            z[0] = 0.0
+            weight, gate = (torch.randn(dim, generator=g).to(dtype) for _ in range(2))
+            trained = rms_norm(z.clone().requires_grad_(), weight, gate if gated else None, 1e-8)
+            with torch.no_grad():
+                served = rms_norm(z, weight, gate if gated else None, 1e-8)
+            assert served.dtype == trained.dtype == dtype
+            assert torch.equal(served, trained.detach()), (dim, scale)
+
+
 def _null_rows_setup(dtype, variant):
     """Cross-attention over 3 sentences: queries 0-1 are zero (all scores 0: null rows) and sentence 2
     is fully masked; upstream gradient ``scale`` on those rows, 1 elsewhere."""

@@ -110,48 +110,129 @@ def timed(fn, device, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def measure_round(models, args, device, results) -> None:
-    """One interleaved round: every variant, every measurement."""
-    for name, (model, d, opt) in models.items():
-        r = results.setdefault(name, {})
-        for length in args.train_lengths:
+def measurements(models, args, device):
+    """``(key, variant, fn)`` for every figure of a round: ``fn()`` returns the figure (or a dict of them)."""
+    out = []
+    for length in args.train_lengths:
+        for name, (model, d, opt) in models.items():
             src, lens, prev, tgt = batch(d, max(1, args.train_tokens // length), length, device)
+            out.append((f"train_tok_s@{length}", name, lambda m=model, o=opt, b=(src, lens, prev, tgt):
+                        b[3].numel() / timed(lambda: train_step(m, o, *b), device, args.reps)))
+    for name, (model, d, _) in models.items():
+        src, lens, _, _ = batch(d, args.decode_sentences, args.decode_length, device)
+        sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
+        out.append(("decode_sent_s", name, lambda m=model, d=d, s=sample: decode_speed(m, d, s, args, device)))
+    for name, (model, d, _) in models.items():
+        if hasattr(model.decoder, "reporting") and name in ALIGN_VARIANTS:
+            sample = {"net_input": dict(zip(("src_tokens", "src_lengths"),
+                                            batch(d, args.decode_sentences, args.decode_length, device)[:2]))}
+            out.append(("alignment", name, lambda m=model, d=d, s=sample: alignment_costs(m, d, s, args)))
+    for name, (model, d, _) in models.items():
+        b = batch(d, max(1, args.train_tokens // 64), 64, device)
+        if hasattr(model.decoder, "reporting"):
+            out.append(("analysis_recording_on_over_off", name, lambda m=model, b=b: recording_cost(m, b, args, device)))
+        out.append(("forward_tok_s@64", name, lambda m=model, b=b: b[3].numel() / forward_seconds(m, b, args, device)))
+    return out
 
-            sec = timed(lambda: train_step(model, opt, src, lens, prev, tgt), device, args.reps)
-            r.setdefault(f"train_tok_s@{length}", []).append(tgt.numel() / sec)
-        model.eval()
-        src, lens, prev, tgt = batch(d, args.decode_sentences, args.decode_length, device)
+
+def measure_round(models, args, device, results, round_index: int = 0) -> None:
+    """One round: each measurement in turn, every variant side by side; the variants' order rotates
+    from round to round (round r starts with the r-th), so no variant is always measured first."""
+    names = list(models)
+    rotation = names[round_index % len(names):] + names[:round_index % len(names)]
+    by_key: dict = {}
+    for key, name, fn in measurements(models, args, device):
+        by_key.setdefault(key, {})[name] = fn
+    for key, fns in by_key.items():
+        for v in (v for v in rotation if v in fns):
+            x = fns[v]()
+            for k, value in (x.items() if isinstance(x, dict) else [(key, x)]):
+                results.setdefault(v, {}).setdefault(k, []).append(value)
+
+
+def decode_speed(model, d, sample, args, device) -> dict:
+    """Beam-4 sentences/s; for ``rela_transformer`` also the speed-up of sharing the encoder keys across
+    the beam (over one copy per hypothesis, as stock fairseq)."""
+    model.eval()
+    gen = SequenceGenerator([model], d, beam_size=4, max_len_a=0, max_len_b=args.decode_length,
+                            min_len=args.decode_length)
+    with torch.no_grad():
+        sec = timed(lambda: gen.generate([model], sample), device, 1)
+    out = {"decode_sent_s": sample["net_input"]["src_tokens"].size(0) / sec}
+    if hasattr(model.decoder, "reporting"):
+        model.decoder.set_beam_size(1)  # cross-attention keys per hypothesis, as stock fairseq
+        with torch.no_grad():
+            unshared = timed(lambda: gen.generate([model], sample), device, 1)
+        model.set_beam_size(4)
+        out["beam_shared_speedup"] = unshared / sec
+    return out
+
+
+def forward_seconds(model, b, args, device) -> float:
+    """A teacher-forced forward pass (no gradient)."""
+    model.eval()
+    src, lens, prev, _ = b
+    with torch.no_grad():
+        return timed(lambda: model(src, lens, prev), device, args.reps)
+
+
+def recording_cost(model, b, args, device) -> float:
+    """A teacher-forced pass with norm recording over the same pass without."""
+    model.eval()
+    src, lens, prev, _ = b
+    recorder = AttentionRecorder(model)
+    with torch.no_grad():
+        off = timed(lambda: model(src, lens, prev), device, args.reps)
+
+        def recorded():
+            recorder.clear()
+            with recorder:
+                model(src, lens, prev)
+
+        on = timed(recorded, device, args.reps)
+    return on / off
+
+
+def profile_tables(models, args, device, rows: int) -> list:
+    """torch.profiler's table (top ops by self time) of one call per variant of each workload: a training
+    step at every length, beam-4 decoding, a teacher-forced forward at length 64 (after one unprofiled call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    tables = []
+    for name, (model, d, opt) in models.items():
+        work = []
+        for length in args.train_lengths:
+            b = batch(d, max(1, args.train_tokens // length), length, device)
+            work.append((f"training step @ {length} ({b[3].numel()} target tokens)",
+                         lambda b=b: train_step(model, opt, *b), torch.enable_grad))
+        src, lens, _, _ = batch(d, args.decode_sentences, args.decode_length, device)
         sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
         gen = SequenceGenerator([model], d, beam_size=4, max_len_a=0, max_len_b=args.decode_length,
                                 min_len=args.decode_length)
-        with torch.no_grad():
-            sec = timed(lambda: gen.generate([model], sample), device, 1)
-        r.setdefault("decode_sent_s", []).append(src.size(0) / sec)
-        if hasattr(model.decoder, "reporting"):
-            model.decoder.set_beam_size(1)  # cross-attention keys per hypothesis, as stock fairseq
-            with torch.no_grad():
-                unshared = timed(lambda: gen.generate([model], sample), device, 1)
-            model.set_beam_size(4)
-            r.setdefault("beam_shared_speedup", []).append(unshared / sec)
-            if name in ALIGN_VARIANTS:
-                for key, x in alignment_costs(model, d, sample, args).items():
-                    r.setdefault(key, []).append(x)
-        src, lens, prev, tgt = batch(d, max(1, args.train_tokens // 64), 64, device)
-        if hasattr(model.decoder, "reporting"):
-            recorder = AttentionRecorder(model)
-            with torch.no_grad():
-                off = timed(lambda: model(src, lens, prev), device, args.reps)
+        work.append((f"beam-4 decoding ({args.decode_sentences} sentences of {args.decode_length})",
+                     lambda: (model.eval(), gen.generate([model], sample)), torch.no_grad))
+        b = batch(d, max(1, args.train_tokens // 64), 64, device)
+        work.append(("teacher-forced forward @ 64", lambda: (model.eval(), model(*b[:3])), torch.no_grad))
+        for what, fn, mode in work:
+            with mode():
+                fn()
+                sync(device)
+                with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+                    fn()
+                    sync(device)
+            events = prof.key_averages()
+            total = sum(getattr(e, key) for e in events)
+            tables.append({"variant": name, "workload": what, "self_us": total,
+                           "table": events.table(sort_by=key, row_limit=rows)})
+    return tables
 
-                def recorded():
-                    recorder.clear()
-                    with recorder:
-                        model(src, lens, prev)
 
-                on = timed(recorded, device, args.reps)
-            r.setdefault("analysis_recording_on_over_off", []).append(on / off)
-        with torch.no_grad():
-            r.setdefault("forward_tok_s@64", []).append(tgt.numel() / timed(lambda: model(src, lens, prev),
-                                                                              device, args.reps))
+def format_profiles(tables: list, device) -> str:
+    """The profile tables, each headed by its variant, workload and total self time."""
+    return "\n\n".join(f"== {t['variant']}: {t['workload']} on {hardware(device)}; self time {t['self_us'] / 1e3:.1f} ms"
+                       f"\n{t['table']}" for t in tables) + "\n"
 
 
 def alignment_costs(model, d, sample, args) -> dict:
@@ -354,6 +435,9 @@ def main() -> None:
     p.add_argument("--scaling-lengths", default="64,128,256,512,1024")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="1 round, short: a smoke run")
+    p.add_argument("--profile", default=None, help="also write torch.profiler tables (one call per variant and "
+                   "workload, after the rounds) to this file")
+    p.add_argument("--profile-rows", type=int, default=25)
     p.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -369,6 +453,11 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or BASELINE not in names:
         sys.exit(f"benchmark.py: error: --variants must include {BASELINE} and come from {', '.join(VARIANTS)}")
+    for path in filter(None, (args.output_dir, args.profile and os.path.dirname(os.path.abspath(args.profile)))):
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            sys.exit(f"benchmark.py: error: cannot write to {path}")
+    started = time.time()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     models = {}
     for v in names:
@@ -377,16 +466,20 @@ def main() -> None:
     raw: dict = {}
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-        measure_round(models, args, device, raw)
+        measure_round(models, args, device, raw, r)
     result = summarise(raw)
     result["scaling_s"] = scaling(models, args, device)
     result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names if v != NOISE}
+    profiles = profile_tables(models, args, device, args.profile_rows) if args.profile else []
     result["config"] = {
         "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": hardware(device),
         "torch": torch.__version__, "dtype": args.dtype, "rounds": args.rounds, "reps": args.reps,
         "model": f"{args.layers}+{args.layers} layers, {args.dim}/{4 * args.dim}, {args.heads} heads, vocab {args.vocab}",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "order": "each measurement in turn, every variant side by side; round r starts with the r-th variant",
+        "wall_s": round(time.time() - started, 1),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     text = format_table(result)
     print(text)
@@ -397,6 +490,10 @@ def main() -> None:
         with open(os.path.join(args.output_dir, "benchmark.txt"), "w") as f:
             f.write(f"{result['config']}\n{text}\n")
         plot_scaling(result, os.path.join(args.output_dir, "scaling.png"))
+    if args.profile:
+        with open(args.profile, "w") as f:
+            f.write(f"{result['config']['command']} ({result['config']['time']}, load average "
+                    f"{result['config']['load_average']})\n\n" + format_profiles(profiles, device))
 
 
 if __name__ == "__main__":

@@ -50,10 +50,14 @@ from benchmark import ACTIVATIONS, BASELINE, NOISE, STOCK, PeakMemory, hardware,
 PROG = "benchmark_train.py"
 TINY = ["--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--encoder-layers", "2",
         "--encoder-attention-heads", "4", "--decoder-layers", "2", "--decoder-attention-heads", "4"]
-ARCHS = {  # name: (stock fairseq arch + options, our arch) of the same sizes
-    "iwslt": (["--arch", "transformer_iwslt_de_en"], "rela_transformer_iwslt_de_en"),  # Kobayashi et al.
-    "base": (["--arch", "transformer"], "rela_transformer"),  # Transformer base
-    "tiny": (["--arch", "transformer", *TINY], "rela_transformer_tiny"),  # CPU tests
+SMALL = ["--encoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024", "--encoder-layers", "3",
+         "--encoder-attention-heads", "4", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
+         "--decoder-layers", "3", "--decoder-attention-heads", "4"]
+ARCHS = {  # name: (stock fairseq arch + options, ours + options) of the same sizes
+    "iwslt": (["--arch", "transformer_iwslt_de_en"], ["--arch", "rela_transformer_iwslt_de_en"]),  # Kobayashi et al.
+    "base": (["--arch", "transformer"], ["--arch", "rela_transformer"]),  # Transformer base
+    "small": (["--arch", "transformer", *SMALL], ["--arch", "rela_transformer", *SMALL]),  # the RWTH/CPU models
+    "tiny": (["--arch", "transformer", *TINY], ["--arch", "rela_transformer_tiny"]),  # CPU tests
 }
 PRECISIONS = {"fp32": [], "fp16": ["--fp16"], "amp": ["--amp"]}
 TRAIN = [  # examples/replication/gpu_run.sh's settings (the batch size is the benchmark's)
@@ -72,7 +76,7 @@ def fail(message: str):
 
 def variant_args(arch: str, variant: str) -> list:
     stock, ours = ARCHS[arch]
-    return list(stock) if variant in STOCK else ["--arch", ours, *ACTIVATIONS[variant]]
+    return list(stock) if variant in STOCK else [*ours, *ACTIVATIONS[variant]]
 
 
 def build_trainer(data: str, arch: str, precision: str, variant: str, max_tokens: int, device) -> Trainer:

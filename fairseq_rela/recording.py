@@ -176,24 +176,25 @@ def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
     return w.t().reshape(module.num_heads, module.head_dim, w.size(0))
 
 
-_CHUNK_FLOATS = 1 << 24  # bound on one (B, H, queries, S, E) block in the query-dependent path
+_CHUNK_FLOATS = 1 << 24  # bound on one (B, queries, S, E) block in the query-dependent path
 
 
 @torch.no_grad()
 def decompose(
     module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False,
-    heads: Optional[List[int]] = None,
+    heads: Optional[List[int]] = None, factors: Optional[Dict[int, "OutputFactors"]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Tensor]:
     """Norms of the decomposition ``y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + bias``.
 
     Args: weights (B,H,T,S); values (B',H,S,d) with B' dividing B (beam-shared keys);
     head_outputs z (T,B,E), the normaliser's input.  ``heads`` restricts the summed vector
-    ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.
-    Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
+    ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.  ``factors``:
+    where the caller keeps :class:`OutputFactors` between calls (by ``id(module)``; used only while W_O is
+    bit for bit the same).  Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
 
-    Without a per-query vector in the normaliser (no normaliser, RMSNorm) ``f_h(x_j)`` is shared by
-    all queries up to a scalar, and the norms follow from the Gram matrix ``f_h(x_j) · f_g(x_j)``:
-    nothing of size ``T x S x E`` is built.  Gated RMSNorm and LayerNorm are done in query chunks.
+    Without a per-query vector in the normaliser (no normaliser, RMSNorm, LayerNorm) ``f_h(x_j)`` is
+    shared by all queries up to the scalar ``r_i``, and the norms follow from the Gram matrix
+    ``f_h(x_j) · f_g(x_j)``: nothing of size ``T x S x E`` is built.  Gated RMSNorm: :func:`_query_dependent`.
     """
     B, H, T, S = weights.shape
     weights = weights.float()
@@ -208,10 +209,11 @@ def decompose(
         bias = bias + out_w @ lin.shift
     r = None if lin.row_scale is None else lin.row_scale[..., 0].t()  # (B, T)
     sel = weights if heads is None else weights[:, heads]
-    if lin.query_vector is None and not lin.centre:
-        if lin.gain is not None:
-            v = v * lin.gain.view(H, 1, -1)
-        f = torch.einsum("bhsd,hde->bhse", v, w_heads)  # f_h(x_j), up to the query's scalar r
+    if lin.query_vector is None:
+        f = torch.einsum("bhsd,hde->bhse", v if lin.gain is None else v * lin.gain.view(H, 1, -1), w_heads)
+        if lin.centre:  # C(P_h v) = P_h v - mean(P_h v) 1: f_h(x_j) - (Σ_a v^h_ja / E) W_O g
+            g = lin.gain if lin.gain is not None else out_w.new_ones(out_w.size(1))
+            f = f - (v.sum(-1) / module.embed_dim)[..., None] * (out_w @ g)
         gram = torch.einsum("bhse,bgse->bshg", f, f)
         fx_norm = gram.diagonal(dim1=2, dim2=3).clamp_min(0).sqrt().transpose(1, 2).unsqueeze(2)  # (B,H,1,S)
         g_sel = gram if heads is None else gram[:, :, heads][:, :, :, heads]
@@ -222,33 +224,122 @@ def decompose(
             summed = summed * r[:, :, None]
             vectors = None if vectors is None else vectors * r[:, :, None, None]
     else:
-        fx_norm, summed, vectors = _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads)
+        cached = None if factors is None else factors.get(id(module))
+        if cached is None or not cached.fits(out_w, heads):
+            cached = OutputFactors.of(out_w, H, heads)
+            if factors is not None:
+                factors[id(module)] = cached
+        fx_norm, summed, vectors = _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, cached)
     return fx_norm, weights.abs() * fx_norm, summed, vectors, bias
 
 
-def _query_dependent(module, sel, v, w_heads, out_w, lin, r, keep_vectors, heads):
-    """f^h_i(x_j) = W_O^h (s^h_i ⊙ v^h_j) [- (Σv^h_j / E) W_O s_i], s_i = r_i g ⊙ q_i, in query chunks."""
+@dataclass(eq=False)
+class OutputFactors:
+    """Triangular factors of an attention's output projection W_O (E_out × E) for the norms of
+    :func:`_query_dependent`: ``‖W x‖ = ‖R x‖`` where ``W = Q R`` (QR: Q has orthonormal columns, R upper
+    triangular), computed in float64, kept in float32."""
+
+    weight: Tensor  # the W_O they were computed from (a copy: they are reused only for this W_O, bit for bit)
+    heads: Optional[Tuple[int, ...]]  # the heads of `summed` (None: all)
+    per_head: Tensor  # (H, d, d): R_h of W^h, head h's columns of W_O
+    _summed: Optional[Tensor] = None  # R of W_heads, the columns of `heads`: made when first needed
+
+    @staticmethod
+    def of(out_w: Tensor, num_heads: int, heads: Optional[Sequence[int]]) -> "OutputFactors":
+        E_out, E = out_w.shape
+        w_cols = out_w.double().view(E_out, num_heads, E // num_heads).transpose(0, 1)  # (H, E_out, d)
+        return OutputFactors(out_w.detach().clone(), None if heads is None else tuple(heads),
+                             torch.linalg.qr(w_cols, mode="r")[1].float())
+
+    @property
+    def summed(self) -> Tensor:
+        """(k, k) with k = |heads|·d: R of the columns of W_O that belong to ``heads``."""
+        if self._summed is None:
+            E_out, E = self.weight.shape
+            H = self.per_head.size(0)
+            cols = self.weight.double().view(E_out, H, E // H)
+            cols = cols if self.heads is None else cols[:, list(self.heads)]
+            self._summed = torch.linalg.qr(cols.reshape(E_out, -1), mode="r")[1].float()
+        return self._summed
+
+    def fits(self, out_w: Tensor, heads: Optional[Sequence[int]]) -> bool:
+        return (self.heads == (None if heads is None else tuple(heads)) and self.weight.dtype == out_w.dtype
+                and self.weight.shape == out_w.shape and torch.equal(self.weight, out_w))
+
+
+_TRIANGLE_BLOCK = 128  # rows of R per GEMM in the triangular norm: smaller blocks skip more zeros, run slower
+# pairs per column of W_heads from which the triangular norm pays (it saves about a quarter of the GEMM's time;
+# its QR, once per W_O, costs about as much as 10 pairs per column)
+_TRIANGLE_MIN_PAIRS = 16
+
+
+def _triangular_norm(m: Tensor, r: Tensor) -> Tensor:
+    """``‖R m_n‖`` for each row m_n of m (N, k), R (k', k) upper triangular: block row a of R is zero left of
+    column a, so each block of rows is one GEMM over the columns from there on (about (k/2)·k per row)."""
+    total = None
+    for a in range(0, r.size(0), _TRIANGLE_BLOCK):
+        part = (m[:, a:] @ r[a:a + _TRIANGLE_BLOCK, a:].t()).square_().sum(-1)
+        total = part if total is None else total.add_(part)
+    return total.sqrt_()
+
+
+def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: OutputFactors):
+    """Gated RMSNorm: ``f^h_i(x_j) = W^h (s^h_i ⊙ v^h_j)``, ``s_i = r_i g ⊙ q_i``, ``W^h`` head h's
+    columns of W_O, for every query i: nothing is shared between queries, so the summed vectors cost
+    O(T·S·E²) multiply-adds; done in the cheapest exact order we know, in query chunks (``factors``:
+    :class:`OutputFactors` of W_O):
+
+    * per head ``‖f^h_i(x_j)‖ = ‖R_h (s^h_i ⊙ v^h_j)‖`` (R_h d×d): one GEMM per head, O(T·S·E·d), and the
+      norm of a d-vector (no cancellation);
+    * the summed vector ``Σ_{h∈heads} α^h_ij f^h_i(x_j) = W_heads (s_i ⊙ c_ij)``, ``c_ij = concat_h α^h_ij
+      v^h_j``: one GEMM (pairs × k)·(k × E_out); its norm alone (no ``keep_vectors``) as ``‖R (s_i ⊙ c_ij)‖``,
+      R triangular (about half the multiply-adds); only over the pairs (i, j) some head of ``heads``
+      attends: every other pair's vector is exactly 0 (causal mask, padding, ReLA's zeros).
+    """
     B, H, S, d = v.shape
-    T, E = sel.size(2), module.embed_dim
-    s = lin.query_vector.transpose(0, 1) if lin.query_vector is not None else v.new_ones(B, T, E)
+    T, E, E_out = sel.size(2), H * d, out_w.size(0)
+    s = lin.query_vector.transpose(0, 1)  # (B,T,E)
     if lin.gain is not None:
         s = s * lin.gain
     if r is not None:
         s = s * r[:, :, None]
-    fx_norm, summed = v.new_empty(B, H, T, S), v.new_empty(B, T, S)
-    vectors = v.new_empty(B, T, S, E) if keep_vectors else None
-    chunk = max(1, _CHUNK_FLOATS // max(1, B * H * S * E))
+    hs = list(range(H)) if heads is None else list(heads)
+    w_sel = out_w.view(E_out, H, d)[:, hs].reshape(E_out, len(hs) * d)  # W_heads: (E_out, k)
+    v_keys = v.transpose(1, 2).reshape(B, 1, S, H, d)  # (B, 1, S, H, d): concat_h v^h_j
+    fx_norm, summed = v.new_empty(B, H, T, S), v.new_zeros(B, T, S)
+    vectors = v.new_zeros(B, T, S, E_out) if keep_vectors else None
+    attends = sel.ne(0).any(1)  # (B,T,S): some selected head attends i -> j
+    if not bool(torch.isfinite(v).all()):  # 0 · inf is NaN: compute every pair, as the forward does
+        attends = torch.ones_like(attends)
+    triangular = not keep_vectors and B * T * S >= _TRIANGLE_MIN_PAIRS * len(hs) * d
+    chunk = max(1, _CHUNK_FLOATS // max(1, B * S * max(E, E_out)))
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
-        sc = s[:, t0:t1]
-        f = torch.einsum("bhsd,bthd,hde->bhtse", v, sc.reshape(B, t1 - t0, H, d), w_heads)
-        if lin.centre:  # C(P_h v) = P_h v - mean(P_h v): subtract (Σv/E) W_O s
-            f = f - (v.sum(-1) / E)[:, :, None, :, None] * (sc @ out_w.t())[:, None, :, None, :]
-        fx_norm[:, :, t0:t1] = f.norm(dim=-1)
-        vec = torch.einsum("bhts,bhtse->btse", sel[:, :, t0:t1], f if heads is None else f[:, heads])
-        summed[:, t0:t1] = vec.norm(dim=-1)
-        if vectors is not None:
-            vectors[:, t0:t1] = vec
+        n = B * (t1 - t0) * S
+        u = torch.mul(s[:, t0:t1].reshape(B, t1 - t0, 1, H, d), v_keys,
+                      out=v.new_empty(B, t1 - t0, S, H, d)).view(n, H, d)  # s^h_i ⊙ v^h_j
+        per_head = torch.stack([(u[:, h] @ factors.per_head[h].t()).norm(dim=-1) for h in range(H)])  # (H, n)
+        fx_norm[:, :, t0:t1] = per_head.view(H, B, t1 - t0, S).transpose(0, 1)
+        alpha = sel[:, :, t0:t1].permute(0, 2, 3, 1).reshape(n, len(hs), 1)  # (pairs, |heads|, 1)
+        pairs = attends[:, t0:t1].reshape(n)
+        rows = None if bool(pairs.all()) else pairs.nonzero().squeeze(1)
+        if rows is not None and rows.numel() > 0.8 * n:  # gathering them would cost more than it saves
+            rows = None
+        if rows is None:
+            m = u.mul_(alpha) if heads is None else u[:, hs] * alpha
+        else:
+            m = u[rows].mul_(alpha[rows]) if heads is None else u[rows][:, hs].mul_(alpha[rows])
+        m = m.view(m.size(0), -1)  # s_i ⊙ c_ij, (pairs, k)
+        vec = m @ w_sel.t() if not triangular else None  # Σ_h α^h_ij f^h_i(x_j)
+        norm = _triangular_norm(m, factors.summed) if triangular else vec.norm(dim=-1)
+        if rows is None:
+            summed[:, t0:t1] = norm.view(B, t1 - t0, S)
+            if vectors is not None:
+                vectors[:, t0:t1] = vec.view(B, t1 - t0, S, E_out)
+        else:  # every other pair stays 0
+            summed[:, t0:t1] = summed.new_zeros(n).index_copy_(0, rows, norm).view(B, t1 - t0, S)
+            if vectors is not None:
+                vectors[:, t0:t1] = vec.new_zeros(n, E_out).index_copy_(0, rows, vec).view(B, t1 - t0, S, E_out)
     return fx_norm, summed, vectors
 
 
@@ -288,6 +379,7 @@ class AttentionRecorder:
         self.modules: List[Tuple[ReLAMultiheadAttention, int]] = []
         self.parents: Dict[int, nn.Module] = {}  # id(attention) -> its layer (block only)
         self._pending: Dict[int, tuple] = {}  # id(layer) -> (record, what decompose needs) awaiting its residual
+        self._factors: Dict[int, OutputFactors] = {}  # id(attention) -> factors of its W_O (decompose, ReLA-g)
         for name, module in model.named_modules():
             if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
                 match = _LAYER.search(name + ".")
@@ -344,7 +436,7 @@ class AttentionRecorder:
             elif self.norms:
                 rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors, rec.bias = decompose(
                     module, weights.detach(), values.detach(), head_outputs.detach(), self.keep_vectors,
-                    None if self.heads is None else list(self.heads))
+                    None if self.heads is None else list(self.heads), self._factors)
             if self.value_zeroing:  # after the layer's call (_zero_values)
                 zeroing_layer = self.zeroing_layers[id(module)]
                 if zeroing_layer.training and zeroing_layer.dropout_module.p > 0:
@@ -388,7 +480,8 @@ class AttentionRecorder:
         for b0 in range(0, B, chunk):
             b1 = min(B, b0 + chunk)
             fx_norm, weighted_norm, summed_norm, vectors, rec.bias = decompose(
-                module, weights[b0:b1], values[b0 // group: -(-b1 // group)], head_outputs[:, b0:b1], keep_vectors=True)
+                module, weights[b0:b1], values[b0 // group: -(-b1 // group)], head_outputs[:, b0:b1], keep_vectors=True,
+                factors=self._factors)
             attention.append((fx_norm, weighted_norm, summed_norm, vectors if self.keep_vectors else None))
             chunks.append(decompose_block(vectors, rec.bias, residual[b0:b1], None if rec.kind == "cross" else S - T,
                                           norm, self.keep_vectors))

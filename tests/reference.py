@@ -356,3 +356,41 @@ def ref_model_value_zeroing(model, src_tokens, prev_output_tokens, activation, f
                 out[("decoder_self", i)] = ref_value_zeroing(layer, x, memory, activation, ffn_activation, "self")
                 out[("cross", i)] = ref_value_zeroing(layer, x, memory, activation, ffn_activation, "cross")
     return out
+
+
+def ref_norm_decomposition(mha, weights, values, z, heads=None):
+    """Kobayashi et al.'s vectors with the head normaliser folded in, pair by pair in float64:
+    ``f^h_i(x_j) = W_O (s_i ⊙ C(P_h v^h_j))`` with ``N(z_i) = s_i ⊙ C(z_i) + c`` written out from each
+    normaliser's formula (gated RMSNorm: ``s_i = g ⊙ σ(w ⊙ z_i) / rms(z_i)``; RMSNorm: ``g / rms(z_i)``;
+    LayerNorm: ``g / std(z_i)`` and C centres).  weights (B,H,T,S), values (B',H,S,d) (B' divides B: row b
+    uses values[b // (B/B')]), z (T,B,E).  Returns ``(fx_norm (B,H,T,S), summed_norm (B,T,S), vectors (B,T,S,E))``,
+    the sum over ``heads`` (None: all)."""
+    B, H, T, S = weights.shape
+    d, E = mha.head_dim, mha.embed_dim
+    norm = mha.head_norm
+    W = mha.out_proj.weight.double()
+    group = B // values.size(0)
+    fx = torch.zeros(B, H, T, S, dtype=torch.double)
+    vectors = torch.zeros(B, T, S, W.size(0), dtype=torch.double)
+    for b in range(B):
+        for i in range(T):
+            zi = z[i, b].double()
+            g = norm.weight.double()
+            centre = hasattr(norm, "bias")
+            if hasattr(norm, "gate"):
+                s = g * torch.sigmoid(norm.gate.double() * zi) / math.sqrt(float((zi * zi).mean()) + norm.eps)
+            elif centre:
+                s = g / math.sqrt(float(zi.var(unbiased=False)) + norm.eps)
+            else:
+                s = g / math.sqrt(float((zi * zi).mean()) + norm.eps)
+            for j in range(S):
+                for h in range(H):
+                    p = torch.zeros(E, dtype=torch.double)
+                    p[h * d:(h + 1) * d] = values[b // group, h, j].double()
+                    if centre:
+                        p = p - p.mean()
+                    f = W @ (s * p)
+                    fx[b, h, i, j] = f.norm()
+                    if heads is None or h in heads:
+                        vectors[b, i, j] += float(weights[b, h, i, j]) * f
+    return fx, vectors.norm(dim=-1), vectors

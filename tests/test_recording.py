@@ -241,3 +241,51 @@ def test_rolled_out_matrix_is_alti_plus_source_columns(toy_data):
         sent.matrix("rollout-alti", 0)
     with pytest.raises(OptionError, match="fairseq-rela-analyze --write-links"):
         AlignmentSource("rollout-alti")
+
+
+@pytest.mark.parametrize("norm", ["rms-g", "rms-i", "layer-g"])
+@pytest.mark.parametrize("order", ["one-chunk-gemm", "chunked-triangular"])
+def test_decomposition_equals_the_pairwise_float64_reference(norm, order, monkeypatch):
+    """decompose against tests/reference.py's vectors built pair by pair in float64: ReLA-g's query-dependent
+    path (per-head norms through R_h, the summed vector as one GEMM or its norm through the triangular
+    factor, zero pairs skipped) and RMSNorm's / LayerNorm's shared f; beam-shared values (B' = B/2), padded
+    keys, a null row, head subsets, with and without vectors; the factors kept between calls follow W_O."""
+    from fairseq_rela import recording
+    from tests.reference import ref_norm_decomposition
+
+    B, T, S = 4, 5, 7
+    if order == "chunked-triangular":
+        monkeypatch.setattr(recording, "_CHUNK_FLOATS", 2 * B * S * E)  # queries two at a time
+        monkeypatch.setattr(recording, "_TRIANGLE_MIN_PAIRS", 0)
+        monkeypatch.setattr(recording, "_TRIANGLE_BLOCK", 5)  # uneven blocks of R's rows
+    else:
+        monkeypatch.setattr(recording, "_TRIANGLE_MIN_PAIRS", 10 ** 9)
+    torch.manual_seed(7)
+    n, variant = norm.split("-")
+    mha = ReLAMultiheadAttention(E, H, activation="rela", head_norm=build_head_norm(n, variant, E),
+                                 encoder_decoder_attention=True, kind="cross").eval()
+    with torch.no_grad():
+        for p in mha.head_norm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    weights = torch.relu(torch.randn(B, H, T, S))  # ReLA: exact zeros
+    weights[1, :, :, -2:] = 0  # sentence 1's last two keys are padding
+    weights[2, :, 3] = 0  # a null row: no head attends
+    values, z = torch.randn(B // 2, H, S, E // H) * 3, torch.randn(T, B, E) * 0.5
+    factors = {}
+    for step in range(2):
+        if step == 1:  # W_O changed in place: the kept factors must not be reused
+            with torch.no_grad():
+                mha.out_proj.weight.mul_(torch.rand_like(mha.out_proj.weight) + 0.5)
+        for heads in ((None, [2], [0, 3]) if step == 0 else ([0, 3], [2], None)):  # first: factors kept for [0, 3]
+            fx_ref, summed_ref, vectors_ref = ref_norm_decomposition(mha, weights, values, z, heads)
+            for keep in (False, True):
+                fx, weighted, summed, vectors, _ = recording.decompose(mha, weights, values, z, keep, heads, factors)
+                torch.testing.assert_close(fx.expand(B, H, T, S).double(), fx_ref, rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(weighted.double(), weights.double() * fx_ref, rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(summed.double(), summed_ref, rtol=1e-5, atol=1e-6)
+                assert (summed[1, :, -2:] == 0).all() and (summed[2, 3] == 0).all()  # nothing attended: exactly 0
+                if keep:
+                    torch.testing.assert_close(vectors.double(), vectors_ref, rtol=1e-5, atol=1e-5)
+                else:
+                    assert vectors is None
+    assert bool(factors) == (norm == "rms-g")  # the factors serve the query-dependent path (the gate) only

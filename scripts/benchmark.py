@@ -194,8 +194,9 @@ def recording_cost(model, b, args, device) -> float:
 
 
 def profile_tables(models, args, device, rows: int) -> list:
-    """torch.profiler's table (top ops by self time) of one call per variant of each workload: a training
-    step at every length, beam-4 decoding, a teacher-forced forward at length 64 (after one unprofiled call)."""
+    """torch.profiler's table (top ops by self time) of :data:`PROFILED_CALLS` calls per variant of each
+    workload: a training step at every length, beam-4 decoding, a teacher-forced forward at length 64 (after
+    one unprofiled call)."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -220,18 +221,27 @@ def profile_tables(models, args, device, rows: int) -> list:
                 fn()
                 sync(device)
                 with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-                    fn()
+                    for _ in range(PROFILED_CALLS):
+                        fn()
                     sync(device)
             events = prof.key_averages()
-            total = sum(getattr(e, key) for e in events)
-            tables.append({"variant": name, "workload": what, "self_us": total,
+            total = sum(getattr(e, key) for e in events) / PROFILED_CALLS
+            shares = {group: sum(getattr(e, key) for e in events if any(p in e.key for p in ops)) / (total or 1)
+                      for group, ops in PROFILE_GROUPS.items()}
+            tables.append({"variant": name, "workload": what, "self_us": total, "shares": shares,
                            "table": events.table(sort_by=key, row_limit=rows)})
     return tables
 
 
+PROFILED_CALLS = 3  # calls per profiled workload (the table sums them; self_us is per call)
+# op groups of the profile summary (by self time): the dense layers, the attention's own products
+PROFILE_GROUPS = {"dense": ("aten::mm", "aten::addmm"), "attention": ("aten::bmm", "scaled_dot_product")}
+
+
 def format_profiles(tables: list, device) -> str:
     """The profile tables, each headed by its variant, workload and total self time."""
-    return "\n\n".join(f"== {t['variant']}: {t['workload']} on {hardware(device)}; self time {t['self_us'] / 1e3:.1f} ms"
+    return "\n\n".join(f"== {t['variant']}: {t['workload']} on {hardware(device)}, {PROFILED_CALLS} calls; self time "
+                       f"{t['self_us'] / 1e3:.1f} ms a call"
                        f"\n{t['table']}" for t in tables) + "\n"
 
 
@@ -471,6 +481,8 @@ def main() -> None:
     result["scaling_s"] = scaling(models, args, device)
     result["peak_memory_mib"] = {v: peak_memory(v, args) for v in names if v != NOISE}
     profiles = profile_tables(models, args, device, args.profile_rows) if args.profile else []
+    if profiles:
+        result["profile"] = [{k: t[k] for k in ("variant", "workload", "self_us", "shares")} for t in profiles]
     result["config"] = {
         "date": date.today().isoformat(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": hardware(device),
@@ -479,6 +491,7 @@ def main() -> None:
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "order": "each measurement in turn, every variant side by side; round r starts with the r-th variant",
         "wall_s": round(time.time() - started, 1),
+        "profile_file": os.path.basename(args.profile) if args.profile else None,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     text = format_table(result)

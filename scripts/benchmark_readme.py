@@ -17,6 +17,24 @@ def quart(result: dict, variant: str, key: str) -> str:
     return "n/a" if q is None else f"{q[0]:.3f}–{q[1]:.3f}"
 
 
+def profile_section(result: dict) -> list:
+    """Where the time goes: each workload's self time per variant, and the shares of the dense layers'
+    products (``mm``/``addmm``) and the attention's own (``bmm``, SDPA), from benchmark.json's ``profile``."""
+    c = result["config"]
+    lines = ["## Where the time goes", "",
+             f"Three profiled calls per variant and workload after the rounds (torch.profiler, self CPU time a call; the full "
+             f"tables: `{c.get('profile_file', 'the --profile file')}`). `dense` = the linear layers' `aten::mm` +"
+             " `aten::addmm`; `attention` = the attention's batched products (`aten::bmm`) or PyTorch's fused SDPA;"
+             " `other` = everything else (element-wise ops, normalisation, dropout masks, the output log-softmax,"
+             " beam search's bookkeeping). Profiled once, not interleaved: noisier than the rounds above.", "",
+             "| workload | variant | self time (ms) | dense | attention | other |", "|---|---|---|---|---|---|"]
+    for p in result["profile"]:
+        d, a = p["shares"]["dense"], p["shares"]["attention"]
+        lines.append(f"| {p['workload']} | {p['variant']} | {p['self_us'] / 1e3:.1f} | {100 * d:.0f}% | "
+                     f"{100 * a:.0f}% | {100 * (1 - d - a):.0f}% |")
+    return lines + [""]
+
+
 def main() -> None:
     base = sys.argv[1] if len(sys.argv) > 1 else BASE
     try:
@@ -37,21 +55,25 @@ def main() -> None:
     lines = [
         "# Speed and memory of each attention",
         "",
-        "Regenerate (15–25 minutes on 2 shared CPU cores):",
+        "Regenerate (15–25 minutes on 2 idle CPU cores):",
         "",
         "```bash",
         f"python scripts/{c['command']}",
         "python scripts/benchmark_readme.py",
         "```",
         "",
-        "(writes `benchmark.json`, `benchmark.txt`, `scaling.png`; on a GPU add `--device cuda --dtype float16` or",
-        "`bfloat16`; add `sparsemax,entmax15` to `--variants` for the sparse baselines.)",
+        "(writes `benchmark.json`, `benchmark.txt`, `scaling.png` and, with `--profile`, the profile tables; on a",
+        "GPU add `--device cuda --dtype float16` or `bfloat16`; add `sparsemax,entmax15` to `--variants` for the",
+        "sparse baselines.)",
         "",
         f"Measured {c['time']} on {c['device']}, torch {c['torch']}, {c['dtype']}; model {c['model']};",
-        f"{c['rounds']} interleaved rounds of {c['reps']} timed repetitions (after a warm-up). Every figure is the",
-        "median over rounds of the ratio against stock fairseq `transformer` (softmax) measured in the same",
-        "round, except the first row (absolute). `fairseq-softmax-2` is an identical copy of the baseline:",
-        "its ratios are the noise floor of this run.",
+        f"{c['rounds']} rounds of {c['reps']} timed repetitions (after a warm-up)"
+        + (f"; wall time {c['wall_s'] / 60:.0f} min, load average at the end {c['load_average'][0]:.2f}"
+           if c.get("wall_s") is not None and c.get("load_average") else "") + ".",
+        "In each round every measurement runs for every variant side by side, and round r starts with the r-th",
+        "variant (no variant is always first). Every figure is the median over rounds of the ratio against stock",
+        "fairseq `transformer` (softmax) measured in the same round, except the first row (absolute).",
+        "`fairseq-softmax-2` is an identical copy of the baseline: its ratios are the noise floor of this run.",
         "",
         "```",
         table.strip(),
@@ -75,7 +97,7 @@ def main() -> None:
         + ", ".join(f"{quart(result, noise, k)} at L = {k.split('@')[1]}" for k in trains)
         + f"; its medians are {train(noise)}. Differences inside that band are not resolved by this run.",
         f"- ReLA-g trains at {train('rela-g')} (L = {lengths}) of stock softmax, ReLA-i at {train('rela-i')};"
-        f" goal ≥ 0.97x. Per-round quartiles, ReLA-g: "
+        f" goal ≥ 1.0x outside the noise band. Per-round quartiles, ReLA-g: "
         + ", ".join(quart(result, "rela-g", k) for k in trains) + "; ReLA-i: "
         + ", ".join(quart(result, "rela-i", k) for k in trains) + ".",
         f"- Decoding (beam 4): ReLA-g {fmt(r, 'rela-g', 'decode_sent_s')}, ReLA-i {fmt(r, 'rela-i', 'decode_sent_s')},"
@@ -94,6 +116,8 @@ def main() -> None:
         "  other jobs on the cores, single timings were 5–20x slower and erratic (thread spin-waiting).",
         "",
     ]
+    if result.get("profile"):
+        lines += profile_section(result)
     with open(os.path.join(base, "README.md"), "w") as f:
         f.write("\n".join(lines))
 

@@ -200,3 +200,50 @@ def test_benchmark_rounds_rotate_the_variants_and_keep_each_measurement_side_by_
         first = names[r % 3:] + names[:r % 3]
         assert calls[6 * r:6 * r + 6] == [(k, v) for k in ("train_tok_s@16", "decode_sent_s") for v in first]
     assert all(len(xs) == 4 for m in raw.values() for xs in m.values())
+
+
+@pytest.mark.e2e
+def test_benchmark_analysis_tiny_run_reports_every_variant_and_source(tmp_path):
+    """scripts/benchmark_analysis.py (issue 34): every variant x source timed in every round, each ratio that
+    round's time over the plain pass of the same variant and round, medians of those."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_analysis.py"), "--layers", "1", "--dim", "16", "--heads", "2",
+         "--vocab", "40", "--sentences", "2", "--length", "5", "--rounds", "3", "--threads", "1", "--output-dir", str(out)],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "analysis.json").read_text())
+    sources = ["plain", "plain-2", "weights", "norms", "block", "alti"]
+    assert list(result["results"]) == ["softmax", "rela-i", "rela-g"]
+    for per in result["results"].values():
+        assert list(per) == sources
+        for r in per.values():
+            assert len(r["per_round_seconds"]) == 3 and all(s > 0 for s in r["per_round_seconds"])
+            assert r["seconds"] == statistics.median(r["per_round_seconds"])
+            assert r["per_round_over_plain"] == pytest.approx(
+                [s / p for s, p in zip(r["per_round_seconds"], per["plain"]["per_round_seconds"])], rel=1e-12)
+            assert r["over_plain"] == statistics.median(r["per_round_over_plain"])
+        assert per["plain"]["over_plain"] == 1.0
+    config = result["config"]
+    assert config["threads"] == 1 and config["sentences"] == 2 and config["wall_seconds"] >= 0
+    assert config["package"] == str(REPO) and "benchmark_analysis.py --layers 1" in config["command"]
+    g = result["results"]["rela-g"]["norms"]
+    assert f"rela-g   norms    {2 / g['seconds']:>9.2f}{g['over_plain']:>11.2f}x" in (out / "analysis.txt").read_text()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "rela-x"], "--variants rela-x: choose from softmax, rela-i, rela-g"),
+    (["--sources", "norms,attn"], "--sources attn: choose from"),
+    (["--dim", "30", "--heads", "8"], "--dim a multiple of --heads"),
+    (["--package-dir", "/nonexistent"], "--package-dir /nonexistent: no fairseq_rela/__init__.py there"),
+])
+def test_benchmark_analysis_refuses_bad_options_before_any_work(tmp_path, capsys, argv, message):
+    import benchmark_analysis
+
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_analysis.main(["--output-dir", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("benchmark_analysis.py: error: ") and message in err[0]
+    assert not (tmp_path / "out").exists()

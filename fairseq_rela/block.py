@@ -54,57 +54,73 @@ def _ratio(mixed: Tensor, kept: Tensor) -> Tensor:
     return m / (m + k)
 
 
-def _mixing(vectors: Tensor, own: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
-    """Mixing ratio of contributions ``vectors`` (B,T,S,E): the query's own term is ``own`` (self-attention,
-    the diagonal) or the separate ``residual`` (cross-attention)."""
-    total = vectors.sum(2)
-    if residual is not None:
-        return _ratio(total, residual)
-    return _ratio(total - own, own)
-
-
 @torch.no_grad()
 def decompose_block(vectors: Tensor, bias: Tensor, residual: Tensor, self_offset: Optional[int],
-                    layer_norm: Optional[nn.LayerNorm], keep_vectors: bool = False) -> BlockParts:
+                    layer_norm: Optional[nn.LayerNorm], keep_vectors: bool = False,
+                    overwrite: bool = False) -> BlockParts:
     """Contributions of each key token (and of the residual) to the block's output.
 
     Args: vectors (B,T,S,E) and bias (E,) of the attention (``Σ_j vectors_ij + bias`` is its output);
     residual (B,T,E), the query tokens' states added back; ``self_offset``: self-attention, query ``i``
     is key ``i + self_offset`` (decoder steps: ``S − T``), None for cross-attention; ``layer_norm``: the
-    post-norm LayerNorm after the residual (None: pre-norm, none there).
+    post-norm LayerNorm after the residual (None: pre-norm, none there); ``overwrite``: ``vectors`` (float32)
+    may be used as the workspace (the caller's scratch; then, without ``keep_vectors``, it is left undefined).
+
+    Order (one write and six reads over the (B,T,S,E) vectors, no other tensor of that size when
+    ``overwrite``): ``F_i`` is linear, so every sum over keys is taken before it, on (B,T,E) tensors:
+    ``Σ_{j≠i} F_i(c_ij) = F_i(Σ_j v_ij − v_ii)``, the block output ``y_i = F_i(u_i) + β`` (the LayerNorm's
+    output) and ``F_i(c) = (c − m(c)) ⊙ (γ / s(u_i))``.  Exact algebra; in float32 the mixing ratios, ALTI shares
+    and (last bits) norms differ from transforming each term first by rounding only: within 1e-6 (norms:
+    relative; ratios: absolute) and 1e-5 (ALTI, absolute) of a float64 evaluation of the definitions
+    (tests/test_block.py::test_decompose_block_within_float32_rounding_of_a_float64_reference).
     """
-    vectors, bias, residual = vectors.float(), bias.float(), residual.float()
+    if vectors.dtype != torch.float32:
+        vectors, overwrite = vectors.float(), True  # a copy of our own
+    bias, residual = bias.float(), residual.float()
     B, T, S, E = vectors.shape
     rows = torch.arange(T, device=vectors.device)
+    total = vectors.sum(2)  # Σ_j v_ij (B,T,E)
     if self_offset is not None:
         cols = rows + self_offset
         attn_own = vectors[:, rows, cols]  # (B,T,E)
-        attention_level = _mixing(vectors, attn_own, None)
-        contrib = vectors.clone()
-        contrib[:, rows, cols] += residual
-        own, res = contrib[:, rows, cols], None
+        mixed = total - attn_own  # Σ_{j≠i} v_ij: the same at the attention and residual levels
+        own = attn_own + residual  # c_ii
+        attention_level, residual_level = _ratio(mixed, attn_own), _ratio(mixed, own)
+        res = None
     else:
         attention_level = vectors.new_full((B, T), float("nan"))
-        contrib, own, res = vectors, None, residual
-    residual_level = _mixing(contrib, own, res)
-    out_bias = bias.expand(B, T, E)
+        mixed, own, res = total, None, residual
+        residual_level = _ratio(total, residual)
+    u = total + residual + bias  # the block's output before its LayerNorm
+    contrib = vectors if overwrite else torch.empty(B, T, S, E, dtype=torch.float32, device=vectors.device)
     if layer_norm is not None:
-        total = contrib.sum(2) + bias + (0 if res is None else res)  # u_i, the LayerNorm's input
-        scale = (total.var(-1, unbiased=False, keepdim=True) + layer_norm.eps).rsqrt()  # 1 / s(u_i), (B,T,1)
+        scale = (u.var(-1, unbiased=False, keepdim=True) + layer_norm.eps).rsqrt()  # 1 / s(u_i), (B,T,1)
         gamma = layer_norm.weight.float() if layer_norm.weight is not None else vectors.new_ones(E)
         beta = layer_norm.bias.float() if layer_norm.bias is not None else vectors.new_zeros(E)
+        w = scale * gamma  # (B,T,E)
 
-        def F(c: Tensor, s: Tensor) -> Tensor:
-            return (c - c.mean(-1, keepdim=True)) * s * gamma
+        def F(c: Tensor) -> Tensor:  # F_i on (B,T,E)
+            return (c - c.mean(-1, keepdim=True)) * w
 
-        contrib = F(contrib, scale[:, :, None])
-        res = None if res is None else F(res, scale)
-        own = None if own is None else contrib[:, rows, cols]
-        out_bias = F(out_bias, scale) + beta
-    block_level = residual_level if layer_norm is None else _mixing(contrib, own, res)
-    shares = alti(contrib, res, out_bias)
+        torch.sub(vectors, vectors.mean(-1, keepdim=True), out=contrib).mul_(w[:, :, None])
+        if res is None:
+            own = F(own)
+            block_level = _ratio(F(mixed), own)
+        else:
+            res = F(res)
+            block_level = _ratio(F(mixed), res)
+        out_bias = F(bias.expand(B, T, E)) + beta
+        y = F(u) + beta
+    else:
+        if not overwrite:
+            contrib.copy_(vectors)
+        block_level, out_bias, y = residual_level, bias.expand(B, T, E), u
+    if own is not None:
+        contrib[:, rows, cols] = own
+    norms = contrib.norm(dim=-1)
+    shares = alti(contrib, res, out_bias, output=y, overwrite=not keep_vectors)
     return BlockParts(
-        norms=contrib.norm(dim=-1), residual_norm=None if res is None else res.norm(dim=-1),
+        norms=norms, residual_norm=None if res is None else res.norm(dim=-1),
         mixing=torch.stack([attention_level, residual_level, block_level], -1),
         vectors=contrib if keep_vectors else None, residual=res if keep_vectors else None,
         bias=out_bias if keep_vectors else None, alti=shares.keys, alti_residual=shares.residual,

@@ -62,14 +62,22 @@ class LayerShares:
 
 
 @torch.no_grad()
-def alti(vectors: Tensor, residual: Optional[Tensor], bias: Tensor) -> LayerShares:
+def alti(vectors: Tensor, residual: Optional[Tensor], bias: Tensor, output: Optional[Tensor] = None,
+         overwrite: bool = False) -> LayerShares:
     """ALTI of one block (module docstring) from its decomposition: ``vectors`` (B,T,S,E) ``T_i(x_j)``,
-    ``residual`` (B,T,E) (cross-attention) or None, ``bias`` (B,T,E): their sum is the block's output.
-    O(B·T·S·E), like the decomposition, and no (B,T,S,E) temporary (the distances come from ``cdist``)."""
-    y = vectors.sum(2) + bias + (0 if residual is None else residual)  # (B,T,E)
+    ``residual`` (B,T,E) (cross-attention) or None, ``bias`` (B,T,E): their sum is the block's output
+    (``output``, where the caller has it: e.g. the LayerNorm's output, equal up to rounding).  O(B·T·S·E):
+    three reads of the vectors (a term is zero where its min and max are 0; then ``‖y_i − T_i(x_j)‖₁`` as one
+    subtraction, ``abs`` and sum, in place when ``overwrite``: the vectors are the caller's scratch, left
+    undefined; else in one (B,T,S,E) temporary).  The L1 distance has no dot-product form (no ``‖a‖² + ‖b‖² −
+    2a·b``); ``torch.sum`` replaced ``cdist(p=1)``: the same sum in another order, shares within 1e-5 of float64
+    (tests/test_block.py::test_decompose_block_within_float32_rounding_of_a_float64_reference)."""
+    y = vectors.sum(2) + bias + (0 if residual is None else residual) if output is None else output  # (B,T,E)
     y_norm = y.abs().sum(-1)  # (B,T)
-    nonzero = vectors.ne(0).any(-1)  # a zero term's d is exactly 0 (not cdist's rounding of ‖y‖₁ − ‖y‖₁)
-    d = (y_norm[..., None] - torch.cdist(y[:, :, None], vectors, p=1)[:, :, 0]).clamp_min(0) * nonzero  # (B,T,S)
+    nonzero = (vectors.amax(-1) > 0) | (vectors.amin(-1) < 0)  # a zero term's d is exactly 0 (not the rounding
+    # of ‖y‖₁ − ‖y‖₁); amax and amin: two fast reductions (aminmax is not vectorised over the last axis)
+    dist = torch.sub(vectors, y[:, :, None], out=vectors if overwrite else None).abs_().sum(-1)  # ‖y_i − T_i(x_j)‖₁
+    d = (y_norm[..., None] - dist).clamp_min(0) * nonzero  # (B,T,S)
     if residual is None:
         total, count, d_res, res_nonzero = d.sum(-1), nonzero.sum(-1), None, None
     else:

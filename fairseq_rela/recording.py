@@ -19,6 +19,7 @@ zeroing, :mod:`fairseq_rela.value_zeroing`, recorded with ``value_zeroing=True``
 rolled-out sources (:data:`ROLLED_OUT_SOURCES`, ALTI+'s source columns: they need every layer of a
 sentence, so they are the analysis's, not ``fairseq-generate``'s, which reports one layer).
 """
+import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -179,10 +180,30 @@ def _head_maps(module: ReLAMultiheadAttention) -> Tensor:
 _CHUNK_FLOATS = 1 << 24  # bound on one (B, queries, S, E) block in the query-dependent path
 
 
+class Scratch:
+    """Float32 buffers reused for the block path's (B, T, S, E) vectors (one per name, grown to the largest
+    chunk, at most a few times ``_CHUNK_FLOATS``): a fresh tensor that size costs more (its pages are mapped
+    anew) than a pass over it.  What :func:`decompose` writes there is overwritten by its next call."""
+
+    def __init__(self):
+        self.buffers: Dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        numel = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.device != like.device:
+            buf = self.buffers[name] = torch.empty(numel, dtype=torch.float32, device=like.device)
+        return buf[:numel].view(shape)
+
+    def clear(self) -> None:
+        self.buffers.clear()
+
+
 @torch.no_grad()
 def decompose(
     module: ReLAMultiheadAttention, weights: Tensor, values: Tensor, head_outputs: Tensor, keep_vectors: bool = False,
     heads: Optional[List[int]] = None, factors: Optional[Dict[int, "OutputFactors"]] = None,
+    scratch: Optional[Scratch] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Tensor]:
     """Norms of the decomposition ``y_i = Σ_j Σ_h α^h_ij f^h_i(x_j) + bias``.
 
@@ -190,7 +211,8 @@ def decompose(
     head_outputs z (T,B,E), the normaliser's input.  ``heads`` restricts the summed vector
     ``Σ_h α f`` (and ``summed_norm``) to those heads; the per-head norms cover all heads.  ``factors``:
     where the caller keeps :class:`OutputFactors` between calls (by ``id(module)``; used only while W_O is
-    bit for bit the same).  Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
+    bit for bit the same).  ``scratch``: the vectors are written to its buffers (valid until the next call).
+    Returns ``(fx_norm, weighted_norm, summed_norm, vectors or None, bias)``.
 
     Without a per-query vector in the normaliser (no normaliser, RMSNorm, LayerNorm) ``f_h(x_j)`` is
     shared by all queries up to the scalar ``r_i``, and the norms follow from the Gram matrix
@@ -218,18 +240,23 @@ def decompose(
         fx_norm = gram.diagonal(dim1=2, dim2=3).clamp_min(0).sqrt().transpose(1, 2).unsqueeze(2)  # (B,H,1,S)
         g_sel = gram if heads is None else gram[:, :, heads][:, :, :, heads]
         summed = torch.einsum("bhts,bgts,bshg->bts", sel, sel, g_sel).clamp_min(0).sqrt()
-        vectors = torch.einsum("bhts,bhse->btse", sel, f if heads is None else f[:, heads]) if keep_vectors else None
+        vectors = None
+        if keep_vectors:  # Σ_h α^h_ij f_h(x_j): one GEMM per (b, j) over the heads, stored (B, S, T, E)
+            out = None if scratch is None else scratch.get("vectors", (B, S, T, f.size(-1)), f)
+            vectors = torch.matmul(sel.permute(0, 3, 2, 1), (f if heads is None else f[:, heads]).transpose(1, 2),
+                                   out=out).transpose(1, 2)
         if r is not None:
             fx_norm = fx_norm * r[:, None, :, None]
             summed = summed * r[:, :, None]
-            vectors = None if vectors is None else vectors * r[:, :, None, None]
+            if vectors is not None:
+                vectors.mul_(r[:, :, None, None])
     else:
         cached = None if factors is None else factors.get(id(module))
         if cached is None or not cached.fits(out_w, heads):
             cached = OutputFactors.of(out_w, H, heads)
             if factors is not None:
                 factors[id(module)] = cached
-        fx_norm, summed, vectors = _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, cached)
+        fx_norm, summed, vectors = _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, cached, scratch)
     return fx_norm, weights.abs() * fx_norm, summed, vectors, bias
 
 
@@ -283,7 +310,8 @@ def _triangular_norm(m: Tensor, r: Tensor) -> Tensor:
     return total.sqrt_()
 
 
-def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: OutputFactors):
+def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: OutputFactors,
+                     scratch: Optional[Scratch] = None):
     """Gated RMSNorm: ``f^h_i(x_j) = W^h (s^h_i ⊙ v^h_j)``, ``s_i = r_i g ⊙ q_i``, ``W^h`` head h's
     columns of W_O, for every query i: nothing is shared between queries, so the summed vectors cost
     O(T·S·E²) multiply-adds; done in the cheapest exact order we know, in query chunks (``factors``:
@@ -307,7 +335,9 @@ def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: Output
     w_sel = out_w.view(E_out, H, d)[:, hs].reshape(E_out, len(hs) * d)  # W_heads: (E_out, k)
     v_keys = v.transpose(1, 2).reshape(B, 1, S, H, d)  # (B, 1, S, H, d): concat_h v^h_j
     fx_norm, summed = v.new_empty(B, H, T, S), v.new_zeros(B, T, S)
-    vectors = v.new_zeros(B, T, S, E_out) if keep_vectors else None
+    vectors = None
+    if keep_vectors:
+        vectors = v.new_zeros(B, T, S, E_out) if scratch is None else scratch.get("vectors", (B, T, S, E_out), v)
     attends = sel.ne(0).any(1)  # (B,T,S): some selected head attends i -> j
     if not bool(torch.isfinite(v).all()):  # 0 · inf is NaN: compute every pair, as the forward does
         attends = torch.ones_like(attends)
@@ -317,7 +347,8 @@ def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: Output
         t1 = min(T, t0 + chunk)
         n = B * (t1 - t0) * S
         u = torch.mul(s[:, t0:t1].reshape(B, t1 - t0, 1, H, d), v_keys,
-                      out=v.new_empty(B, t1 - t0, S, H, d)).view(n, H, d)  # s^h_i ⊙ v^h_j
+                      out=v.new_empty(B, t1 - t0, S, H, d) if scratch is None
+                      else scratch.get("u", (B, t1 - t0, S, H, d), v)).view(n, H, d)  # s^h_i ⊙ v^h_j
         per_head = torch.stack([(u[:, h] @ factors.per_head[h].t()).norm(dim=-1) for h in range(H)])  # (H, n)
         fx_norm[:, :, t0:t1] = per_head.view(H, B, t1 - t0, S).transpose(0, 1)
         alpha = sel[:, :, t0:t1].permute(0, 2, 3, 1).reshape(n, len(hs), 1)  # (pairs, |heads|, 1)
@@ -330,16 +361,20 @@ def _query_dependent(sel, v, out_w, lin, r, keep_vectors, heads, factors: Output
         else:
             m = u[rows].mul_(alpha[rows]) if heads is None else u[rows][:, hs].mul_(alpha[rows])
         m = m.view(m.size(0), -1)  # s_i ⊙ c_ij, (pairs, k)
-        vec = m @ w_sel.t() if not triangular else None  # Σ_h α^h_ij f^h_i(x_j)
-        norm = _triangular_norm(m, factors.summed) if triangular else vec.norm(dim=-1)
+        target = None if vectors is None else vectors[:, t0:t1]
+        direct = target is not None and rows is None and target.is_contiguous()  # the GEMM writes the vectors
+        vec = None if triangular else torch.matmul(m, w_sel.t(), out=target.view(n, E_out) if direct else None)
+        norm = _triangular_norm(m, factors.summed) if triangular else vec.norm(dim=-1)  # Σ_h α^h_ij f^h_i(x_j)
         if rows is None:
             summed[:, t0:t1] = norm.view(B, t1 - t0, S)
-            if vectors is not None:
-                vectors[:, t0:t1] = vec.view(B, t1 - t0, S, E_out)
-        else:  # every other pair stays 0
+            if target is not None and not direct:
+                target.copy_(vec.view(B, t1 - t0, S, E_out))
+        else:  # every other pair is 0
             summed[:, t0:t1] = summed.new_zeros(n).index_copy_(0, rows, norm).view(B, t1 - t0, S)
-            if vectors is not None:
-                vectors[:, t0:t1] = vec.new_zeros(n, E_out).index_copy_(0, rows, vec).view(B, t1 - t0, S, E_out)
+            if target is not None and target.is_contiguous():
+                target.zero_().view(n, E_out).index_copy_(0, rows, vec)
+            elif target is not None:
+                target.copy_(vec.new_zeros(n, E_out).index_copy_(0, rows, vec).view(B, t1 - t0, S, E_out))
     return fx_norm, summed, vectors
 
 
@@ -380,6 +415,7 @@ class AttentionRecorder:
         self.parents: Dict[int, nn.Module] = {}  # id(attention) -> its layer (block only)
         self._pending: Dict[int, tuple] = {}  # id(layer) -> (record, what decompose needs) awaiting its residual
         self._factors: Dict[int, OutputFactors] = {}  # id(attention) -> factors of its W_O (decompose, ReLA-g)
+        self._scratch = Scratch()  # the block path's (B, T, S, E) buffers while active (without keep_vectors)
         for name, module in model.named_modules():
             if isinstance(module, ReLAMultiheadAttention) and module.kind in self.kinds:
                 match = _LAYER.search(name + ".")
@@ -413,6 +449,7 @@ class AttentionRecorder:
         self._hooks.clear()
         self._pending.clear()
         self._zeroing.clear()
+        self._scratch.clear()
 
     def clear(self) -> None:
         self.records.clear()
@@ -481,10 +518,10 @@ class AttentionRecorder:
             b1 = min(B, b0 + chunk)
             fx_norm, weighted_norm, summed_norm, vectors, rec.bias = decompose(
                 module, weights[b0:b1], values[b0 // group: -(-b1 // group)], head_outputs[:, b0:b1], keep_vectors=True,
-                factors=self._factors)
+                factors=self._factors, scratch=None if self.keep_vectors else self._scratch)
             attention.append((fx_norm, weighted_norm, summed_norm, vectors if self.keep_vectors else None))
             chunks.append(decompose_block(vectors, rec.bias, residual[b0:b1], None if rec.kind == "cross" else S - T,
-                                          norm, self.keep_vectors))
+                                          norm, self.keep_vectors, overwrite=not self.keep_vectors))
         rec.fx_norm, rec.weighted_norm, rec.summed_norm, rec.vectors = (
             None if part[0] is None else torch.cat(part) for part in zip(*attention))
         names = [f.name for f in fields(BlockParts)]

@@ -394,3 +394,57 @@ def ref_norm_decomposition(mha, weights, values, z, heads=None):
                     if heads is None or h in heads:
                         vectors[b, i, j] += float(weights[b, h, i, j]) * f
     return fx, vectors.norm(dim=-1), vectors
+
+
+# The attention block's decomposition (Kobayashi et al. 2021, eq. 8-10) and its ALTI shares, in float64 from the
+# definitions: every term transformed by F_i on its own, every sum taken over the transformed terms.
+
+def ref_block_float64(vectors, bias, residual, self_offset, layer_norm):
+    """vectors (B,T,S,E) v_ij, bias (E,), residual (B,T,E); self_offset: query i is key i + offset (None: cross);
+    layer_norm: post-norm LayerNorm or None.  Returns a dict of norms (B,T,S), mixing (B,T,3) (attention,
+    residual, block), alti (B,T,S) and, cross-attention, residual_norm and alti_residual (B,T)."""
+    V, b, x = vectors.double(), bias.double(), residual.double()
+    B, T, S, E = V.shape
+    C, R = V.clone(), None
+    rows = torch.arange(T)
+    if self_offset is not None:
+        C[:, rows, rows + self_offset] += x
+    else:
+        R = x
+    u = C.sum(2) + b + (0 if R is None else R)
+
+    def ratio(mixed, own):
+        m, k = mixed.norm(dim=-1), own.norm(dim=-1)
+        return m / (m + k)
+
+    def levels(terms, res):
+        if res is not None:
+            return ratio(terms.sum(2), res)
+        own = terms[:, rows, rows + self_offset]
+        return ratio(terms.sum(2) - own, own)
+
+    nan = torch.full((B, T), float("nan"), dtype=torch.double)
+    attention = nan if self_offset is None else levels(V, None)
+    residual_level = levels(C, R)
+    if layer_norm is not None:
+        s = ((u - u.mean(-1, keepdim=True)) ** 2).mean(-1, keepdim=True).add(layer_norm.eps).sqrt()
+        g, beta = layer_norm.weight.double(), layer_norm.bias.double()
+
+        def F(c, s):
+            return g * (c - c.mean(-1, keepdim=True)) / s
+
+        C, R = F(C, s[:, :, None]), None if R is None else F(R, s)
+        out_bias = F(b.expand(B, T, E), s) + beta
+    else:
+        out_bias = b.expand(B, T, E)
+    block_level = levels(C, R) if layer_norm is not None else residual_level
+    y = C.sum(2) + out_bias + (0 if R is None else R)
+    y1 = y.abs().sum(-1)
+    d = (y1[..., None] - (y[:, :, None] - C).abs().sum(-1)).clamp_min(0) * C.ne(0).any(-1)
+    d_res = None if R is None else (y1 - (y - R).abs().sum(-1)).clamp_min(0)
+    total = d.sum(-1) + (0 if d_res is None else d_res)
+    out = {"norms": C.norm(dim=-1), "mixing": torch.stack([attention, residual_level, block_level], -1),
+           "alti": d / total[..., None]}
+    if R is not None:
+        out["residual_norm"], out["alti_residual"] = R.norm(dim=-1), d_res / total
+    return out

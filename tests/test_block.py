@@ -9,6 +9,7 @@ from fairseq_rela.block import MIXING_LEVELS, decompose_block
 from fairseq_rela.errors import OptionError
 from fairseq_rela.recording import AlignmentSource, AttentionRecorder, split_sentences
 from tests.helpers import batch, build
+from tests.reference import ref_block_float64
 
 ACTIVATIONS = ["softmax", "rela", "sparsemax", "entmax15"]
 PRE_NORM = ("--encoder-normalize-before", "--decoder-normalize-before")
@@ -112,6 +113,39 @@ def test_decompose_block_by_hand():
     torch.testing.assert_close(parts.bias[0, 0], ln.weight * (b - b.mean()) / s + ln.bias)
     torch.testing.assert_close(parts.vectors[0, 0].sum(0) + parts.residual[0, 0] + parts.bias[0, 0],
                                ln(u[None])[0].detach())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("overwrite", [False, True], ids=["copy", "in-place"])
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["post-norm", "pre-norm"])
+@pytest.mark.parametrize("kind", ["self", "decoder-step", "cross"])
+def test_decompose_block_within_float32_rounding_of_a_float64_reference(kind, layer_norm, overwrite):
+    """decompose_block sums before F_i (linear) and reads the vectors in place; the float64 reference
+    (tests/reference.py) transforms every term first: the same up to float32 rounding, zero terms included."""
+    torch.manual_seed(1)
+    B, T, S, E = 3, 5, 7 if kind != "self" else 5, 48
+    v = torch.randn(B, T, S, E) * torch.rand(B, T, S, 1)
+    v[:, :, 1] = 0  # a key no head attends (ReLA's zeros, the causal mask)
+    v[0, 2, 3] = 2.0  # a constant term: F_i makes it exactly 0
+    x, b = torch.randn(B, T, E) * 2 + 0.5, torch.randn(E) * 0.1
+    v[1, 3, 2], x[1, 3] = -0.3 * torch.rand(E) - 0.1, -torch.rand(E) - 4  # a term with no positive component
+    ln = torch.nn.LayerNorm(E) if layer_norm else None
+    if ln is not None:
+        with torch.no_grad():
+            ln.weight.uniform_(0.5, 1.5)
+            ln.bias.uniform_(-0.5, 0.5)
+    offset = {"self": 0, "decoder-step": S - T, "cross": None}[kind]
+    original = v.clone()
+    parts = decompose_block(v, b, x, offset, ln, overwrite=overwrite)
+    ref = ref_block_float64(original, b, x, offset, ln)
+    if not overwrite:
+        assert torch.equal(v, original)
+    torch.testing.assert_close(parts.norms.double(), ref["norms"], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(parts.mixing.double(), ref["mixing"], rtol=0, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(parts.alti.double(), ref["alti"], rtol=0, atol=1e-5)
+    if kind == "cross":
+        torch.testing.assert_close(parts.residual_norm.double(), ref["residual_norm"], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(parts.alti_residual.double(), ref["alti_residual"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.unit

@@ -225,10 +225,10 @@ def profile_tables(models, args, device, rows: int) -> list:
                         fn()
                     sync(device)
             events = prof.key_averages()
-            total = sum(getattr(e, key) for e in events) / PROFILED_CALLS
+            total = sum(getattr(e, key) for e in events)  # over the PROFILED_CALLS calls
             shares = {group: sum(getattr(e, key) for e in events if any(p in e.key for p in ops)) / (total or 1)
                       for group, ops in PROFILE_GROUPS.items()}
-            tables.append({"variant": name, "workload": what, "self_us": total, "shares": shares,
+            tables.append({"variant": name, "workload": what, "self_us": total / PROFILED_CALLS, "shares": shares,
                            "table": events.table(sort_by=key, row_limit=rows)})
     return tables
 

@@ -26,10 +26,21 @@ def test_benchmark_quick_run_reports_every_variant(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--layers", "1", "--dim", "32",
          "--heads", "2", "--vocab", "200", "--train-tokens", "128", "--train-lengths", "8,16", "--decode-length", "5",
-         "--scaling-lengths", "16", "--output-dir", str(tmp_path)],
+         "--scaling-lengths", "16", "--output-dir", str(tmp_path), "--profile", str(tmp_path / "profile.txt")],
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "benchmark.json").read_text())
+    profiles = result["profile"]  # one per variant and workload (2 training lengths, decoding, forward)
+    assert len(profiles) == 4 * len(VARIANTS) and all(p["self_us"] > 0 for p in profiles)
+    assert all(0 <= p["shares"]["dense"] and 0 <= p["shares"]["attention"]
+               and p["shares"]["dense"] + p["shares"]["attention"] <= 1 + 1e-9 for p in profiles)
+    blocks = (tmp_path / "profile.txt").read_text().split("\n== ")[1:]
+    assert len(blocks) == len(profiles)
+    for block, p in zip(blocks, profiles):  # the table's % column is of the same total as the shares
+        cells = {line.split()[0]: line.split() for line in block.splitlines() if line.strip().startswith("aten::")}
+        dense = [float(cells[op][1].rstrip("%")) / 100 for op in ("aten::mm", "aten::addmm") if op in cells]
+        if len(dense) == 2:
+            assert p["shares"]["dense"] == pytest.approx(sum(dense), abs=2e-4)
     ratios, median, per_round = result["ratio_vs_fairseq_softmax"], result["median"], result["per_round"]
     assert set(ratios) == VARIANTS
     timed = [k for k in median["fairseq-softmax"] if k.startswith(("train", "decode", "forward"))]

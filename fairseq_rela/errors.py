@@ -5,7 +5,9 @@
 Every option is checked once, where it is parsed, and a bad value raises :class:`OptionError`; the
 command-line entry points turn it into one ``PROG: error: ...`` line and a non-zero exit.
 """
-from typing import Iterable
+import os
+import sys
+from typing import Iterable, Optional
 
 
 class OptionError(ValueError):
@@ -14,6 +16,17 @@ class OptionError(ValueError):
     @classmethod
     def unknown(cls, flag: str, value, allowed: Iterable[str], what: str = "choose one of") -> "OptionError":
         return cls(f"{flag}: unknown value {value!r}; {what} {', '.join(allowed)}")
+
+
+class StockCliError(SystemExit):
+    """``PROG: error: message`` and exit 1, raised where a stock fairseq command line runs our code and offers
+    no seam to turn an exception into that line (architecture functions while it parses options, the model's
+    ``load_state_dict``).  A ``SystemExit`` so the stock CLIs print one line, not a traceback; library callers
+    catch it by this name and read ``message``."""
+
+    def __init__(self, message: str, prog: Optional[str] = None):
+        self.message = message
+        super().__init__(f"{prog or os.path.basename(sys.argv[0]) or 'fairseq'}: error: {message}")
 
 
 def check_choice(flag: str, value: str, allowed: Iterable[str]) -> str:

@@ -368,11 +368,12 @@ def summarise(raw: dict) -> dict:
     per_round = {v: {k: ([x / b for x, b in zip(xs, base[k])] if k in base else xs) for k, xs in m.items()}
                  for v, m in raw.items()}
     ratios = {v: {k: statistics.median(xs) for k, xs in m.items()} for v, m in per_round.items()}
-    spread = {v: {k: _quartiles(xs) for k, xs in m.items()} for v, m in per_round.items()}
+    spread = {v: {k: quartiles(xs) for k, xs in m.items()} for v, m in per_round.items()}
     return {"median": med, "ratio_vs_fairseq_softmax": ratios, "ratio_quartiles": spread, "per_round": per_round}
 
 
-def _quartiles(xs):
+def quartiles(xs: list) -> list:
+    """[lower, upper] quartile of ``xs`` (with fewer than 4 values: [min, max])."""
     xs = sorted(xs)
     if len(xs) < 4:
         return [xs[0], xs[-1]]

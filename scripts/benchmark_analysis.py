@@ -149,6 +149,8 @@ def make_pass(model, task, sample, source: str):
 def summarise(raw: dict) -> dict:
     """Per variant and source: median seconds and sentences/s over rounds; per-round ratios over ``plain``
     of the same variant and round, their median and quartiles."""
+    from benchmark import quartiles  # here: benchmark imports fairseq_rela, which main() imports first (--package-dir)
+
     out = {}
     for variant, per in raw.items():
         plain = per["plain"]
@@ -160,13 +162,6 @@ def summarise(raw: dict) -> dict:
                                     "per_round_over_plain": ratios}
     return out
 
-
-def quartiles(xs):
-    xs = sorted(xs)
-    if len(xs) < 4:
-        return [xs[0], xs[-1]]
-    q = statistics.quantiles(xs, n=4)
-    return [q[0], q[2]]
 
 
 def format_table(result: dict) -> str:

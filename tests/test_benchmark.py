@@ -258,3 +258,53 @@ def test_benchmark_analysis_refuses_bad_options_before_any_work(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("benchmark_analysis.py: error: ") and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+def test_profile_block_tiny_run_writes_one_op_table_per_variant(tmp_path):
+    """scripts/profile_block.py (issue 34): the model options reach benchmark_analysis's model, one profiled
+    ``alti`` pass per variant, the timed plain and block passes, the command in the header."""
+    out = tmp_path / "p" / "profile.txt"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "profile_block.py"), "--output", str(out), "--variants", "softmax,rela-g",
+         "--rows", "5", "--layers", "1", "--dim", "16", "--heads", "2", "--vocab", "40", "--sentences", "2", "--length", "5"],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "command: profile_block.py --output" in text
+    assert "model 1+1 layers, 16 wide, 2 heads, vocab 40; 2 sentences of 5 tokens" in text
+    for variant in ("softmax", "rela-g"):
+        assert f"{variant} plain: " in text and f"{variant} block: " in text and f"{variant} alti, profiled:" in text
+    assert text.count("Self CPU time total") == 2 and not (tmp_path / "p" / "profile.txt.tmp").exists()
+
+
+@pytest.mark.unit
+def test_profile_block_refuses_a_bad_model_option_before_any_work(tmp_path, capsys):
+    import profile_block
+
+    with pytest.raises(SystemExit) as exit_info:
+        profile_block.main(["--output", str(tmp_path / "p.txt"), "--dim", "30", "--heads", "8"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dim a multiple of --heads" in err[0]
+    assert not (tmp_path / "p.txt").exists()
+
+
+@pytest.mark.unit
+def test_benchmark_readme_reads_the_independent_harness_from_its_committed_result(tmp_path):
+    """benchmark_readme.py's harness line (issue 34): each variant's median ratio and quartiles as
+    benchmark_train.json holds them; no line when the file is absent."""
+    import benchmark_readme
+
+    assert benchmark_readme.harness_lines(str(tmp_path)) == []
+    key, variants = "tok_s@4096", ("fairseq-softmax", "fairseq-softmax-2", "softmax", "rela-g", "rela-i")
+    ratios = dict(zip(variants, (1.0, 0.98, 1.004, 1.25, 0.75)))
+    group = {"median": {v: {key: 1000.0 * r} for v, r in ratios.items()},
+             "ratio_vs_fairseq_softmax": {v: {key: r} for v, r in ratios.items()},
+             "ratio_quartiles": {v: {key: [r - 0.1, r + 0.1]} for v, r in ratios.items()}}
+    path = tmp_path / benchmark_readme.HARNESS
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"groups": {"small/fp32": group}, "config": {"rounds": 8, "time": "2026-12-07T12:46:46"}}))
+    (line,) = benchmark_readme.harness_lines(str(tmp_path))
+    assert "ReLA-g 1.250x [1.15–1.35], ReLA-i 0.750x [0.65–0.85], our softmax 1.004x [0.90–1.10]" in line
+    assert "the identical copy 0.980x [0.88–1.08]" in line and "--max-tokens 4096, 8 interleaved rounds" in line

@@ -2,6 +2,7 @@
 incremental decoding and beam search equal a full forward, beam-shared encoder states; and (e2e) trained
 through the stock console scripts with --user-dir on CPU: train, generate, interactive, resume, bad options."""
 import re
+import sys
 
 import pytest
 import torch
@@ -285,3 +286,16 @@ def test_decoder_reports_the_chosen_matrix_only_inside_reporting(toy_data, sourc
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(reported[0], stock["attn"][0], atol=1e-3)
     torch.testing.assert_close(after["attn"][0], stock["attn"][0])
+
+
+@pytest.mark.unit
+def test_stock_cli_error_is_one_line_under_the_programs_name(monkeypatch):
+    """The error the model and tasks raise under stock fairseq CLIs: a SystemExit (one line, no traceback) that
+    library callers can catch by name and read."""
+    from fairseq_rela.errors import StockCliError
+
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/fairseq-train", "data"])
+    err = StockCliError("--rela-norm: bad")
+    assert isinstance(err, SystemExit) and err.message == "--rela-norm: bad"
+    assert err.code == "fairseq-train: error: --rela-norm: bad"
+    assert StockCliError("x", prog="rela_transformer").code == "rela_transformer: error: x"

@@ -5,7 +5,7 @@ and whether it compiles and fits for others.
     fairseq-rela-kernels compile                             # anywhere: every kernel compiled ahead of
         [--targets sm_75,sm_80,sm_86,sm_89,sm_90]            #   time for each target, dtype, head dim and
         [--dtypes fp16,bf16,fp32] [--head-dims 32,64,128]    #   flag combination; shared memory against
-        [--flags package|all] [--json FILE]                  #   the target's limit, registers, spills
+        [--flags all|package|causal] [--json FILE]           #   the target's limit, registers, spills
 
 ``compile`` exits 1 if any cell fails (compile error, or more shared memory than the target allows), 2 on
 bad options.  On a machine without a GPU the first form runs ``compile`` for ``--targets``.
@@ -23,8 +23,10 @@ PROG = "fairseq-rela-kernels"
 logger = logging.getLogger(PROG)
 # The flag combinations the package launches: ReLAMultiheadAttention never passes causal (the future mask
 # arrives as a float attn_mask, i.e. HAS_BIAS).  "all" adds CAUSAL (rela_attention's own argument).
-# "bounds": none and all four, the least and the most code and prefetched tiles (a quick table).
+# "causal": the other 8 ("package" + "causal" = "all", in two runs).  "bounds": none and all four, the least
+# and the most code and prefetched tiles (a quick table).
 FLAG_SETS = {"package": [(m, b, False, d) for m in (False, True) for b in (False, True) for d in (False, True)],
+             "causal": [(m, b, True, d) for m in (False, True) for b in (False, True) for d in (False, True)],
              "all": None, "bounds": [(False,) * 4, (True,) * 4]}
 
 
@@ -245,8 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     c.add_argument("--head-dims", default=None,
                    help="default: 32,64,128 and every head dim of the rela_transformer architectures")
     c.add_argument("--flags", choices=tuple(FLAG_SETS), default="all",
-                   help="the mask/bias/causal/dropout combinations: all 16, the 8 the package launches, or "
-                        "bounds (none and all four)")
+                   help="the mask/bias/causal/dropout combinations: all 16, the 8 the package launches, the 8 "
+                        "with causal (rela_attention(..., causal=True) only), or bounds (none and all four)")
     c.add_argument("--json", type=Path, help="write every cell as JSON")
     c.add_argument("--no-usage", action="store_true", help="skip ptxas's register and spill report (faster)")
     c.add_argument("--plan", choices=("package", "fast"), default="package",

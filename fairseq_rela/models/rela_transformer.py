@@ -5,8 +5,6 @@ sparsemax, entmax15), ``--rela-variant``, ``--rela-norm`` and ``--attention-acti
 the attention, so compared models differ in the attention function alone; ``--attention-kernel``
 (auto, eager, fused) chooses only how it is computed.
 """
-import os
-import sys
 
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
@@ -14,6 +12,7 @@ from fairseq.models.transformer.transformer_legacy import base_architecture, tra
 
 from fairseq_rela.attention import ReLAMultiheadAttention
 from fairseq_rela.config import AttentionOptions, add_attention_args
+from fairseq_rela.errors import StockCliError
 from fairseq_rela.models.layers import RelaTransformerDecoder, RelaTransformerEncoder
 
 
@@ -50,8 +49,8 @@ class RelaTransformerModel(TransformerModel):
             if differ and all(".head_norm." in k for k in differ):
                 key = differ[0]
                 has = "the checkpoint has" if key in theirs else "the checkpoint lacks"
-                raise SystemExit(
-                    f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {has} {key} (and {len(differ) - 1} more "
+                raise StockCliError(
+                    f"{has} {key} (and {len(differ) - 1} more "
                     "head-normaliser parameters): it was trained with other attention options (--rela-variant, "
                     "--rela-norm, --attention-activation, --attention-activation-in) than given now; pass the ones "
                     "it was trained with (with --task translation_rela a resume names them)")
@@ -89,7 +88,7 @@ def _attention_defaults(args) -> None:
     try:
         AttentionOptions.from_args(args)
     except ValueError as err:  # architecture functions run while fairseq parses the command line
-        raise SystemExit(f"rela_transformer: error: {err}") from None
+        raise StockCliError(str(err), prog="rela_transformer") from None
 
 
 @register_model_architecture("rela_transformer", "rela_transformer")

@@ -9,7 +9,6 @@ TensorBoard.  Outside training it never drops a sentence: evaluation batches ign
 import argparse
 import contextlib
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,6 +18,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from fairseq_rela.attention import ATTENTION_KINDS
 from fairseq_rela.config import AttentionOptions
+from fairseq_rela.errors import StockCliError
 from fairseq_rela.recording import AttentionRecorder, split_sentences
 
 
@@ -28,7 +28,7 @@ def option_errors():
     try:
         yield
     except ValueError as err:
-        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {err}") from None
+        raise StockCliError(str(err)) from None
 
 
 def _resume_path(cfg) -> Optional[str]:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Where the time of a ``block``/``alti`` analysis pass goes: torch.profiler's op table (self CPU time) of one
 ``alti`` pass per variant, the model and batch of ``scripts/benchmark_analysis.py`` (defaults: 6+6 layers, 512
-wide, 32 sentences of 24 tokens, one thread), after a warm-up.  ``--package-dir`` profiles another copy of
+wide, 32 sentences of 24 tokens, one thread; its ``--layers``, ``--dim``, ``--heads``, ``--vocab``,
+``--sentences`` and ``--length`` are passed on), after a warm-up.  ``--package-dir`` profiles another copy of
 ``fairseq_rela`` (a ``git archive`` of one commit)::
 
-    python examples/benchmark/analysis/profile_block.py --package-dir /tmp/pkg-after \\
+    python scripts/profile_block.py --package-dir /tmp/pkg-after \\
         --output examples/benchmark/analysis/block-after/profile.txt
 """
 import argparse
@@ -14,8 +15,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "scripts"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_analysis as bench  # noqa: E402
 
 
@@ -24,17 +24,19 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", required=True, help="write the op tables here")
     p.add_argument("--package-dir", default=None, help="a copy of the repository whose fairseq_rela to profile")
     p.add_argument("--variants", default="softmax,rela-g")
     p.add_argument("--rows", type=int, default=15, help="ops per table")
-    args = p.parse_args()
+    args, model_args = p.parse_known_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in variants if v not in bench.VARIANTS]
     if bad or not variants:
         fail(f"--variants {','.join(bad) or '(none)'}: choose from {', '.join(bench.VARIANTS)}")
+    # the model and batch options, checked by benchmark_analysis (it writes nothing here)
+    config = bench.parse_args(["--output-dir", tempfile.gettempdir(), "--threads", "1", *model_args])
     if args.package_dir is not None:
         if not os.path.isfile(os.path.join(args.package_dir, "fairseq_rela", "__init__.py")):
             fail(f"--package-dir {args.package_dir}: no fairseq_rela/__init__.py there")
@@ -45,7 +47,6 @@ def main() -> None:
     import fairseq_rela
     import fairseq_rela.models  # noqa: F401  (registers rela_transformer)
 
-    config = bench.parse_args(["--output-dir", tempfile.gettempdir(), "--threads", "1"])  # (writes nothing)
     torch.set_num_threads(1)
     load = os.getloadavg()
     wall = time.time()
@@ -68,7 +69,9 @@ def main() -> None:
     head = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, {bench.hardware()}, torch {torch.__version__}, "
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, wall {time.time() - wall:.0f} s, package "
             f"{os.path.dirname(os.path.dirname(os.path.abspath(fairseq_rela.__file__)))}\n"
-            f"command: {' '.join(['profile_block.py'] + sys.argv[1:])}\n")
+            f"model {config.layers}+{config.layers} layers, {config.dim} wide, {config.heads} heads, vocab {config.vocab}; "
+            f"{config.sentences} sentences of {config.length} tokens\n"
+            f"command: {' '.join(['profile_block.py'] + (sys.argv[1:] if argv is None else argv))}\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w") as f:

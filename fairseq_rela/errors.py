@@ -25,8 +25,11 @@ class StockCliError(SystemExit):
     catch it by this name and read ``message``."""
 
     def __init__(self, message: str, prog: Optional[str] = None):
-        self.message = message
-        super().__init__(f"{prog or os.path.basename(sys.argv[0]) or 'fairseq'}: error: {message}")
+        self.message, self.prog = message, prog or os.path.basename(sys.argv[0]) or "fairseq"
+        super().__init__(f"{self.prog}: error: {message}")
+
+    def __reduce__(self):  # copy and pickle rebuild it from its parts, not from the finished line
+        return type(self), (self.message, self.prog)
 
 
 def check_choice(flag: str, value: str, allowed: Iterable[str]) -> str:

@@ -47,6 +47,25 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model and batch options (shared with scripts/profile_block.py)."""
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--sentences", type=int, default=32, help="sentence pairs per batch")
+    p.add_argument("--length", type=int, default=24, help="tokens per sentence, </s> included (source = target)")
+
+
+def model_problem(args) -> str:
+    """What is wrong with the model and batch options, or "" (the caller names itself in the error)."""
+    if min(args.layers, args.heads, args.sentences) < 1 or args.length < 2 or args.dim % args.heads:
+        return "--layers, --heads, --sentences >= 1, --length >= 2 and --dim a multiple of --heads"
+    if args.vocab < 10:
+        return f"--vocab {args.vocab}: at least 10 words"
+    return ""
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", required=True, help="write analysis.json and analysis.txt here")
@@ -55,12 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label", default="", help="a note stored with the results (e.g. which commit)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--sources", default=",".join(SOURCES), help="plain and plain-2 are always measured")
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=8000)
-    p.add_argument("--sentences", type=int, default=32, help="sentence pairs per batch")
-    p.add_argument("--length", type=int, default=24, help="tokens per sentence, </s> included (source = target)")
+    add_model_args(p)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args(argv)
@@ -73,10 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         fail(f"--sources {','.join(unknown)}: choose from {', '.join(SOURCES)}")
     args.sources = [s for s in SOURCES if s in sources or s.startswith("plain")]
-    if min(args.layers, args.heads, args.sentences, args.rounds) < 1 or args.length < 2 or args.dim % args.heads:
-        fail("--layers, --heads, --sentences, --rounds >= 1, --length >= 2 and --dim a multiple of --heads")
-    if args.vocab < 10:
-        fail(f"--vocab {args.vocab}: at least 10 words")
+    if model_problem(args):
+        fail(model_problem(args))
+    if args.rounds < 1:
+        fail(f"--rounds {args.rounds}: at least 1")
     if args.threads is not None and args.threads < 1:
         fail(f"--threads {args.threads}: at least 1")
     if args.package_dir is not None:
@@ -161,7 +175,6 @@ def summarise(raw: dict) -> dict:
                                     "over_plain": statistics.median(ratios), "over_plain_quartiles": quartiles(ratios),
                                     "per_round_over_plain": ratios}
     return out
-
 
 
 def format_table(result: dict) -> str:

@@ -39,24 +39,48 @@ HARNESS = os.path.join("train", "cpu-small-multi30k", "benchmark_train.json")  #
 
 
 def harness_lines(base: str) -> list:
-    """A reading line from the independent harness (scripts/benchmark_train.py: fairseq's own Trainer, real
-    Multi30k batches), if its committed result is there; none otherwise."""
-    try:
-        with open(os.path.join(base, HARNESS)) as f:
-            h = json.load(f)
-        (name, g), = h["groups"].items()
-    except (OSError, ValueError, KeyError):
+    """A reading line from the independent harness (scripts/benchmark_train.py: fairseq's own Trainer), if its
+    committed result is there (none otherwise); one group and one batch size expected."""
+    path = os.path.join(base, HARNESS)
+    if not os.path.exists(path):
         return []
-    (key,) = g["median"]["fairseq-softmax"]
-    r, q = g["ratio_vs_fairseq_softmax"], g["ratio_quartiles"]
+    try:
+        with open(path) as f:
+            h = json.load(f)
+        (g,) = h["groups"].values()
+        (key,) = g["median"]["fairseq-softmax"]
+        r, q = g["ratio_vs_fairseq_softmax"], g["ratio_quartiles"]
+        tokens = key.split("@")[1]
+        per_sentence = g["target_tokens_per_batch"][tokens] / g["sentences_per_batch"][tokens]
+        c = h["config"]
+        figures = {v: f"{r[v][key]:.3f}x [{q[v][key][0]:.2f}–{q[v][key][1]:.2f}]"
+                   for v in ("rela-g", "rela-i", "softmax", "fairseq-softmax-2")}
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as err:
+        sys.exit(f"benchmark_readme.py: error: {path}: not one group, batch size and the five variants "
+                 f"({type(err).__name__}: {err})")
+    return [f"- Independent harness (`scripts/benchmark_train.py`: fairseq's own `Trainer`, {c['batches']}, "
+            f"--max-tokens {tokens}, {per_sentence:.0f} target tokens a sentence with `</s>`, {c['rounds']} "
+            f"interleaved rounds, {c['time'][:16]} UTC; [`{HARNESS}`]({HARNESS})): ReLA-g {figures['rela-g']}, "
+            f"ReLA-i {figures['rela-i']}, our softmax {figures['softmax']}; the identical copy "
+            f"{figures['fairseq-softmax-2']}."]
 
-    def one(v):
-        return f"{r[v][key]:.3f}x [{q[v][key][0]:.2f}–{q[v][key][1]:.2f}]"
 
-    return [f"- Independent harness (`scripts/benchmark_train.py`: fairseq's own `Trainer`, real Multi30k batches of"
-            f" --max-tokens {key.split('@')[1]}, {h['config']['rounds']} interleaved rounds, {h['config']['time'][:16]}"
-            f" UTC; [`{HARNESS}`]({HARNESS})): ReLA-g {one('rela-g')}, ReLA-i {one('rela-i')}, our softmax"
-            f" {one('softmax')}; the identical copy {one('fairseq-softmax-2')}."]
+def limits_lines(result: dict) -> list:
+    """What bounds ReLA's CPU training speed, with the dense layers' share read from the profile."""
+    train = [p for p in result.get("profile", []) if p["workload"].startswith("training step")]
+
+    def span(kind, variants):
+        xs = [p["shares"][kind] for p in train if p["variant"] in variants]
+        return f"{100 * min(xs):.0f}–{100 * max(xs):.0f}%" if xs else "n/a"
+
+    return ["- What limits the rest: the dense layers take " + span("dense", {p["variant"] for p in train})
+            + " of a training step for every variant (below); ReLA's attention itself (batched products) "
+            + span("attention", {"rela-g", "rela-i"}) + ", stock softmax's fused SDPA "
+            + span("attention", {"fairseq-softmax"}) + ".",
+            "  What ReLA adds is its head normaliser: about 15 element-wise passes over (T, B, E) per attention in",
+            "  the backward alone (`_RMSNormFunctionBackward` in `profile-cpu.txt`), plus the forward's and the",
+            "  gate's. Eager PyTorch cannot fuse them on the CPU (in torch 2.13, `_fused_rms_norm_backward` has",
+            "  a CUDA kernel only)."]
 
 
 def main() -> None:
@@ -136,15 +160,7 @@ def main() -> None:
         f"- Norm recording in a teacher-forced pass: {fmt(r, 'softmax', 'analysis_recording_on_over_off')} softmax,"
         f" {fmt(r, 'rela-i', 'analysis_recording_on_over_off')} ReLA-i, {fmt(r, 'rela-g', 'analysis_recording_on_over_off')}"
         " ReLA-g (its gate makes `f(x)` depend on the query in every dimension: exact norms cost O(T·S·E²)).",
-    ] + harness_lines(base) + [
-        "- What limits the rest: the dense layers take 72–80% of a training step for every variant (below);",
-        "  ReLA's attention itself (batched products) is no slower than PyTorch's fused SDPA. What ReLA adds is",
-        "  its head normaliser: about 15 element-wise passes over (T, B, E) per attention in the backward alone",
-        "  (`_RMSNormFunctionBackward`, CPU total, in `profile-cpu.txt`: 1.3–1.5% of a ReLA-g step, 0.9–1.0% of a",
-        "  ReLA-i step), plus the forward's and the gate's. Eager PyTorch cannot fuse them on the CPU (torch 2.13's",
-        "  `_fused_rms_norm_backward` has no CPU kernel). ReLA-g's shortfall at L = 16 is not resolved either way:",
-        "  its per-round quartiles overlap the identical copy's, and the harness above, on real sentences of about",
-        "  13 tokens, has it at parity.",
+    ] + harness_lines(base) + limits_lines(result) + [
         "- Threads: on this shared 2-core machine the run uses `--threads 1`; with 2 OpenMP threads and",
         "  other jobs on the cores, single timings were 5–20x slower and erratic (thread spin-waiting).",
         "",

@@ -11,7 +11,6 @@ wide, 32 sentences of 24 tokens, one thread; its ``--layers``, ``--dim``, ``--he
 import argparse
 import os
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -25,18 +24,19 @@ def fail(message: str) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="profile_block.py", description=__doc__.split("\n")[0])
     p.add_argument("--output", required=True, help="write the op tables here")
     p.add_argument("--package-dir", default=None, help="a copy of the repository whose fairseq_rela to profile")
     p.add_argument("--variants", default="softmax,rela-g")
     p.add_argument("--rows", type=int, default=15, help="ops per table")
-    args, model_args = p.parse_known_args(argv)
+    bench.add_model_args(p)
+    args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in variants if v not in bench.VARIANTS]
     if bad or not variants:
         fail(f"--variants {','.join(bad) or '(none)'}: choose from {', '.join(bench.VARIANTS)}")
-    # the model and batch options, checked by benchmark_analysis (it writes nothing here)
-    config = bench.parse_args(["--output-dir", tempfile.gettempdir(), "--threads", "1", *model_args])
+    if bench.model_problem(args) or args.rows < 1:
+        fail(bench.model_problem(args) or f"--rows {args.rows}: at least 1")
     if args.package_dir is not None:
         if not os.path.isfile(os.path.join(args.package_dir, "fairseq_rela", "__init__.py")):
             fail(f"--package-dir {args.package_dir}: no fairseq_rela/__init__.py there")
@@ -52,8 +52,8 @@ def main(argv=None) -> None:
     wall = time.time()
     lines = []
     for variant in variants:
-        model, task = bench.build(variant, config)
-        sample = bench.sample_of(task, config.sentences, config.length)
+        model, task = bench.build(variant, args)
+        sample = bench.sample_of(task, args.sentences, args.length)
         for source in ("plain", "block"):
             run = bench.make_pass(model, task, sample, source)
             run()
@@ -69,8 +69,8 @@ def main(argv=None) -> None:
     head = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, {bench.hardware()}, torch {torch.__version__}, "
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, wall {time.time() - wall:.0f} s, package "
             f"{os.path.dirname(os.path.dirname(os.path.abspath(fairseq_rela.__file__)))}\n"
-            f"model {config.layers}+{config.layers} layers, {config.dim} wide, {config.heads} heads, vocab {config.vocab}; "
-            f"{config.sentences} sentences of {config.length} tokens\n"
+            f"model {args.layers}+{args.layers} layers, {args.dim} wide, {args.heads} heads, vocab {args.vocab}; "
+            f"{args.sentences} sentences of {args.length} tokens\n"
             f"command: {' '.join(['profile_block.py'] + (sys.argv[1:] if argv is None else argv))}\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"

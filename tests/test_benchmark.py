@@ -279,14 +279,20 @@ def test_profile_block_tiny_run_writes_one_op_table_per_variant(tmp_path):
 
 
 @pytest.mark.unit
-def test_profile_block_refuses_a_bad_model_option_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("argv, code, message", [
+    (["--dim", "30", "--heads", "8"], 1, "--dim a multiple of --heads"),
+    (["--vocab", "3"], 1, "--vocab 3: at least 10 words"),
+    (["--rounds", "3"], 2, "unrecognized arguments: --rounds 3"),  # benchmark_analysis's, not profile_block's
+])
+def test_profile_block_refuses_a_bad_option_under_its_own_name_before_any_work(tmp_path, capsys, argv, code, message):
     import profile_block
 
     with pytest.raises(SystemExit) as exit_info:
-        profile_block.main(["--output", str(tmp_path / "p.txt"), "--dim", "30", "--heads", "8"])
-    assert exit_info.value.code == 1
+        profile_block.main(["--output", str(tmp_path / "p.txt"), *argv])
+    assert exit_info.value.code == code
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--dim a multiple of --heads" in err[0]
+    assert err[-1].startswith("profile_block.py: error: ") and message in err[-1]
+    assert len(err) == 1 or code == 2  # argparse's own refusals print the usage first
     assert not (tmp_path / "p.txt").exists()
 
 
@@ -301,10 +307,18 @@ def test_benchmark_readme_reads_the_independent_harness_from_its_committed_resul
     ratios = dict(zip(variants, (1.0, 0.98, 1.004, 1.25, 0.75)))
     group = {"median": {v: {key: 1000.0 * r} for v, r in ratios.items()},
              "ratio_vs_fairseq_softmax": {v: {key: r} for v, r in ratios.items()},
-             "ratio_quartiles": {v: {key: [r - 0.1, r + 0.1]} for v, r in ratios.items()}}
+             "ratio_quartiles": {v: {key: [r - 0.1, r + 0.1]} for v, r in ratios.items()},
+             "target_tokens_per_batch": {"4096": 3000.0}, "sentences_per_batch": {"4096": 200}}
+    config = {"rounds": 8, "time": "2026-12-07T12:46:46", "batches": "real batches of BIN's train split"}
     path = tmp_path / benchmark_readme.HARNESS
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"groups": {"small/fp32": group}, "config": {"rounds": 8, "time": "2026-12-07T12:46:46"}}))
+    path.write_text(json.dumps({"groups": {"small/fp32": group}, "config": config}))
     (line,) = benchmark_readme.harness_lines(str(tmp_path))
     assert "ReLA-g 1.250x [1.15–1.35], ReLA-i 0.750x [0.65–0.85], our softmax 1.004x [0.90–1.10]" in line
-    assert "the identical copy 0.980x [0.88–1.08]" in line and "--max-tokens 4096, 8 interleaved rounds" in line
+    assert "the identical copy 0.980x [0.88–1.08]" in line and "real batches of BIN's train split" in line
+    assert "--max-tokens 4096, 15 target tokens a sentence with `</s>`, 8 interleaved rounds" in line
+    # a second group (or batch size) is refused in one line, not silently dropped
+    path.write_text(json.dumps({"groups": {"small/fp32": group, "small/fp16": group}, "config": config}))
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_readme.harness_lines(str(tmp_path))
+    assert str(exit_info.value.code).startswith("benchmark_readme.py: error: ") and "not one group" in str(exit_info.value.code)

@@ -1,6 +1,8 @@
 """The rela_transformer model and its archs (models/): every attention uses the chosen activation,
 incremental decoding and beam search equal a full forward, beam-shared encoder states; and (e2e) trained
 through the stock console scripts with --user-dir on CPU: train, generate, interactive, resume, bad options."""
+import copy
+import pickle
 import re
 import sys
 
@@ -299,3 +301,4 @@ def test_stock_cli_error_is_one_line_under_the_programs_name(monkeypatch):
     assert isinstance(err, SystemExit) and err.message == "--rela-norm: bad"
     assert err.code == "fairseq-train: error: --rela-norm: bad"
     assert StockCliError("x", prog="rela_transformer").code == "rela_transformer: error: x"
+    assert copy.deepcopy(err).code == err.code and pickle.loads(pickle.dumps(err)).code == err.code

@@ -5,7 +5,7 @@ and whether it compiles and fits for others.
     fairseq-rela-kernels compile                             # anywhere: every kernel compiled ahead of
         [--targets sm_75,sm_80,sm_86,sm_89,sm_90]            #   time for each target, dtype, head dim and
         [--dtypes fp16,bf16,fp32] [--head-dims 32,64,128]    #   flag combination; shared memory against
-        [--flags all|package|causal] [--json FILE]           #   the target's limit, registers, spills
+        [--flags all|package|causal|bounds] [--json FILE]    #   the target's limit, registers, spills
 
 ``compile`` exits 1 if any cell fails (compile error, or more shared memory than the target allows), 2 on
 bad options.  On a machine without a GPU the first form runs ``compile`` for ``--targets``.

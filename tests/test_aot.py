@@ -114,3 +114,98 @@ def test_without_a_gpu_the_first_command_compiles_instead():
     proc = subprocess.run([str(BIN / "fairseq-rela-kernels"), "--device", "cpu", "--head-dim", "8"],
                           capture_output=True, text=True, env=COMPILE_ENV, timeout=300)
     assert proc.returncode == 2 and "TRITON_INTERPRET=1" in proc.stderr.strip().splitlines()[-1]
+
+
+FAKE_LAUNCHER = '''
+"""A third-party package whose own Python code launches Triton kernels (AdaSplash's shape): the check must
+compile what it launches for the target, run nothing, and see allocations made on "cuda" by name."""
+import torch
+import triton
+import triton.language as tl
+
+calls = []
+
+
+@triton.jit
+def _scale(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + i, tl.load(x_ptr + i, mask=i < n) * 2, mask=i < n)
+
+
+@triton.jit
+def _grad(q_ptr, k_ptr, g_ptr, BLOCK: tl.constexpr):  # a dot product: tiles in shared memory
+    r = tl.arange(0, BLOCK)
+    q = tl.load(q_ptr + r[:, None] * BLOCK + r[None, :])
+    k = tl.load(k_ptr + r[:, None] * BLOCK + r[None, :])
+    tl.store(g_ptr + r[:, None] * BLOCK + r[None, :], tl.dot(q, k).to(q.dtype))
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k):
+        g = torch.zeros((64, 64), device="cuda", dtype=q.dtype)  # as AdaSplash's forward helpers allocate
+        ctx.save_for_backward(q, k, g)
+        y = torch.empty_like(q)
+        _scale[(triton.cdiv(q.numel(), 1024),)](q, y, q.numel(), BLOCK=1024)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, g = ctx.saved_tensors
+        _grad[(1,)](q, k, g, BLOCK=64)
+        return torch.zeros_like(q), None
+
+
+def adasplash_v1(q, k, v, alpha=1.5, is_causal=False, varlen=None, niter=10):
+    calls.append(alpha)
+    return _Attention.apply(q.contiguous(), k.contiguous())
+'''
+
+
+def _fake_adasplash(tmp_path):
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "adasplash.py").write_text(FAKE_LAUNCHER)
+    return {**COMPILE_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(REPO)])}
+
+
+@pytest.mark.e2e
+def test_adasplash_kernels_compile_through_tritons_launch_path_and_nothing_runs(tmp_path):
+    """--adasplash only: fused_sparse_attention's launches of a package's kernels (here a stand-in with
+    AdaSplash's shape), at inference and in training, each compiled for the target and none run (a real launch
+    of CPU pointers would crash); the forward's "cuda" allocation lands on the CPU."""
+    out = tmp_path / "ada.json"
+    proc = _check("--adasplash", "only", "--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", "--json",
+                  str(out), env=_fake_adasplash(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert [c["kernel"] for c in cells] == ["ada-eval:_scale", "ada:_scale", "ada:_grad"]
+    assert all(c["ok"] and c["target"] == "sm_86" and c["limit"] == SHARED_LIMITS[86] for c in cells)
+    assert cells[2]["shared"] > 0 and cells[2]["registers"] and cells[2]["block_m"] == 0  # the dot's tiles
+    assert "AdaSplash's Triton kernels" in proc.stdout and "3 of 3 cells compiled" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_an_adasplash_kernel_over_its_limit_or_not_compiling_fails_the_check(tmp_path):
+    env = _fake_adasplash(tmp_path)
+    code = ("import sys; from fairseq_rela.kernels import tiles; from fairseq_rela.cli.kernels import main; "
+            "tiles.SHARED_LIMITS[86] = 1024; sys.exit(main(['compile', '--adasplash', 'only', '--targets', 'sm_86', "
+            "'--dtypes', 'fp16', '--head-dims', '64', '--no-usage']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED ada:_grad sm_86 fp16 head dim 64" in proc.stdout and "> 1024" in proc.stdout
+    # a kernel that does not compile (a non-power-of-two arange) is the run's error, in its cell
+    fake = tmp_path / "fake" / "adasplash.py"
+    fake.write_text(fake.read_text().replace("tl.arange(0, BLOCK)\n    q = ", "tl.arange(0, 3)\n    q = "))
+    proc = _check("--adasplash", "only", "--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", "--no-usage",
+                  env=env)
+    assert proc.returncode == 1 and "FAILED ada sm_86 fp16 head dim 64" in proc.stdout, proc.stdout + proc.stderr
+    assert "ada:_scale" in proc.stdout  # what launched before the error is still reported
+
+
+@pytest.mark.e2e
+def test_adasplash_not_installed_is_said_not_hidden(tmp_path):
+    proc = _check("--adasplash", "only", "--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "compile --adasplash only: adasplash is not installed (pip install adasplash)"), proc.stderr
+    proc = _check("--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", "--flags", "bounds", "--no-usage")
+    assert proc.returncode == 0 and "AdaSplash (sparsemax, 1.5-entmax) is not installed" in proc.stdout

@@ -80,6 +80,12 @@ def _dtypes(text: str) -> List[str]:
     return names
 
 
+def _adasplash_installed() -> bool:
+    from fairseq_rela.kernels import sparse
+
+    return sparse.available()
+
+
 def _check_compiler() -> None:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise KernelsError("compile: TRITON_INTERPRET=1 replaces the kernels by Python functions; unset it")
@@ -90,8 +96,10 @@ def _check_compiler() -> None:
 
 
 def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequence[int], flags: str,
-                json_path: Optional[Path], usage: bool, out=sys.stdout, fast: bool = False) -> int:
-    """The ahead-of-time table; returns the exit status (0 every cell fits, 1 otherwise)."""
+                json_path: Optional[Path], usage: bool, out=sys.stdout, fast: bool = False,
+                adasplash: str = "auto") -> int:
+    """The ahead-of-time table; returns the exit status (0 every cell fits, 1 otherwise).  ``adasplash``:
+    ``auto`` adds AdaSplash's kernels where it is installed, ``only`` compiles those alone, ``no`` skips them."""
     import triton
 
     from fairseq_rela.cli.files import write_text
@@ -101,12 +109,29 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
 
     t0 = time.time()
     rows, cells = [], []
-    print(f"ReLA Triton kernels compiled ahead of time (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')}), "
-          f"flags: {flags}, plan: {'fast tiles everywhere (before 2026-12-07)' if fast else 'the package'}", file=out)
+    if adasplash == "only":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ada_version = version("adasplash")
+        except PackageNotFoundError:  # importable without metadata (a source checkout on PYTHONPATH)
+            ada_version = "(no package metadata)"
+        print(f"AdaSplash's Triton kernels (adasplash {ada_version}) compiled ahead of time as "
+              f"fused_sparse_attention launches them (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')})",
+              file=out)
+    else:
+        print(f"ReLA Triton kernels compiled ahead of time (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')}), "
+              f"flags: {flags}, plan: {'fast tiles everywhere (before 2026-12-07)' if fast else 'the package'}", file=out)
     head = f"{'kernel':<12} {'target':<6} {'dtype':<5} {'hd':>3}  {'tiles':<12} {'w':>1} {'st':>2}  " \
            f"{'shared (max)':>12} {'limit':>7}  {'regs':>7} {'spills':>7}  {'cells':>5}  result"
     print(head, file=out)
-    for capability in targets:
+    from fairseq_rela.kernels import sparse
+
+    ada_dims = [hd for hd in head_dims if hd in sparse.HEAD_DIMS] if adasplash != "no" and sparse.available() else []
+    if adasplash != "no" and not sparse.available():
+        print("AdaSplash (sparsemax, 1.5-entmax) is not installed: its kernels are not compiled (pip install adasplash)",
+              file=out)
+    for capability in targets if adasplash != "only" else []:
         for dtype in dtypes:
             for hd in head_dims:
                 by_kernel = {}
@@ -121,6 +146,13 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
         cells.append(keep)
         rows.append(_summary("dropout_keep", [keep]))
         print(rows[-1], file=out, flush=True)
+    for capability in targets:
+        for dtype in dtypes:
+            for hd in ada_dims:  # as fused_sparse_attention launches adasplash_v1; one row a kernel
+                for r in aot.check_adasplash(capability, dtype, hd, usage=usage):
+                    cells.append(r)
+                    rows.append(_summary(r.kernel, [r]))
+                    print(rows[-1], file=out, flush=True)
     failed = [c for c in cells if not c.ok]
     print(f"{len(cells) - len(failed)} of {len(cells)} cells compiled within their target's shared memory "
           f"({time.time() - t0:.0f} s wall)", file=out)
@@ -129,7 +161,7 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
               f"mask={c.HAS_MASK} bias={c.HAS_BIAS} causal={c.CAUSAL} dropout={c.DROPOUT}: {c.error}", file=out)
     if json_path is not None:
         meta = {"triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "wall_seconds": round(time.time() - t0, 1), "flags": flags}
+                "wall_seconds": round(time.time() - t0, 1), "flags": flags, "adasplash": adasplash}
         write_text(json_path, json.dumps({"meta": meta, "cells": [c.as_dict() for c in cells]}, indent=1) + "\n")
     return 1 if failed else 0
 
@@ -251,6 +283,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "with causal (rela_attention(..., causal=True) only), or bounds (none and all four)")
     c.add_argument("--json", type=Path, help="write every cell as JSON")
     c.add_argument("--no-usage", action="store_true", help="skip ptxas's register and spill report (faster)")
+    c.add_argument("--adasplash", choices=("auto", "only", "no"), default="auto",
+                   help="AdaSplash's kernels (sparsemax, 1.5-entmax) as the package launches them: auto (where "
+                        "adasplash is installed), only (those alone), no")
     c.add_argument("--plan", choices=("package", "fast"), default="package",
                    help="package: the launch plan the package uses on each target; fast: 64x64 tiles (64x32 above "
                         "head dim 64), 3 stages everywhere, the plan before 2026-12-07 (for comparison)")
@@ -265,7 +300,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _check_compiler()
             dims = _ints(args.head_dims, "--head-dims") if args.head_dims else \
                 sorted({32, 64, 128, *architecture_head_dims()})
+            if args.adasplash == "only" and not _adasplash_installed():
+                raise KernelsError("compile --adasplash only: adasplash is not installed (pip install adasplash)")
             return run_compile(targets, _dtypes(args.dtypes), dims, args.flags, args.json, not args.no_usage,
+                               adasplash=args.adasplash,
                                fast=args.plan == "fast")
         import torch
 

@@ -173,3 +173,138 @@ def check_dropout_keep(capability: int) -> CompileResult:
     return CompileResult("dropout_keep", f"sm_{capability}", "-", 0, False, False, False, True, 16, 16, 0,
                          call.meta.get("num_warps", 4), call.meta.get("num_stages", 3), shared,
                          SHARED_LIMITS[capability], regs, spills, round(time.perf_counter() - t0, 2), error)
+
+
+# --- AdaSplash (sparsemax / 1.5-entmax) --------------------------------------------------------------------
+# Its kernels are launched by its own Python code, so they are compiled through Triton's own launch path:
+# a driver that targets a named GPU, compiles every launch for it, and runs nothing.
+
+_DEVICES = itertools.count()
+
+
+def _compile_only_driver(capability: int):
+    """A Triton driver for ``sm_<capability>`` on a machine without it: ``kernel[grid](...)`` compiles the
+    kernel for that target (Triton's binder, cache and compiler, as on the GPU) and launches nothing; each
+    compiled kernel is kept in ``driver.compiled`` (in launch order, once each).  Each driver is a device of
+    its own to Triton, so its kernel caches start empty and every kernel launched under it is seen."""
+    device = f"aot-sm_{capability}-{next(_DEVICES)}"
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.driver import DriverBase
+
+    class _Utils:
+        def get_device_properties(self, device):  # the limit is checked by the caller, against the target's
+            return {"max_shared_mem": 1 << 30}
+
+        def load_binary(self, name, kernel, shared, device):  # (module, function, registers, spills, threads)
+            return object(), None, 0, 0, 1024
+
+        def unload_module(self, module):
+            pass
+
+    class CompileOnlyDriver(DriverBase):
+        def __init__(self):
+            self.utils, self.compiled = _Utils(), []
+
+        @classmethod
+        def is_active(cls):
+            return False
+
+        def map_python_to_cpp_type(self, ty: str) -> str:
+            return ty
+
+        def get_current_target(self):
+            return GPUTarget("cuda", capability, 32)
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+        def get_benchmarker(self):
+            raise RuntimeError("compile only: nothing runs")
+
+        def get_current_device(self):
+            return device
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def launcher_cls(self, src, metadata):
+            for kernel in src.fn.device_caches[device][0].values():
+                if kernel.metadata is metadata and all(k is not kernel for k in self.compiled):
+                    self.compiled.append(kernel)
+            return lambda *args, **kwargs: None
+
+    return CompileOnlyDriver()
+
+
+ADASPLASH_NAMES = {"_get_tau": "tau", "_get_output": "out", "_bwd_preprocess": "bwd_pre", "_bwd_kv_kernel": "bwd_kv",
+                   "_bwd_q_kernel": "bwd_q"}  # adasplash_v1's kernels, short names for the table
+
+
+class _CudaOnCpu(torch.overrides.TorchFunctionMode):
+    """Tensors a kernel's launch code allocates on ``device="cuda"`` by name are made on the CPU (they stand
+    in for the GPU's, as the inputs do)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if str(kwargs.get("device", "")).startswith("cuda"):
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def check_launches(capability: int, dtype_name: str, head_dim: int, run, label: str, usage: bool = True,
+                   names: Optional[dict] = None) -> list:
+    """Compile every kernel that ``run()`` launches (third-party launch code) for ``sm_<capability>``: one
+    :class:`CompileResult` per compiled kernel, named ``label:name`` (``names`` maps the kernels' function
+    names to short ones), and one for ``label`` with the error if an error stopped the launches."""
+    from triton.runtime.driver import driver
+
+    compile_only = _compile_only_driver(capability)
+    previous = driver._active  # (DriverConfig has no public getter that does not create the default driver)
+    driver.set_active(compile_only)
+    t0, error = time.perf_counter(), None
+    try:
+        with _CudaOnCpu():
+            run()
+    except Exception as e:
+        text = str(e).strip()
+        error = f"{type(e).__name__}: {text.splitlines()[0] if text else 'no message'}"[:300]
+    finally:
+        driver.set_active(previous)
+    seconds = round(time.perf_counter() - t0, 2)
+    limit = SHARED_LIMITS[capability]
+    results = []
+    for kernel in compile_only.compiled:
+        m = kernel.metadata
+        consts = {kernel.src.fn.arg_names[path[0]]: v for path, v in kernel.src.constants.items() if len(path) == 1}
+        regs, spills = _ptxas_usage(kernel.asm["ptx"], capability) if usage else (None, None)
+        results.append(CompileResult(
+            f"{label}:{(names or {}).get(kernel.src.fn.__name__, kernel.src.fn.__name__)}", f"sm_{capability}", dtype_name, head_dim,
+            bool(consts.get("IS_VARLEN", False)), False, bool(consts.get("IS_CAUSAL", False)), False,
+            int(consts.get("BLOCK_M", consts.get("PRE_BLOCK", 0)) or 0), int(consts.get("BLOCK_N", 0) or 0),
+            head_dim, m.num_warps, m.num_stages, m.shared, limit, regs, spills, seconds,
+            None if m.shared <= limit else f"OutOfResources: shared memory {m.shared} > {limit}"))
+    if error is not None:
+        results.append(CompileResult(label, f"sm_{capability}", dtype_name, head_dim, False, False, False, False,
+                                     0, 0, head_dim, 0, 0, None, limit, None, None, seconds, error))
+    return results
+
+
+def check_adasplash(capability: int, dtype_name: str, head_dim: int, usage: bool = True) -> list:
+    """AdaSplash's kernels as :func:`~fairseq_rela.kernels.sparse.fused_sparse_attention` launches them (1.5-entmax;
+    sparsemax is the same kernels with another α, a run-time argument): at inference (``ada-eval``: no
+    gradient, the forward without its backward's extra output) and in training (``ada``: forward and backward);
+    a kernel both launch (``get_tau``) is in both."""
+    from fairseq_rela.kernels import sparse
+
+    dtype = DTYPES[dtype_name]
+
+    def attention(training: bool):
+        def run():
+            q, k, v = (torch.zeros(2, 4, 128, head_dim, dtype=dtype, requires_grad=training) for _ in range(3))
+            out = sparse.fused_sparse_attention("entmax15", q, k, v, None, None)
+            if training:
+                out.backward(torch.ones_like(out))
+        return run
+
+    return (check_launches(capability, dtype_name, head_dim, attention(False), "ada-eval", usage, ADASPLASH_NAMES)
+            + check_launches(capability, dtype_name, head_dim, attention(True), "ada", usage, ADASPLASH_NAMES))

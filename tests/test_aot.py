@@ -204,8 +204,20 @@ def test_an_adasplash_kernel_over_its_limit_or_not_compiling_fails_the_check(tmp
 
 @pytest.mark.e2e
 def test_adasplash_not_installed_is_said_not_hidden(tmp_path):
-    proc = _check("--adasplash", "only", "--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64")
+    env = {**COMPILE_ENV, "PYTHONPATH": str(REPO)}  # (where the environment's path has adasplash, it is found)
+    proc = _check("--adasplash", "only", "--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
         "compile --adasplash only: adasplash is not installed (pip install adasplash)"), proc.stderr
-    proc = _check("--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", "--flags", "bounds", "--no-usage")
+    proc = _check("--targets", "sm_86", "--dtypes", "fp16", "--head-dims", "64", "--flags", "bounds", "--no-usage",
+                  env=env)
     assert proc.returncode == 0 and "AdaSplash (sparsemax, 1.5-entmax) is not installed" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_adasplash_direct_refuses_without_adasplash_in_one_line():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "adasplash_direct.py"), "--head-dim", "256"],
+                          capture_output=True, text=True, env={**COMPILE_ENV, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "adasplash_direct.py: error: adasplash is not importable (pip install --no-deps -t DIR adasplash; PYTHONPATH=DIR)"]

@@ -161,7 +161,8 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
               f"mask={c.HAS_MASK} bias={c.HAS_BIAS} causal={c.CAUSAL} dropout={c.DROPOUT}: {c.error}", file=out)
     if json_path is not None:
         meta = {"triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "wall_seconds": round(time.time() - t0, 1), "flags": flags, "adasplash": adasplash}
+                "wall_seconds": round(time.time() - t0, 1), "flags": flags if adasplash != "only" else None,
+                "adasplash": adasplash}
         write_text(json_path, json.dumps({"meta": meta, "cells": [c.as_dict() for c in cells]}, indent=1) + "\n")
     return 1 if failed else 0
 

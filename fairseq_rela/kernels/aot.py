@@ -196,7 +196,7 @@ def _compile_only_driver(capability: int):
             return {"max_shared_mem": 1 << 30}
 
         def load_binary(self, name, kernel, shared, device):  # (module, function, registers, spills, threads)
-            return object(), None, 0, 0, 1024
+            return None, None, 0, 0, 1024  # no module: nothing to unload when Triton frees the kernel
 
         def unload_module(self, module):
             pass
@@ -272,6 +272,8 @@ def check_launches(capability: int, dtype_name: str, head_dim: int, run, label: 
         driver.set_active(previous)
     seconds = round(time.perf_counter() - t0, 2)
     limit = SHARED_LIMITS[capability]
+    if error is None and not compile_only.compiled:
+        error = "RuntimeError: the run launched no kernel (the package would not have used these kernels here)"
     results = []
     for kernel in compile_only.compiled:
         m = kernel.metadata
@@ -283,6 +285,8 @@ def check_launches(capability: int, dtype_name: str, head_dim: int, run, label: 
             int(consts.get("BLOCK_M", consts.get("PRE_BLOCK", 0)) or 0), int(consts.get("BLOCK_N", 0) or 0),
             head_dim, m.num_warps, m.num_stages, m.shared, limit, regs, spills, seconds,
             None if m.shared <= limit else f"OutOfResources: shared memory {m.shared} > {limit}"))
+    for kernel in compile_only.compiled:  # this driver's device is never used again: free its kernel caches
+        kernel.src.fn.device_caches.pop(compile_only.get_current_device(), None)
     if error is not None:
         results.append(CompileResult(label, f"sm_{capability}", dtype_name, head_dim, False, False, False, False,
                                      0, 0, head_dim, 0, 0, None, limit, None, None, seconds, error))

@@ -5,7 +5,7 @@ AdaSplash's kernel (``adasplash_v1``) takes self-attention shapes (``T == S``), 
 right-padded lengths (``varlen``); it scales the scores by ``1/√d`` itself and zeroes the outputs of
 padded queries.  :func:`fused_sparse_attention` translates our masks where they mean the same: no
 additive bias, no attention mask, and a key-padding mask that is right padding (checked on the device,
-one synchronisation), head sizes 16…256 in powers of two; anything else returns ``None`` and the
+one synchronisation), head sizes 16…128 in powers of two; anything else returns ``None`` and the
 caller stays on the eager ``entmax`` path.
 Outputs differ from eager only on padded query rows (0 here), which no later computation reads.
 """
@@ -19,7 +19,10 @@ from torch import Tensor
 
 # entmax α of each activation (sparsemax is 2-entmax)
 ALPHAS = {"sparsemax": 2.0, "entmax15": 1.5}
-HEAD_DIMS = (16, 32, 64, 128, 256)  # the head sizes AdaSplash's kernel compiles for
+# the head sizes the package gives AdaSplash: its kernels compile for 16…256, but at 256 its ``tau`` kernel needs
+# 81,920 B of shared memory in fp16 (adasplash 0.2.2, compiled ahead of time for sm_75), more than a T4's
+# 65,536, and would fail at launch with no way back to eager: 256 stays on the eager path everywhere
+HEAD_DIMS = (16, 32, 64, 128)
 
 
 @functools.lru_cache(maxsize=None)

@@ -123,8 +123,6 @@ import torch
 import triton
 import triton.language as tl
 
-calls = []
-
 
 @triton.jit
 def _scale(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
@@ -157,15 +155,20 @@ class _Attention(torch.autograd.Function):
 
 
 def adasplash_v1(q, k, v, alpha=1.5, is_causal=False, varlen=None, niter=10):
-    calls.append(alpha)
-    return _Attention.apply(q.contiguous(), k.contiguous())
+    import json, os  # what the package passed, for the test to read
+    with open(os.environ["FAKE_ADASPLASH_LOG"], "a") as f:
+        f.write(json.dumps({"alpha": alpha, "causal": is_causal, "grad": q.requires_grad, "shape": list(q.shape),
+                            "dtype": str(q.dtype), "contiguous": all(t.is_contiguous() for t in (q, k, v)),
+                            "varlen": varlen.tolist(), "varlen_dtype": str(varlen.dtype)}) + "\\n")
+    return _Attention.apply(q, k)
 '''
 
 
 def _fake_adasplash(tmp_path):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "adasplash.py").write_text(FAKE_LAUNCHER)
-    return {**COMPILE_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(REPO)])}
+    return {**COMPILE_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(REPO)]),
+            "FAKE_ADASPLASH_LOG": str(tmp_path / "calls.jsonl")}
 
 
 @pytest.mark.e2e
@@ -182,6 +185,12 @@ def test_adasplash_kernels_compile_through_tritons_launch_path_and_nothing_runs(
     assert all(c["ok"] and c["target"] == "sm_86" and c["limit"] == SHARED_LIMITS[86] for c in cells)
     assert cells[2]["shared"] > 0 and cells[2]["registers"] and cells[2]["block_m"] == 0  # the dot's tiles
     assert "AdaSplash's Triton kernels" in proc.stdout and "3 of 3 cells compiled" in proc.stdout
+    # called as the package calls it: inference, then training; 1.5-entmax, not causal, right-padding lengths
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [c["grad"] for c in calls] == [False, True]
+    for c in calls:
+        assert c["alpha"] == 1.5 and not c["causal"] and c["contiguous"] and c["dtype"] == "torch.float16"
+        assert c["shape"] == [2, 4, 128, 64] and c["varlen"] == [128, 128] and c["varlen_dtype"] == "torch.int32"
 
 
 @pytest.mark.e2e

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
                 out.backward(torch.ones_like(out))
             for r in aot.check_launches(capability, dtype, hd, run, "ada", usage=False, names=aot.ADASPLASH_NAMES):
                 failed += not r.ok
-                print(f"{r.kernel:<12} {r.target:<6} {r.dtype:<5} shared {r.shared if r.shared is not None else '-':>7} "
+                shared = r.shared if r.shared is not None else "-"
+                print(f"{r.kernel:<12} {r.target:<6} {r.dtype:<5} shared {shared:>7} "
                       f"limit {r.limit:>7}  {'ok' if r.ok else 'FAILED: ' + str(r.error)}")
     print(f"{failed} cells over their target's limit or not compiled ({time.time() - t0:.0f} s wall)")
     return 1 if failed else 0

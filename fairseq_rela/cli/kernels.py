@@ -120,8 +120,9 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
               f"fused_sparse_attention launches them (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')})",
               file=out)
     else:
+        plan_name = "fast tiles everywhere (before 2026-12-07)" if fast else "the package"
         print(f"ReLA Triton kernels compiled ahead of time (Triton {triton.__version__}, {time.strftime('%Y-%m-%d')}), "
-              f"flags: {flags}, plan: {'fast tiles everywhere (before 2026-12-07)' if fast else 'the package'}", file=out)
+              f"flags: {flags}, plan: {plan_name}", file=out)
     head = f"{'kernel':<12} {'target':<6} {'dtype':<5} {'hd':>3}  {'tiles':<12} {'w':>1} {'st':>2}  " \
            f"{'shared (max)':>12} {'limit':>7}  {'regs':>7} {'spills':>7}  {'cells':>5}  result"
     print(head, file=out)
@@ -129,7 +130,8 @@ def run_compile(targets: Sequence[int], dtypes: Sequence[str], head_dims: Sequen
 
     ada_dims = [hd for hd in head_dims if hd in sparse.HEAD_DIMS] if adasplash != "no" and sparse.available() else []
     if adasplash != "no" and not sparse.available():
-        print("AdaSplash (sparsemax, 1.5-entmax) is not installed: its kernels are not compiled (pip install adasplash)",
+        print("AdaSplash (sparsemax, 1.5-entmax) is not installed: its kernels are not compiled "
+              "(pip install adasplash)",
               file=out)
     for capability in targets if adasplash != "only" else []:
         for dtype in dtypes:

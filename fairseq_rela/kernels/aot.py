@@ -273,14 +273,15 @@ def check_launches(capability: int, dtype_name: str, head_dim: int, run, label: 
     seconds = round(time.perf_counter() - t0, 2)
     limit = SHARED_LIMITS[capability]
     if error is None and not compile_only.compiled:
-        error = "RuntimeError: the run launched no kernel (the package would not have used these kernels here)"
+        error = "RuntimeError: the run launched no kernel"
     results = []
     for kernel in compile_only.compiled:
         m = kernel.metadata
         consts = {kernel.src.fn.arg_names[path[0]]: v for path, v in kernel.src.constants.items() if len(path) == 1}
         regs, spills = _ptxas_usage(kernel.asm["ptx"], capability) if usage else (None, None)
+        name = (names or {}).get(kernel.src.fn.__name__, kernel.src.fn.__name__)
         results.append(CompileResult(
-            f"{label}:{(names or {}).get(kernel.src.fn.__name__, kernel.src.fn.__name__)}", f"sm_{capability}", dtype_name, head_dim,
+            f"{label}:{name}", f"sm_{capability}", dtype_name, head_dim,
             bool(consts.get("IS_VARLEN", False)), False, bool(consts.get("IS_CAUSAL", False)), False,
             int(consts.get("BLOCK_M", consts.get("PRE_BLOCK", 0)) or 0), int(consts.get("BLOCK_N", 0) or 0),
             head_dim, m.num_warps, m.num_stages, m.shared, limit, regs, spills, seconds,
@@ -297,7 +298,7 @@ def check_adasplash(capability: int, dtype_name: str, head_dim: int, usage: bool
     """AdaSplash's kernels as :func:`~fairseq_rela.kernels.sparse.fused_sparse_attention` launches them (1.5-entmax;
     sparsemax is the same kernels with another α, a run-time argument): at inference (``ada-eval``: no
     gradient, the forward without its backward's extra output) and in training (``ada``: forward and backward);
-    a kernel both launch (``get_tau``) is in both."""
+    a kernel both launch (``tau``) is in both."""
     from fairseq_rela.kernels import sparse
 
     dtype = DTYPES[dtype_name]

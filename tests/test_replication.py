@@ -393,6 +393,37 @@ def _generated_plain(path):
 
 
 @pytest.mark.e2e
+def test_seeds_sh_runs_multi30k_sh_whole_path_with_extra_train_args(tmp_path):
+    """seeds.sh on a toy corpus: one epoch of softmax at seed 2 through multi30k.sh (training, the beam-4
+    translation of the test split, the analysis); TRAIN_ARGS reaches fairseq-train and overrides the recipe's
+    options, the others stay; pieces.log has the piece's start and end; a rerun repeats no work."""
+    bin_dir, _ = _toy_replication_data(tmp_path / "data")
+    work = tmp_path / "seeds"
+    env = {**os.environ, "MAX_EPOCH": "1", "TRAIN_ARGS": "--lr 0.0005 --warmup-updates 7"}
+
+    def seeds():
+        proc = subprocess.run(["bash", str(EXAMPLE / "seeds.sh"), str(bin_dir), str(work), "softmax:2"],
+                              capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    seeds()
+    model = work / "seed2" / "de-en-softmax"
+    log = (model / "train.log").read_text()
+    assert "lr=[0.0005]" in log and "warmup_updates=7" in log  # TRAIN_ARGS, after the recipe's 1e-3 and 400
+    assert "seed=2" in log and "max_epoch=1" in log and "encoder_embed_dim=128" in log and "dropout=0.2" in log
+    assert len(_generated_plain(model / "gen-test.txt")) == 45
+    assert json.loads((model / "analysis" / "stats.json").read_text())
+    times = (model / "times.txt").read_text()
+    assert "train_seconds" in times and "decode_test_seconds" in times and "best_updates" in times
+    pieces = [line.split(" ", 1)[1].split(" (")[0] for line in (work / "pieces.log").read_text().splitlines()]
+    assert pieces == ["start softmax seed 2", "done softmax seed 2"]
+    translated = (model / "gen-test.txt").stat().st_mtime_ns
+    seeds()  # the model is finished: nothing is trained or translated again
+    assert (model / "train.log").read_text() == log and (model / "gen-test.txt").stat().st_mtime_ns == translated
+    assert len((work / "pieces.log").read_text().splitlines()) == 4
+
+
+@pytest.mark.e2e
 def test_gpu_pair_refuses_bad_input_before_any_work(tmp_path):
     script = str(EXAMPLE / "gpu_pair.sh")
     bin_dir, gold = tmp_path / "bin", tmp_path / "gold"

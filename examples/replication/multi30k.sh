@@ -8,6 +8,8 @@
 # (default all five, one after the other).  Run two lists side by side with THREADS=1 on 2 cores.
 # A rerun resumes each model from checkpoint_last.pt and skips finished evaluations.
 # SEED (default 1) is fairseq's --seed: initialisation, dropout and batch order.
+# TRAIN_ARGS (default none): fairseq-train options appended to the recipe's, whitespace-separated, no quoting;
+# a repeated option overrides the recipe's (e.g. TRAIN_ARGS="--lr 0.0014 --warmup-updates 4000").
 set -euo pipefail
 BIN=$1; W=$2; shift 2
 VARIANTS=${*:-softmax rela-g rela-i sparsemax entmax15}
@@ -32,7 +34,7 @@ for v in $VARIANTS; do
         --warmup-updates 400 --dropout 0.2 --attention-dropout 0.1 --weight-decay 0.0001 \
         --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 \
         --max-epoch "$MAX_EPOCH" --patience "$PATIENCE" --seed "$SEED" --cpu --no-epoch-checkpoints \
-        --save-dir "$m/ckpt" --log-format simple --log-interval 50 --no-progress-bar >> "$m/train.log" 2>&1
+        --save-dir "$m/ckpt" --log-format simple --log-interval 50 --no-progress-bar ${TRAIN_ARGS:-} >> "$m/train.log" 2>&1
     echo "train_seconds $(( $(date +%s) - t0 ))" >> "$m/times.txt"; touch "$m/trained"
   fi
   ck="$m/ckpt/checkpoint_best.pt"

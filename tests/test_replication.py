@@ -4,6 +4,7 @@ import gzip
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -531,12 +532,16 @@ def test_summarize_without_plot_for_the_gpu_site(tmp_path):
 RUN_54 = EXAMPLE / "runs" / "2026-11-24-cpu-multi30k-54ep"  # seed 1 of softmax and ReLA-g, finished, no translations
 
 
-def _seed_run(root, variant, seed, refs, drop, stats=(0.7, 0.1, 0.4)):
-    """A finished multi30k.sh model folder: the committed 54-epoch train.log under another seed, translations
-    that drop one word of every ``drop``-th sentence's reference, and an analysis."""
+def _seed_run(root, variant, seed, refs, drop, stats=(0.7, 0.1, 0.4), ppl=None):
+    """A finished multi30k.sh model folder: the committed 54-epoch train.log under another seed (with ``ppl``,
+    that validation perplexity in place of the committed best), translations that drop one word of every
+    ``drop``-th sentence's reference, and an analysis."""
     folder = root / f"seed{seed}" / f"de-en-{variant}"
     (folder / "analysis").mkdir(parents=True)
     log = (RUN_54 / f"de-en-{variant}" / "train.log").read_text(encoding="utf-8")
+    if ppl is not None:  # the validation at update 7155, the best checkpoint times.txt names below
+        line = next(l for l in log.split("\n") if "valid on 'valid'" in l and "| num_updates 7155 |" in l)
+        log = log.replace(line, re.sub(r"\| ppl [0-9.]+ \|", f"| ppl {ppl} |", line))
     (folder / "train.log").write_text(log.replace("'seed': 1,", f"'seed': {seed},").replace("seed=1,", f"seed={seed},"),
                                       encoding="utf-8")
     (folder / "times.txt").write_text("train_seconds 100\ndecode_test_seconds 9\nbest_updates 7155\n")
@@ -570,8 +575,9 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     refs = _refs(tmp_path)
     work = tmp_path / "work"
     hyps = {}
-    for variant, seed, drop in (("softmax", 2, 5), ("softmax", 3, 4), ("rela-g", 2, 1), ("rela-g", 3, 2)):
-        hyps[variant, seed] = _seed_run(work, variant, seed, refs, drop)[1]
+    for variant, seed, drop, ppl in (("softmax", 2, 5, None), ("softmax", 3, 4, 4.91), ("rela-g", 2, 1, None),
+                                     ("rela-g", 3, 2, 5.4)):
+        hyps[variant, seed] = _seed_run(work, variant, seed, refs, drop, ppl=ppl)[1]
     out = tmp_path / "out"
     (work / "pieces.log").write_text("2026-12-07T03:00:00Z start softmax seed 2 (host vm, pid 7)\n"
                                      "2026-12-07T04:30:00Z stopped softmax seed 2\n"
@@ -613,6 +619,12 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     ref = stats.ttest_ind(bleu["rela-g"], bleu["softmax"], equal_var=False)
     assert abs(welch["low"] - ref.confidence_interval().low) < 1e-6 and abs(welch["df"] - ref.df) < 1e-9
     assert abs(welch["high"] - ref.confidence_interval().high) < 1e-6
+    ppl = {v: [runs[v, s]["valid_ppl"] for s in (1, 2, 3)] for v in ("softmax", "rela-g")}
+    assert ppl["softmax"][2] == 4.91 and ppl["rela-g"][2] == 5.4 and ppl["rela-g"][:2] == [5.28, 5.29]
+    welch = result["comparisons"]["rela-g - softmax"]["welch_valid_ppl"]
+    ref = stats.ttest_ind(ppl["rela-g"], ppl["softmax"], equal_var=False)
+    assert abs(welch["low"] - ref.confidence_interval().low) < 1e-6 and abs(welch["df"] - ref.df) < 1e-9
+    assert welch["seeds"] == [[1, 2, 3], [1, 2, 3]] and "| rela-g - softmax |" in (out / "results.md").read_text()
     boot = result["comparisons"]["rela-g - softmax"]["bootstrap_bleu"]  # seeds with translations only
     assert boot["seeds"] == [[2, 3], [2, 3]]
     mean_gap = np.mean([runs["rela-g", s]["bleu"] for s in (2, 3)]) - np.mean([runs["softmax", s]["bleu"] for s in (2, 3)])

@@ -318,17 +318,10 @@ def score(runs: List[Run], refs: List[str], samples: int, shuffles: int) -> dict
     for v in variants:
         if v == "softmax" or "softmax" not in summary:
             continue
-        a = [r for r in runs if r.variant == v and r.bleu is not None]
-        b = [r for r in runs if r.variant == "softmax" and r.bleu is not None]
-        c = {"welch_bleu": None, "welch_chrf": None, "bootstrap_bleu": None, "stratified_p_bleu": None}
-        if len(a) >= 2 and len(b) >= 2:
-            c["welch_bleu"] = asdict(seeds.welch_interval([r.bleu for r in a], [r.bleu for r in b]))
-            c["welch_bleu"]["seeds"] = [[r.seed for r in a], [r.seed for r in b]]
-        ca = [r for r in a if r.chrf is not None]
-        cb = [r for r in b if r.chrf is not None]
-        if len(ca) >= 2 and len(cb) >= 2:
-            c["welch_chrf"] = asdict(seeds.welch_interval([r.chrf for r in ca], [r.chrf for r in cb]))
-            c["welch_chrf"]["seeds"] = [[r.seed for r in ca], [r.seed for r in cb]]
+        c = {f"welch_{key}": welch(runs, v, key) for key in ("bleu", "chrf", "valid_ppl")}
+        ca = [r for r in runs if r.variant == v and r.chrf is not None]
+        cb = [r for r in runs if r.variant == "softmax" and r.chrf is not None]
+        c.update(bootstrap_bleu=None, stratified_p_bleu=None)
         sa = [stats[(v, r.seed)] for r in ca]
         sb = [stats[("softmax", r.seed)] for r in cb]
         if sa and sb:
@@ -339,6 +332,20 @@ def score(runs: List[Run], refs: List[str], samples: int, shuffles: int) -> dict
         comparisons[f"{v} - softmax"] = c
     return {"variants": summary, "comparisons": comparisons, "bleu_signature": str(bleu.get_signature()),
             "chrf_signature": str(chrf.get_signature())}
+
+
+def welch(runs: List[Run], variant: str, key: str) -> Optional[dict]:
+    """Welch's interval of ``variant`` − softmax over the seeds that have ``key``; None with fewer than two
+    seeds on either side or no spread at all (the interval is then undefined)."""
+    from fairseq_rela import seeds
+
+    a = [r for r in runs if r.variant == variant and getattr(r, key) is not None]
+    b = [r for r in runs if r.variant == "softmax" and getattr(r, key) is not None]
+    if len(a) < 2 or len(b) < 2 or len({getattr(r, key) for r in a}) + len({getattr(r, key) for r in b}) == 2:
+        return None
+    result = asdict(seeds.welch_interval([getattr(r, key) for r in a], [getattr(r, key) for r in b]))
+    result["seeds"] = [[r.seed for r in a], [r.seed for r in b]]
+    return result
 
 
 def kind_mean(r: Run, kind: str, name: str) -> Optional[float]:
@@ -387,12 +394,13 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
         lines.append(f"| {v} | mean ± sd | "
                      + " | ".join(_spread(e["attention"][f"{k}.{n}"], ".3f") for k in KINDS for n in ATTENTION) + " |")
     lines += ["", "Against softmax (difference of means over seeds; 95% intervals):", "",
-              "| comparison | BLEU, Welch t-interval | chrF, Welch t-interval | BLEU, pigeonhole bootstrap "
-              "(seeds, sentences) | p, stratified approximate randomisation |", "|---|---|---|---|---|"]
+              "| comparison | BLEU, Welch t-interval | chrF, Welch t-interval | valid ppl, Welch t-interval | "
+              "BLEU, pigeonhole bootstrap (seeds, sentences) | p, stratified approximate randomisation |",
+              "|---|---|---|---|---|---|"]
 
     def interval(c):
         if not c:
-            return "needs ≥ 2 seeds with scores per variant"
+            return "needs ≥ 2 seeds with scores per variant, not all equal"
         extra = f", ν = {c['df']:.1f}" if c.get("df") else ""
         seeds_used = f"; seeds {c['seeds'][0]} vs {c['seeds'][1]}"
         return f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]{extra}{seeds_used}"
@@ -400,7 +408,8 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
     for name, c in result["comparisons"].items():
         boot = interval(c["bootstrap_bleu"]) if c["bootstrap_bleu"] else "needs translations"
         p = "—" if c["stratified_p_bleu"] is None else f"{c['stratified_p_bleu']:.4f} ({shuffles} shuffles)"
-        lines.append(f"| {name} | {interval(c['welch_bleu'])} | {interval(c['welch_chrf'])} | {boot} | {p} |")
+        lines.append(f"| {name} | {interval(c['welch_bleu'])} | {interval(c['welch_chrf'])} | "
+                     f"{interval(c['welch_valid_ppl'])} | {boot} | {p} |")
     if result.get("pieces"):
         lines += ["", "Pieces (seeds.sh's pieces.log; UTC):", "", "| variant | seed | start | end | outcome | wall time |",
                   "|---|---|---|---|---|---|"]

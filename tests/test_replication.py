@@ -625,6 +625,9 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     ref = stats.ttest_ind(ppl["rela-g"], ppl["softmax"], equal_var=False)
     assert abs(welch["low"] - ref.confidence_interval().low) < 1e-6 and abs(welch["df"] - ref.df) < 1e-9
     assert welch["seeds"] == [[1, 2, 3], [1, 2, 3]] and "| rela-g - softmax |" in (out / "results.md").read_text()
+    curve = runs["rela-g", 3]["valid_curve"]  # every validation of the log, the changed one included
+    assert len(curve) == 54 and [7155, 5.4] in curve and runs["rela-g", 1]["valid_curve"][-1] == [7290, 5.28]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     boot = result["comparisons"]["rela-g - softmax"]["bootstrap_bleu"]  # seeds with translations only
     assert boot["seeds"] == [[2, 3], [2, 3]]
     mean_gap = np.mean([runs["rela-g", s]["bleu"] for s in (2, 3)]) - np.mean([runs["softmax", s]["bleu"] for s in (2, 3)])

@@ -9,7 +9,8 @@ attention statistics; no sentence-level statistics). Variant and seed come from 
 attention options; a resumed run's earlier pieces may differ in max_epoch and patience only).
 
 Writes into ``--out``: per run ``VARIANT-seedN/`` (``test2016.hyp.en``: the detokenised hypotheses in test
-order, ``train.log``, ``stats.txt``, ``times.txt``), ``results.md`` and, last, ``results.json`` (every run; the
+order, ``train.log``, ``stats.txt``, ``times.txt``), ``results.md``, ``curves.png`` (validation perplexity by
+update, and over the same seed's softmax) and, last, ``results.json`` (every run, with its validation curve; the
 pieces ``seeds.sh`` logged (``--pieces``), with their wall times;
 per variant mean and standard deviation over seeds; each variant against softmax: Welch's t-interval of the
 difference of seed means, the pigeonhole bootstrap over seeds x sentences, Clark et al. (2011)'s stratified
@@ -65,6 +66,7 @@ class Run:
     bleu_p_vs_softmax: Optional[float] = None  # paired bootstrap against the same seed's softmax
     bleu_ci95_vs_softmax: Optional[float] = None  # half-width, SacreBLEU's paired bootstrap
     hypotheses: Optional[str] = None  # the committed file, relative to --out
+    valid_curve: List[List[float]] = field(default_factory=list)  # [update, validation ppl] per validation
     attention: Dict[str, Dict[str, Dict[str, Optional[float]]]] = field(default_factory=dict)
     options: dict = field(default_factory=dict, repr=False)
     hyps: Optional[List[str]] = field(default=None, repr=False)
@@ -120,6 +122,7 @@ def _training(folder: Path, text: str) -> dict:
     at_best = dict(curve).get(best) if best is not None else None
     epochs = [int(line.split("| valid | epoch")[1].split("|")[0]) for line in text.split("\n") if "| valid | epoch" in line]
     return {"epochs": max(epochs) if epochs else 0, "stopped": stop_reason(folder), "best_updates": best,
+            "valid_curve": [[u, p] for u, p in curve],
             "valid_ppl": at_best, "train_seconds": training_seconds(folder),
             "decode_seconds": int(times["decode_test_seconds"]) if "decode_test_seconds" in times else None}
 
@@ -426,6 +429,32 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(runs: List[Run], path: Path) -> None:
+    """``curves.png``: every run's validation perplexity by update (colour: variant, line: seed), and each
+    variant's over the same seed's softmax at the same update."""
+    from fairseq_rela.analysis.plots import pyplot
+    from fairseq_rela.cli.files import save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    soft = {r.seed: dict((int(u), p) for u, p in r.valid_curve) for r in runs if r.variant == "softmax"}
+    styles = ["-", "--", ":", "-."]
+    for r in runs:
+        style = dict(color=f"C{ORDER.index(r.variant)}", ls=styles[(r.seed - 1) % len(styles)], lw=1)
+        axes[0].plot([u for u, _ in r.valid_curve], [p for _, p in r.valid_curve], label=f"{r.variant} seed {r.seed}",
+                     **style)
+        if r.variant != "softmax" and r.seed in soft:
+            gap = [(u, p / soft[r.seed][int(u)]) for u, p in r.valid_curve if int(u) in soft[r.seed]]
+            axes[1].plot([u for u, _ in gap], [g for _, g in gap], label=f"{r.variant} seed {r.seed}", **style)
+    axes[0].set(xlabel="updates", ylabel="validation ppl (Multi30k val)", yscale="log")
+    axes[1].axhline(1.0, color=f"C{ORDER.index('softmax')}", lw=0.8)
+    axes[1].set(xlabel="updates", ylabel="validation ppl / same seed's softmax")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, str(path))
+
+
 def write(out: Path, runs: List[Run], result: dict, text: str) -> None:
     from fairseq_rela.cli.files import write_json, write_text
 
@@ -443,6 +472,7 @@ def write(out: Path, runs: List[Run], result: dict, text: str) -> None:
         for name, path in (("train.log", src / "train.log"), ("stats.txt", stats_txt), ("times.txt", src / "times.txt")):
             write_text(str(d / name), path.read_text(encoding="utf-8", errors="replace"))
     write_text(str(out / "results.md"), text)
+    plot(runs, out / "curves.png")
     rows = [{k: v for k, v in asdict(r).items() if k not in ("options", "hyps")} for r in runs]
     write_json({"runs": rows, **result}, str(out / "results.json"))
 

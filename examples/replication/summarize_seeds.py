@@ -440,7 +440,8 @@ def plot(runs: List[Run], path: Path) -> None:
     soft = {r.seed: dict((int(u), p) for u, p in r.valid_curve) for r in runs if r.variant == "softmax"}
     styles = ["-", "--", ":", "-."]
     for r in runs:
-        style = dict(color=f"C{ORDER.index(r.variant)}", ls=styles[(r.seed - 1) % len(styles)], lw=1)
+        colour = ORDER.index(r.variant) if r.variant in ORDER else len(ORDER)
+        style = dict(color=f"C{colour}", ls=styles[(r.seed - 1) % len(styles)], lw=1)
         axes[0].plot([u for u, _ in r.valid_curve], [p for _, p in r.valid_curve], label=f"{r.variant} seed {r.seed}",
                      **style)
         if r.variant != "softmax" and r.seed in soft:

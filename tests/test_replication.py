@@ -421,7 +421,8 @@ def test_seeds_sh_runs_multi30k_sh_whole_path_with_extra_train_args(tmp_path):
     translated = (model / "gen-test.txt").stat().st_mtime_ns
     seeds()  # the model is finished: nothing is trained or translated again
     assert (model / "train.log").read_text() == log and (model / "gen-test.txt").stat().st_mtime_ns == translated
-    assert len((work / "pieces.log").read_text().splitlines()) == 4
+    assert (work / "pieces.log").read_text().splitlines()[2:][0].split(" ", 1)[1] == \
+        "skip softmax seed 2 (finished before)" and len((work / "pieces.log").read_text().splitlines()) == 3
 
 
 @pytest.mark.e2e
@@ -637,6 +638,38 @@ def test_seed_summary_scores_every_seed_and_compares_over_seeds(tmp_path):
     assert att["n"] == 3 and abs(att["mean"] - (0.71 * 2 + 0.742) / 3) < 2e-3
     signature = f"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
     assert result["bleu_signature"] == signature and signature in (out / "results.md").read_text()
+
+
+def test_seed_pieces_take_their_epochs_and_a_lower_bound_from_train_log(tmp_path):
+    """A piece killed without its end line is timed to its model's last train.log line before the next
+    start (a lower bound); each piece gets the epochs it finished; a skip line is no piece; a start whose
+    model has no train.log keeps no epochs."""
+    from summarize_seeds import markdown, read_pieces
+
+    model = tmp_path / "seed2" / "de-en-softmax"
+    model.mkdir(parents=True)
+    line = "2026-12-07 {} | INFO | fairseq_cli.train | end of epoch {} (average epoch stats below)\n"
+    (model / "train.log").write_text("2026-12-07 12:28:00 | INFO | fairseq_cli.train | Namespace(seed=2)\n"
+                                     + line.format("12:31:00", 1) + line.format("15:11:50", 28)
+                                     + "2026-12-07 15:14:23 | INFO | train_inner | epoch 029:     50 / 135\n"
+                                     + "2026-12-07 15:41:00 | INFO | fairseq.trainer | Loaded checkpoint\n"
+                                     + line.format("15:44:00", 29) + line.format("17:02:30", 54))
+    (tmp_path / "pieces.log").write_text("2026-12-07T12:27:45Z start softmax seed 2 (host vm, pid 1)\n"
+                                         "2026-12-07T15:40:33Z start softmax seed 2 (host vm, pid 2)\n"
+                                         "2026-12-07T15:40:34Z start rela-g seed 2 (host vm, pid 3)\n"
+                                         "2026-12-07T17:03:16Z done softmax seed 2\n"
+                                         "2026-12-07T18:53:19Z skip softmax seed 2 (finished before)\n")
+    rows = read_pieces([tmp_path / "pieces.log"])
+    assert [(r["variant"], r["outcome"], r["seconds"], r["epochs"], r["last_log"], r["seconds_at_least"])
+            for r in rows] == [
+        ("softmax", "no end logged", None, [1, 28], "2026-12-07T15:14:23Z", 9998),
+        ("softmax", "done", 4963, [29, 54], None, None),
+        ("rela-g", "no end logged", None, None, None, None)]
+    table = markdown([], {"variants": {}, "comparisons": {}, "pieces": rows, "bleu_signature": "b",
+                          "chrf_signature": "c"}, 10, 10)
+    assert "| softmax | 2 | 2026-12-07T12:27:45Z | — | no end logged | ≥ 2.78 h (to 15:14:23Z) | 1–28 |" in table
+    assert "| softmax | 2 | 2026-12-07T15:40:33Z | 2026-12-07T17:03:16Z | done | 1.38 h | 29–54 |" in table
+    assert "| rela-g | 2 | 2026-12-07T15:40:34Z | — | no end logged | — | — |" in table
 
 
 @pytest.mark.e2e

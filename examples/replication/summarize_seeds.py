@@ -26,6 +26,7 @@ import ast
 import gzip
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,10 +241,27 @@ def read_refs(path: Path) -> List[str]:
         return [line.rstrip("\n") for line in f]  # as they are: sacrebleu REFS -i HYP rescores the same
 
 
+def _log_lines(path: Path):
+    """``(time, line)`` of every timestamped line of a fairseq ``train.log`` (fairseq logs the machine's clock,
+    UTC here, as ``seeds.sh`` does)."""
+    from datetime import datetime
+
+    out = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+            try:
+                out.append((datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S"), line))
+            except ValueError:
+                continue
+    return out
+
+
 def read_pieces(paths: List[Path]) -> List[dict]:
     """The pieces ``seeds.sh`` logged (``TIME start V seed S (host H, pid P)``, then ``TIME done|stopped|failed
-    V seed S``): one row per start, with its end and wall time (an unmatched start: running, or killed
-    without its trap)."""
+    V seed S``; ``skip`` lines, for models finished before, are no piece): one row per start, with its end and
+    wall time, and from the run's ``train.log`` (``WORK/seedS/de-en-V``) the epochs the piece finished.  A start
+    with no end line (running, or killed without its trap) is timed to its last ``train.log`` line before the
+    same model's next start: a lower bound (``seconds_at_least``)."""
     from datetime import datetime
 
     rows, open_ = [], {}
@@ -254,7 +272,7 @@ def read_pieces(paths: List[Path]) -> List[dict]:
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) < 5 or parts[1] not in ("start", "done", "stopped", "failed") or parts[3] != "seed":
+            if len(parts) < 5 or parts[1] not in ("start", "done", "stopped", "failed", "skip") or parts[3] != "seed":
                 raise InputError(f"{path}:{n}: not a seeds.sh line: {line!r}")
             try:
                 when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ")
@@ -263,14 +281,38 @@ def read_pieces(paths: List[Path]) -> List[dict]:
             key = (str(path), parts[2], parts[4])
             if parts[1] == "start":
                 row = {"log": str(path), "variant": parts[2], "seed": int(parts[4]), "start": parts[0], "end": None,
-                       "outcome": "no end logged", "seconds": None, "host": " ".join(parts[5:]).strip("()")}
+                       "outcome": "no end logged", "seconds": None, "host": " ".join(parts[5:]).strip("()"),
+                       "epochs": None, "last_log": None, "seconds_at_least": None}
                 rows.append(row)
                 open_[key] = (row, when)
-            elif key in open_:
+            elif parts[1] != "skip" and key in open_:
                 row, began = open_.pop(key)
                 row.update(end=parts[0], outcome=" ".join(parts[1:2] + parts[5:]),
                            seconds=int((when - began).total_seconds()))
+    for i, row in enumerate(rows):
+        _epochs_of(row, rows[i + 1:])
     return rows
+
+
+def _epochs_of(row: dict, later: List[dict]) -> None:
+    """Fill ``epochs`` ([first, last] finished in the piece, or [] for none) and, for a piece with no end line,
+    ``last_log`` and ``seconds_at_least``, from the model's train.log (left None where there is none)."""
+    from datetime import datetime
+
+    log = Path(row["log"]).parent / f"seed{row['seed']}" / f"de-en-{row['variant']}" / "train.log"
+    lines = _log_lines(log)
+    if not lines:
+        return
+    parse = lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    begin = parse(row["start"])
+    nxt = [parse(r["start"]) for r in later if (r["log"], r["variant"], r["seed"]) == (row["log"], row["variant"], row["seed"])]
+    until = parse(row["end"]) if row["end"] else (nxt[0] if nxt else datetime.max)
+    mine = [(t, line) for t, line in lines if begin <= t <= until]
+    epochs = [int(m.group(1)) for _, line in mine for m in [re.search(r"end of epoch (\d+) ", line)] if m]
+    row["epochs"] = [min(epochs), max(epochs)] if epochs else []
+    if row["end"] is None and mine:
+        row["last_log"] = mine[-1][0].strftime("%Y-%m-%dT%H:%M:%SZ")
+        row["seconds_at_least"] = int((mine[-1][0] - begin).total_seconds())
 
 
 # --- statistics ------------------------------------------------------------------------------------------
@@ -414,12 +456,20 @@ def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
         lines.append(f"| {name} | {interval(c['welch_bleu'])} | {interval(c['welch_chrf'])} | "
                      f"{interval(c['welch_valid_ppl'])} | {boot} | {p} |")
     if result.get("pieces"):
-        lines += ["", "Pieces (seeds.sh's pieces.log; UTC):", "", "| variant | seed | start | end | outcome | wall time |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Pieces (seeds.sh's pieces.log; UTC; epochs: those the piece finished, from the model's "
+                  "train.log; a piece with no end line is timed to its last train.log line, a lower bound):", "",
+                  "| variant | seed | start | end | outcome | wall time | epochs |", "|---|---|---|---|---|---|---|"]
         for piece in result["pieces"]:
-            wall = "—" if piece["seconds"] is None else f"{piece['seconds'] / 3600:.2f} h"
+            if piece["seconds"] is not None:
+                wall = f"{piece['seconds'] / 3600:.2f} h"
+            elif piece.get("seconds_at_least") is not None:
+                wall = f"≥ {piece['seconds_at_least'] / 3600:.2f} h (to {piece['last_log'][11:]})"
+            else:
+                wall = "—"
+            ep = piece.get("epochs")
+            ep = "—" if ep is None else ("none" if not ep else (f"{ep[0]}" if ep[0] == ep[1] else f"{ep[0]}–{ep[1]}"))
             lines.append(f"| {piece['variant']} | {piece['seed']} | {piece['start']} | {piece['end'] or '—'} | "
-                         f"{piece['outcome']} | {wall} |")
+                         f"{piece['outcome']} | {wall} | {ep} |")
     lines += ["", f"SacreBLEU BLEU: {result['bleu_signature']}", f"SacreBLEU chrF: {result['chrf_signature']}", "",
               "Methods (`fairseq_rela/seeds.py`): Welch's t-interval over the seeds' corpus scores (Welch 1947), the "
               "primary seed-aware interval; the pigeonhole bootstrap resamples seeds and, independently, test sentences "

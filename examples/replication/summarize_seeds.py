@@ -29,6 +29,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -241,11 +242,16 @@ def read_refs(path: Path) -> List[str]:
         return [line.rstrip("\n") for line in f]  # as they are: sacrebleu REFS -i HYP rescores the same
 
 
+UTC = "%Y-%m-%dT%H:%M:%SZ"  # seeds.sh's times (date -u +%FT%TZ)
+
+
+def _utc(text: str) -> datetime:
+    return datetime.strptime(text, UTC)
+
+
 def _log_lines(path: Path):
     """``(time, line)`` of every timestamped line of a fairseq ``train.log`` (fairseq logs the machine's clock,
     UTC here, as ``seeds.sh`` does)."""
-    from datetime import datetime
-
     out = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
@@ -262,8 +268,6 @@ def read_pieces(paths: List[Path]) -> List[dict]:
     wall time, and from the run's ``train.log`` (``WORK/seedS/de-en-V``) the epochs the piece finished.  A start
     with no end line (running, or killed without its trap) is timed to its last ``train.log`` line before the
     same model's next start: a lower bound (``seconds_at_least``)."""
-    from datetime import datetime
-
     rows, open_ = [], {}
     for path in paths:
         if not path.is_file():
@@ -275,7 +279,7 @@ def read_pieces(paths: List[Path]) -> List[dict]:
             if len(parts) < 5 or parts[1] not in ("start", "done", "stopped", "failed", "skip") or parts[3] != "seed":
                 raise InputError(f"{path}:{n}: not a seeds.sh line: {line!r}")
             try:
-                when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ")
+                when = _utc(parts[0])
             except ValueError:
                 raise InputError(f"{path}:{n}: not a seeds.sh time: {parts[0]!r}")
             key = (str(path), parts[2], parts[4])
@@ -297,21 +301,18 @@ def read_pieces(paths: List[Path]) -> List[dict]:
 def _epochs_of(row: dict, later: List[dict]) -> None:
     """Fill ``epochs`` ([first, last] finished in the piece, or [] for none) and, for a piece with no end line,
     ``last_log`` and ``seconds_at_least``, from the model's train.log (left None where there is none)."""
-    from datetime import datetime
-
     log = Path(row["log"]).parent / f"seed{row['seed']}" / f"de-en-{row['variant']}" / "train.log"
     lines = _log_lines(log)
     if not lines:
         return
-    parse = lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
-    begin = parse(row["start"])
-    nxt = [parse(r["start"]) for r in later if (r["log"], r["variant"], r["seed"]) == (row["log"], row["variant"], row["seed"])]
-    until = parse(row["end"]) if row["end"] else (nxt[0] if nxt else datetime.max)
+    same = [r for r in later if (r["log"], r["variant"], r["seed"]) == (row["log"], row["variant"], row["seed"])]
+    begin = _utc(row["start"])
+    until = _utc(row["end"]) if row["end"] else (_utc(same[0]["start"]) if same else datetime.max)
     mine = [(t, line) for t, line in lines if begin <= t <= until]
     epochs = [int(m.group(1)) for _, line in mine for m in [re.search(r"end of epoch (\d+) ", line)] if m]
     row["epochs"] = [min(epochs), max(epochs)] if epochs else []
     if row["end"] is None and mine:
-        row["last_log"] = mine[-1][0].strftime("%Y-%m-%dT%H:%M:%SZ")
+        row["last_log"] = mine[-1][0].strftime(UTC)
         row["seconds_at_least"] = int((mine[-1][0] - begin).total_seconds())
 
 

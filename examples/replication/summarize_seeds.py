@@ -66,7 +66,7 @@ class Run:
     bleu: Optional[float] = None
     chrf: Optional[float] = None
     bleu_p_vs_softmax: Optional[float] = None  # paired bootstrap against the same seed's softmax
-    bleu_ci95_vs_softmax: Optional[float] = None  # half-width, SacreBLEU's paired bootstrap
+    bleu_ci95_vs_softmax: Optional[float] = None  # this run's own BLEU 95% half-width in that bootstrap
     hypotheses: Optional[str] = None  # the committed file, relative to --out
     valid_curve: List[List[float]] = field(default_factory=list)  # [update, validation ppl] per validation
     attention: Dict[str, Dict[str, Dict[str, Optional[float]]]] = field(default_factory=dict)
@@ -409,8 +409,9 @@ def _spread(s, spec=".2f") -> str:
 
 
 def markdown(runs: List[Run], result: dict, samples: int, shuffles: int) -> str:
-    lines = ["Per run (BLEU and chrF on test2016, SacreBLEU; p and ± : paired bootstrap against the same seed's "
-             f"softmax, {samples} resamples of the test sentences; `committed`: from that run's results.json, "
+    lines = ["Per run (BLEU and chrF on test2016, SacreBLEU; p: paired bootstrap against the same seed's "
+             f"softmax, {samples} resamples of the test sentences, ±: the 95% half-width of this run's own BLEU in that "
+             "bootstrap, not an interval of the difference; `committed`: from that run's results.json, "
              "no translations kept):", "",
              "| variant | seed | source | epochs | best at update | valid ppl | BLEU | chrF | p vs softmax (same seed) | "
              "cross sparsity | cross null | cross JSD | train s | decode s |", "|" + "---|" * 14]

@@ -65,4 +65,21 @@ if ! command -v chromium > /dev/null 2>&1; then
     echo "scripts/install.sh: chromium missing and not installable (needs root and apt-get)" > "$VENV/no-browser.txt"
   fi
 fi
+# tcmalloc for CPU training (fairseq_rela.cli.malloc; examples/benchmark/train/malloc: faster, the same numbers).
+# Installed where it can be, like chromium; without it CPU training keeps glibc's malloc (a note says so).
+if [ -z "$("$PY" -c 'from fairseq_rela.cli.malloc import find_library; print(find_library() or "")')" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
+    echo "installing tcmalloc (libtcmalloc-minimal4, for CPU training) with apt-get"
+    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q --no-install-recommends libtcmalloc-minimal4 \
+        > /tmp/fairseq-rela-tcmalloc.log 2>&1 \
+      || { timeout 300 apt-get update -q > /dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q --no-install-recommends \
+              libtcmalloc-minimal4 > /tmp/fairseq-rela-tcmalloc.log 2>&1; } \
+      || echo "warning: could not install libtcmalloc-minimal4 (see /tmp/fairseq-rela-tcmalloc.log): CPU training" \
+              "keeps glibc's malloc, and the tests of fairseq_rela.cli.malloc fail" >&2
+  else
+    echo "note: tcmalloc not found and not installable here (needs root and apt-get): CPU training keeps glibc's" \
+         "malloc (apt-get install libtcmalloc-minimal4, or your system's gperftools)" >&2
+  fi
+fi
 echo "fairseq-rela installed in $VENV ($("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)'))"

@@ -322,3 +322,49 @@ def test_benchmark_readme_reads_the_independent_harness_from_its_committed_resul
     with pytest.raises(SystemExit) as exit_info:
         benchmark_readme.harness_lines(str(tmp_path))
     assert str(exit_info.value.code).startswith("benchmark_readme.py: error: ") and "not one group" in str(exit_info.value.code)
+
+
+# --- scripts/benchmark_malloc.py: CPU training under each allocator ---------------------------------------
+
+def _joined_toy_bin(toy_data, tmp_path):
+    """The toy corpus binarised with one joined dictionary (the recipe shares all embeddings)."""
+    out = tmp_path / "bin"
+    subprocess.run([sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang", "tgt",
+                    "--trainpref", str(toy_data / "train"), "--validpref", str(toy_data / "valid"), "--destdir",
+                    str(out), "--joined-dictionary", "--workers", "1"], capture_output=True, check=True)
+    return out
+
+
+@pytest.mark.e2e
+def test_benchmark_malloc_tiny_run_pairs_each_allocator_with_glibc(toy_data, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), "--data",
+                           str(_joined_toy_bin(toy_data, tmp_path)), "--allocators", "tcmalloc,thp,glibc-2", "--rounds",
+                           "2", "--updates", "4", "--interval", "2", "--output-dir", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "malloc.json").read_text())
+    assert list(result["summary"]) == ["tcmalloc", "thp", "glibc-2"] and len(result["pairs"]) == 6
+    for pair in result["pairs"]:  # cores swapped from round to round; the same numbers logged in each pair
+        assert [pair["glibc"]["core"], pair["other"]["core"]] == ([0, 1] if pair["round"] == 1 else [1, 0])
+        assert pair["glibc"]["numbers"] == pair["other"]["numbers"] and len(pair["glibc"]["numbers"]) == 2
+        assert NOISE_BAND[0] < pair["ratio"] < NOISE_BAND[1]
+        assert pair["glibc"]["minor_faults"] > 0 and pair["other"]["system_seconds"] >= 0
+    assert "libtcmalloc" in result["library"]["tcmalloc"]
+    text = (out / "malloc.txt").read_text()
+    assert "identical" in text and "glibc-2" in text and text.startswith(result["header"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("args, says", [
+    (["--allocators", "mimalloc"], "unknown allocator 'mimalloc'"),
+    (["--updates", "3"], "--rounds >= 1, --interval >= 1 and --updates >= 2 x --interval"),
+    (["--data", "NONE"], "--data NONE: not a binarised parallel corpus (e.g. prepare_multi30k.py's bin)"),
+])
+def test_benchmark_malloc_refuses_bad_options_in_one_line(toy_data, tmp_path, args, says):
+    argv = ["--data", str(toy_data / "bin"), "--allocators", "tcmalloc", *args, "--output-dir", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), *argv],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"benchmark_malloc.py: error: {says}"]
+    assert not (tmp_path / "out").exists()

@@ -416,6 +416,7 @@ def test_seeds_sh_runs_multi30k_sh_whole_path_with_extra_train_args(tmp_path):
     assert json.loads((model / "analysis" / "stats.json").read_text())
     times = (model / "times.txt").read_text()
     assert "train_seconds" in times and "decode_test_seconds" in times and "best_updates" in times
+    assert "malloc tcmalloc" in times.split("\n")  # preloaded (fairseq_rela.cli.malloc; scripts/install.sh installs it)
     pieces = [line.split(" ", 1)[1].split(" (")[0] for line in (work / "pieces.log").read_text().splitlines()]
     assert pieces == ["start softmax seed 2", "done softmax seed 2"]
     translated = (model / "gen-test.txt").stat().st_mtime_ns
@@ -719,6 +720,73 @@ def test_seed_summary_refuses_bad_input_in_one_line(tmp_path):
     assert "--refs" in refused(soft, rela, extra=["--refs", str(tmp_path / "none.gz")])
     (tmp_path / "pieces.log").write_text("2026-12-07T03:00:00Z begin softmax seed 2\n")
     assert "pieces.log:1: not a seeds.sh line" in refused(soft, rela, extra=["--pieces", str(tmp_path / "pieces.log")])
+
+
+@pytest.mark.e2e
+def test_seed_summary_grows_from_its_own_folder_and_checks_what_it_reads(tmp_path):
+    """Seed 3 added to a summary of seed 2 (``--summary`` into the same folder) gives the summary of both at
+    once, pieces included; a hypothesis file changed since, or cut short, is refused in one line."""
+    refs = _refs(tmp_path, n=60)
+    work = tmp_path / "work"
+    for variant, seed, drop in (("softmax", 2, 5), ("softmax", 3, 4), ("rela-g", 2, 1), ("rela-g", 3, 2)):
+        _seed_run(work, variant, seed, refs, drop)
+    (tmp_path / "p2.log").write_text("2026-12-07T03:00:00Z start softmax seed 2 (host vm, pid 7)\n"
+                                     "2026-12-07T04:30:00Z done softmax seed 2\n")
+    (tmp_path / "p3.log").write_text("2026-12-08T03:00:00Z start rela-g seed 3 (host vm, pid 8)\n")
+    script = [sys.executable, str(EXAMPLE / "summarize_seeds.py"), "--refs", str(tmp_path / "refs.en"),
+              "--samples", "100", "--shuffles", "100"]
+
+    def summarize(*args, ok=True):
+        proc = subprocess.run(script + [str(a) for a in args], capture_output=True, text=True)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+            return proc
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = proc.stderr.strip().split("\n")
+        assert line.startswith("summarize_seeds.py: error: ")
+        return line
+
+    summarize(work / "seed2", work / "seed3", "--committed", RUN_54, "--pieces", tmp_path / "p2.log",
+              tmp_path / "p3.log", "--out", tmp_path / "once")
+    grown = tmp_path / "grown"
+    summarize(work / "seed2", "--committed", RUN_54, "--pieces", tmp_path / "p2.log", "--out", grown)
+    assert "seeds 2, 3" not in (grown / "results.md").read_text()
+    summarize(work / "seed3", "--summary", grown, "--pieces", tmp_path / "p3.log", "--out", grown)
+    once, both = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "once", grown))
+    assert both == once and len(both["runs"]) == 6 and len(both["pieces"]) == 2
+    assert (grown / "results.md").read_text() == (tmp_path / "once" / "results.md").read_text()
+    assert "seed 3 listed twice" in summarize(work / "seed3", "--summary", grown, "--out", tmp_path / "x", ok=False)
+    rebuilt = tmp_path / "rebuilt"  # from the folder alone (the work folders gone)
+    for model in work.glob("seed*/de-en-*"):
+        for f in model.iterdir():
+            if f.is_file():
+                f.unlink()
+    summarize("--summary", grown, "--out", rebuilt)
+    assert json.loads((rebuilt / "results.json").read_text()) == once
+    hyp = grown / "rela-g-seed3" / "test2016.hyp.en"
+    lines = hyp.read_text(encoding="utf-8").split("\n")
+    hyp.write_text("\n".join([refs[0]] + lines[1:]), encoding="utf-8")  # first sentence changed since
+    assert "scores BLEU" in summarize("--summary", grown, "--out", tmp_path / "x", ok=False)
+    hyp.write_text("\n".join(lines[1:]), encoding="utf-8")  # one line short
+    assert "59 lines for 60 references" in summarize("--summary", grown, "--out", tmp_path / "x", ok=False)
+    hyp.write_text("\n".join(lines), encoding="utf-8")
+    assert "no runs" in summarize("--out", tmp_path / "x", ok=False)
+    assert "not summarize_seeds.py's" in summarize("--summary", RUN_54, "--out", tmp_path / "x", ok=False)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_the_committed_seed_summary_rebuilds_from_the_repository_alone(tmp_path):
+    """summarize_seeds.py --summary on the committed seeds folder, with ../shared/data's references, gives its
+    results.json again: every BLEU, chrF, interval and p-value from the committed hypotheses."""
+    run = EXAMPLE / "runs" / "2026-12-07-cpu-multi30k-seeds"
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "summarize_seeds.py"), "--summary", str(run),
+                           "--refs", str(SHARED_DATA / "multi30k" / "test_2016_flickr.en.gz"), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads((run / "results.json").read_text())
+    assert (tmp_path / "results.md").read_text() == (run / "results.md").read_text()
 
 
 @pytest.mark.e2e

@@ -4,7 +4,10 @@ Reads each model folder as ``multi30k.sh`` leaves it (``de-en-VARIANT/`` with ``
 ``gen-test.txt`` or ``.gz``, ``analysis/stats.json`` and ``analysis/stats.txt``; a folder holding such
 folders, e.g. ``work/m30k-seeds/seed2``, stands for all of them), and with ``--committed`` a run folder of
 ``summarize_multi30k.py`` whose checkpoints and translations are gone (its ``results.json`` gives BLEU and the
-attention statistics; no sentence-level statistics). Variant and seed come from the fairseq options in each
+attention statistics; no sentence-level statistics), and with ``--summary`` a folder this script wrote before,
+whose runs enter again from its per-run folders (``test2016.hyp.en``, ``train.log``) and its ``results.json``
+(attention statistics, validation curve, pieces), so the summary can be rebuilt, or grown by new seeds, from the
+repository alone. Variant and seed come from the fairseq options in each
 ``train.log``, and every run must have the recipe of the first (all options but seed, save_dir and the
 attention options; a resumed run's earlier pieces may differ in max_epoch and patience only).
 
@@ -19,6 +22,10 @@ approximate randomisation, and each seed's paired bootstrap against the same see
 
     python examples/replication/summarize_seeds.py work/m30k-seeds/seed2 work/m30k-seeds/seed3 \\
         --committed examples/replication/runs/2026-11-24-cpu-multi30k-54ep --pieces work/m30k-seeds/pieces.log \\
+        --out examples/replication/runs/2026-12-07-cpu-multi30k-seeds
+    # a fourth seed added to that summary (or, with no run folders, the summary rebuilt from the repository)
+    python examples/replication/summarize_seeds.py work/m30k-seeds/seed4 \\
+        --summary examples/replication/runs/2026-12-07-cpu-multi30k-seeds --pieces work/m30k-seeds/pieces.log \\
         --out examples/replication/runs/2026-12-07-cpu-multi30k-seeds
 """
 import argparse
@@ -72,6 +79,8 @@ class Run:
     attention: Dict[str, Dict[str, Dict[str, Optional[float]]]] = field(default_factory=dict)
     options: dict = field(default_factory=dict, repr=False)
     hyps: Optional[List[str]] = field(default=None, repr=False)
+    files: Optional[str] = field(default=None, repr=False)  # --summary: its per-run folder (train.log, stats.txt)
+    bleu_recorded: Optional[float] = field(default=None, repr=False)  # --summary: the BLEU its results.json gives
 
 
 def fairseq_options(text: str) -> List[dict]:
@@ -197,6 +206,61 @@ def load_committed(run: Path, variants) -> List[Run]:
                        bleu_ci95_vs_softmax=row.get("bleu_ci95") if variant != "softmax" else None,
                        attention=row.get("attention") or {}, options=pieces))
     return out
+
+
+SUMMARY_FIELDS = ("variant", "seed", "folder", "source", "epochs", "stopped", "best_updates", "valid_ppl",
+                  "train_seconds", "decode_seconds", "bleu", "hypotheses", "valid_curve", "attention")
+
+
+def load_summary(out: Path, n_refs: int):
+    """The runs and pieces of a folder this script wrote (``results.json``, ``VARIANT-seedN/``): translations from
+    each ``test2016.hyp.en`` (scored again), everything else as recorded; runs that had no translations
+    (``committed``) keep their recorded BLEU and paired-bootstrap figures."""
+    try:
+        data = json.loads((out / "results.json").read_text())
+        rows, pieces = data["runs"], data.get("pieces") or []
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and set(SUMMARY_FIELDS) <= set(r) for r in rows):
+            raise TypeError
+    except FileNotFoundError:
+        raise InputError(f"--summary {out}: no results.json (summarize_seeds.py writes it)")
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"--summary {out}/results.json: not summarize_seeds.py's (a 'runs' list with "
+                         f"{', '.join(SUMMARY_FIELDS[:3])}, …)")
+    runs = []
+    for row in rows:
+        d = out / f"{row['variant']}-seed{row['seed']}"
+        missing = [n for n in ("train.log", "times.txt", "stats.txt") if not (d / n).is_file()]
+        if row["hypotheses"] is not None and not (out / row["hypotheses"]).is_file():
+            missing.append(Path(row["hypotheses"]).name)
+        if missing:
+            raise InputError(f"--summary {d}: missing {', '.join(missing)}")
+        _, options, variant = _read_log(d)
+        if (variant, int(options[-1]["seed"])) != (row["variant"], row["seed"]):
+            raise InputError(f"--summary {d}/train.log: trains {variant} seed {options[-1]['seed']}, "
+                             f"results.json says {row['variant']} seed {row['seed']}")
+        hyps = None
+        if row["hypotheses"] is not None:
+            hyps = (out / row["hypotheses"]).read_text(encoding="utf-8").split("\n")
+            if hyps[-1] != "" or len(hyps) - 1 != n_refs:
+                raise InputError(f"--summary {out / row['hypotheses']}: {len(hyps) - (hyps[-1] == '')} lines for "
+                                 f"{n_refs} references")
+            hyps = hyps[:-1]
+        kept = {k: row[k] for k in SUMMARY_FIELDS if k not in ("hypotheses", "bleu")}
+        if hyps is None:  # no translations: the recorded figures are all there is
+            kept.update(bleu=row["bleu"], chrf=row.get("chrf"), bleu_p_vs_softmax=row.get("bleu_p_vs_softmax"),
+                        bleu_ci95_vs_softmax=row.get("bleu_ci95_vs_softmax"))
+        runs.append(Run(**kept, options=options, hyps=hyps, files=str(d), bleu_recorded=row["bleu"]))
+    return runs, pieces
+
+
+def check_rescored(runs: List[Run]) -> None:
+    """A --summary run's hypotheses must give the BLEU its results.json recorded (else the file or the references
+    changed since)."""
+    for r in runs:
+        if r.files is not None and r.hyps is not None and r.bleu_recorded is not None \
+                and abs(r.bleu - r.bleu_recorded) > 0.005:
+            raise InputError(f"--summary {r.files}: its test2016.hyp.en scores BLEU {r.bleu:.2f} against --refs, "
+                             f"results.json recorded {r.bleu_recorded:.2f} (the file or the references changed)")
 
 
 def check_recipe(runs: List[Run]) -> None:
@@ -520,21 +584,23 @@ def write(out: Path, runs: List[Run], result: dict, text: str) -> None:
         if r.hyps is not None:
             write_text(str(d / "test2016.hyp.en"), "".join(h + "\n" for h in r.hyps))
             r.hypotheses = f"{d.name}/test2016.hyp.en"
-        src = Path(r.folder)
-        stats_txt = src / "analysis" / "stats.txt" if r.source == "run" else src / "stats.txt"
+        src = Path(r.files or r.folder)
+        stats_txt = src / "analysis" / "stats.txt" if r.source == "run" and r.files is None else src / "stats.txt"
         for name, path in (("train.log", src / "train.log"), ("stats.txt", stats_txt), ("times.txt", src / "times.txt")):
             write_text(str(d / name), path.read_text(encoding="utf-8", errors="replace"))
     write_text(str(out / "results.md"), text)
     plot(runs, out / "curves.png")
-    rows = [{k: v for k, v in asdict(r).items() if k not in ("options", "hyps")} for r in runs]
+    rows = [{k: v for k, v in asdict(r).items() if k not in ("options", "hyps", "files", "bleu_recorded")} for r in runs]
     write_json({"runs": rows, **result}, str(out / "results.json"))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="model folders of multi30k.sh, or folders holding de-en-*/")
+    p.add_argument("runs", nargs="*", type=Path, help="model folders of multi30k.sh, or folders holding de-en-*/")
     p.add_argument("--committed", type=Path, help="a summarised run folder (results.json, de-en-V/train.log) whose "
                    "models enter as their own seed, for the variants the runs have")
+    p.add_argument("--summary", type=Path, help="a folder this script wrote: its runs (translations from the "
+                   "committed test2016.hyp.en, scored again) and pieces enter again; --out may be the same folder")
     p.add_argument("--refs", type=Path, default=DEFAULT_REFS, help=f"the test references (default {DEFAULT_REFS})")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pieces", type=Path, nargs="*", default=[], help="seeds.sh's pieces.log files: the pieces "
@@ -545,18 +611,27 @@ def main(argv=None) -> None:
     try:
         if args.samples < 1 or args.shuffles < 1:
             raise InputError("--samples and --shuffles must be >= 1")
+        if not args.runs and args.summary is None:
+            raise InputError("no runs: give model folders, --summary, or both")
         refs = read_refs(args.refs)
         runs = [load_run(f, len(refs)) for f in expand(args.runs)]
+        earlier_pieces = []
+        if args.summary is not None:
+            summarised, earlier_pieces = load_summary(args.summary, len(refs))
+            runs += summarised
         if args.committed is not None:
             runs += load_committed(args.committed, [v for v in ORDER if any(r.variant == v for r in runs)])
         if not any(r.variant == "softmax" for r in runs):
             raise InputError("no softmax run: every variant is compared with softmax")
         check_recipe(runs)
         pieces = read_pieces(args.pieces)
+        seen = {(p["log"], p["variant"], p["seed"], p["start"]) for p in pieces}
+        pieces = [p for p in earlier_pieces if (p["log"], p["variant"], p["seed"], p["start"]) not in seen] + pieces
+        runs.sort(key=lambda r: (ORDER.index(r.variant) if r.variant in ORDER else len(ORDER), r.seed))
+        result = score(runs, refs, args.samples, args.shuffles)
+        check_rescored(runs)
     except InputError as err:
         sys.exit(f"{PROG}: error: {err}")
-    runs.sort(key=lambda r: (ORDER.index(r.variant) if r.variant in ORDER else len(ORDER), r.seed))
-    result = score(runs, refs, args.samples, args.shuffles)
     result["pieces"] = pieces
     text = markdown(runs, result, args.samples, args.shuffles)
     from fairseq_rela.cli.files import WriteError

@@ -339,30 +339,74 @@ def _joined_toy_bin(toy_data, tmp_path):
 def test_benchmark_malloc_tiny_run_pairs_each_allocator_with_glibc(toy_data, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), "--data",
-                           str(_joined_toy_bin(toy_data, tmp_path)), "--allocators", "tcmalloc,thp,glibc-2", "--rounds",
-                           "2", "--updates", "4", "--interval", "2", "--output-dir", str(out)],
+                           str(_joined_toy_bin(toy_data, tmp_path)), "--allocators", "tcmalloc,glibc-tuned,glibc-2",
+                           "--rounds", "2", "--updates", "4", "--interval", "2", "--output-dir", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "malloc.json").read_text())
-    assert list(result["summary"]) == ["tcmalloc", "thp", "glibc-2"] and len(result["pairs"]) == 6
+    assert list(result["summary"]) == ["tcmalloc", "glibc-tuned", "glibc-2"] and len(result["pairs"]) == 6
     for pair in result["pairs"]:  # cores swapped from round to round; the same numbers logged in each pair
         assert [pair["glibc"]["core"], pair["other"]["core"]] == ([0, 1] if pair["round"] == 1 else [1, 0])
         assert pair["glibc"]["numbers"] == pair["other"]["numbers"] and len(pair["glibc"]["numbers"]) == 2
         assert NOISE_BAND[0] < pair["ratio"] < NOISE_BAND[1]
         assert pair["glibc"]["minor_faults"] > 0 and pair["other"]["system_seconds"] >= 0
+        assert pair["glibc"]["mapped"] == [] and (pair["other"]["mapped"] != []) == (pair["allocator"] == "tcmalloc")
     assert "libtcmalloc" in result["library"]["tcmalloc"]
     text = (out / "malloc.txt").read_text()
-    assert "identical" in text and "glibc-2" in text and text.startswith(result["header"])
+    assert text.startswith(result["header"]) and text.rstrip().endswith(": identical")
+    (out / "malloc.txt").unlink()  # --render writes it again from the JSON alone
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), "--render",
+                            str(out / "malloc.json")], capture_output=True, text=True)
+    assert again.returncode == 0 and (out / "malloc.txt").read_text() == text == again.stdout
+    result["pairs"][0]["other"]["numbers"][0][1] = "9.999"
+    (out / "malloc.json").write_text(json.dumps(result))
+    subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), "--render", str(out / "malloc.json")],
+                   capture_output=True, check=True)
+    assert (out / "malloc.txt").read_text().rstrip().endswith(": DIFFERENT")
+
+
+FAKE_TRAIN = """#!/bin/bash
+# stands in for fairseq-train: logs two intervals; under LD_PRELOAD its loss is another
+sleep 4
+loss=1.5; [ -n "$LD_PRELOAD" ] && loss=$DIFFERENT_LOSS
+for u in 2 4; do
+  echo "2026-12-08 00:00:0$u | INFO | train_inner | epoch 001:      $u / 9 loss=$loss, nll_loss=1.2, wps=100.0, wpb=50.0, gnorm=0.8"
+done
+"""
+
+
+@pytest.mark.e2e
+def test_benchmark_malloc_fails_when_an_allocator_changes_a_logged_number(toy_data, tmp_path):
+    fake = tmp_path / "fake-train"
+    fake.write_text(FAKE_TRAIN)
+    fake.chmod(0o755)
+
+    def run(loss):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), "--data", str(toy_data / "bin"),
+                               "--allocators", "tcmalloc", "--rounds", "1", "--updates", "4", "--interval", "2",
+                               "--program", str(fake), "--output-dir", str(tmp_path / "out")],
+                              capture_output=True, text=True, env={**os.environ, "DIFFERENT_LOSS": loss})
+
+    proc = run("1.6")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    assert proc.stderr.strip().splitlines() == ["benchmark_malloc.py: error: tcmalloc logged other numbers than glibc "
+                                                "([[2, '1.6', '1.2', '0.8'], [4, '1.6', '1.2', '0.8']] vs "
+                                                "[[2, '1.5', '1.2', '0.8'], [4, '1.5', '1.2', '0.8']]): an allocator may "
+                                                "not change them"]
+    proc = run("1.5")  # the same numbers: a ratio of 1 (both log the same wpb and wps)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out" / "malloc.json").read_text())["summary"]["tcmalloc"]["ratio_median"] == 1.0
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("args, says", [
     (["--allocators", "mimalloc"], "unknown allocator 'mimalloc'"),
+    (["--allocators", ","], "--allocators: give at least one"),
     (["--updates", "3"], "--rounds >= 1, --interval >= 1 and --updates >= 2 x --interval"),
     (["--data", "NONE"], "--data NONE: not a binarised parallel corpus (e.g. prepare_multi30k.py's bin)"),
 ])
 def test_benchmark_malloc_refuses_bad_options_in_one_line(toy_data, tmp_path, args, says):
-    argv = ["--data", str(toy_data / "bin"), "--allocators", "tcmalloc", *args, "--output-dir", str(tmp_path / "out")]
+    argv = ["--data", str(toy_data / "bin"), "--allocators", "glibc-2", *args, "--output-dir", str(tmp_path / "out")]
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_malloc.py"), *argv],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

@@ -416,7 +416,9 @@ def test_seeds_sh_runs_multi30k_sh_whole_path_with_extra_train_args(tmp_path):
     assert json.loads((model / "analysis" / "stats.json").read_text())
     times = (model / "times.txt").read_text()
     assert "train_seconds" in times and "decode_test_seconds" in times and "best_updates" in times
-    assert "malloc tcmalloc" in times.split("\n")  # preloaded (fairseq_rela.cli.malloc; scripts/install.sh installs it)
+    from fairseq_rela.cli.malloc import find_library  # tcmalloc where installed (scripts/install.sh installs it)
+
+    assert f"malloc {'tcmalloc' if find_library() else 'glibc'}" in times.split("\n")
     pieces = [line.split(" ", 1)[1].split(" (")[0] for line in (work / "pieces.log").read_text().splitlines()]
     assert pieces == ["start softmax seed 2", "done softmax seed 2"]
     translated = (model / "gen-test.txt").stat().st_mtime_ns
@@ -751,7 +753,7 @@ def test_seed_summary_grows_from_its_own_folder_and_checks_what_it_reads(tmp_pat
     grown = tmp_path / "grown"
     summarize(work / "seed2", "--committed", RUN_54, "--pieces", tmp_path / "p2.log", "--out", grown)
     assert "seeds 2, 3" not in (grown / "results.md").read_text()
-    summarize(work / "seed3", "--summary", grown, "--pieces", tmp_path / "p3.log", "--out", grown)
+    summarize(work / "seed3", "--summary", grown, "--pieces", tmp_path / "p2.log", tmp_path / "p3.log", "--out", grown)
     once, both = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "once", grown))
     assert both == once and len(both["runs"]) == 6 and len(both["pieces"]) == 2
     assert (grown / "results.md").read_text() == (tmp_path / "once" / "results.md").read_text()
@@ -770,6 +772,21 @@ def test_seed_summary_grows_from_its_own_folder_and_checks_what_it_reads(tmp_pat
     hyp.write_text("\n".join(lines[1:]), encoding="utf-8")  # one line short
     assert "59 lines for 60 references" in summarize("--summary", grown, "--out", tmp_path / "x", ok=False)
     hyp.write_text("\n".join(lines), encoding="utf-8")
+    times = grown / "softmax-seed2" / "times.txt"
+    kept = times.read_text()
+    times.write_text(kept.replace("best_updates 7155", "best_updates 7020"))  # the record no longer matches
+    assert "give other best_updates, valid_ppl than results.json records" in \
+        summarize("--summary", grown, "--out", tmp_path / "x", ok=False)
+    times.write_text(kept)
+    record = json.loads((grown / "results.json").read_text())
+    for change, says in ((lambda r: r["runs"][0].update(hypotheses="rela-g-seed2/test2016.hyp.en"), "not softmax-seed"),
+                         (lambda r: r["runs"][0].update(seed="1"), "an integer seed"),
+                         (lambda r: r["pieces"][0].pop("start"), "'pieces' with")):
+        bad = json.loads(json.dumps(record))
+        change(bad)
+        (grown / "results.json").write_text(json.dumps(bad))
+        assert says in summarize("--summary", grown, "--out", tmp_path / "x", ok=False)
+    (grown / "results.json").write_text(json.dumps(record))
     assert "no runs" in summarize("--out", tmp_path / "x", ok=False)
     assert "not summarize_seeds.py's" in summarize("--summary", RUN_54, "--out", tmp_path / "x", ok=False)
     assert not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@
 # TRAIN_ARGS (default none): fairseq-train options appended to the recipe's, whitespace-separated, no quoting;
 # a repeated option overrides the recipe's (e.g. TRAIN_ARGS="--lr 0.0014 --warmup-updates 4000").
 # MALLOC (default tcmalloc where installed, else glibc): the CPU allocator (fairseq_rela.cli.malloc), recorded
-# in times.txt as 'malloc NAME'; it changes the speed, not the numbers.
+# in times.txt as 'malloc NAME'; it changes the speed, not the logged losses.
 set -euo pipefail
 BIN=$1; W=$2; shift 2
 VARIANTS=${*:-softmax rela-g rela-i sparsemax entmax15}
@@ -19,9 +19,7 @@ MAX_EPOCH=${MAX_EPOCH:-10}; PATIENCE=${PATIENCE:-3}; SEED=${SEED:-1}; export OMP
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"; USER_DIR="$REPO/fairseq_rela"
 PY=${PYTHON:-python3}; [ -x "$REPO/.venv/bin/python" ] && PY="$REPO/.venv/bin/python"
 BINDIR="$(dirname "$PY")"
-# CPU allocator (examples/benchmark/train/malloc): glibc maps and unmaps every tensor above 32 MiB (the logits
-# and their gradients) on each use; tcmalloc keeps them, 1.4x the updates per second, the same numbers.
-# MALLOC=glibc keeps glibc's.
+# CPU allocator: tcmalloc where installed (fairseq_rela.cli.malloc; examples/benchmark/train/README.md)
 MALLOC_ENV=$(cd "$REPO" && "$PY" -m fairseq_rela.cli.malloc --shell); eval "$MALLOC_ENV"
 for v in $VARIANTS; do
   case $v in
@@ -32,7 +30,7 @@ for v in $VARIANTS; do
   esac
   m="$W/de-en-$v"; mkdir -p "$m"
   if [ ! -f "$m/trained" ]; then
-    t0=$(date +%s); echo "malloc $([ -n "$MALLOC_ENV" ] && echo tcmalloc || echo glibc)" >> "$m/times.txt"
+    t0=$(date +%s); echo "malloc $FAIRSEQ_RELA_MALLOC" >> "$m/times.txt"
     "$BINDIR/fairseq-train" "$BIN" --user-dir "$USER_DIR" --task translation_rela $act \
         --arch rela_transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 128 --decoder-embed-dim 128 \
         --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4 \

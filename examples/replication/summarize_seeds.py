@@ -212,32 +212,48 @@ SUMMARY_FIELDS = ("variant", "seed", "folder", "source", "epochs", "stopped", "b
                   "train_seconds", "decode_seconds", "bleu", "hypotheses", "valid_curve", "attention")
 
 
+PIECE_FIELDS = ("log", "variant", "seed", "start", "end", "outcome", "seconds")
+
+
 def load_summary(out: Path, n_refs: int):
     """The runs and pieces of a folder this script wrote (``results.json``, ``VARIANT-seedN/``): translations from
-    each ``test2016.hyp.en`` (scored again), everything else as recorded; runs that had no translations
-    (``committed``) keep their recorded BLEU and paired-bootstrap figures."""
+    each ``test2016.hyp.en`` (scored again), the training figures read again from each ``train.log`` and
+    ``times.txt`` (and refused where they differ from the recorded ones), the attention statistics and pieces as
+    recorded; runs that had no translations (``committed``) keep their recorded BLEU and paired-bootstrap figures."""
     try:
         data = json.loads((out / "results.json").read_text())
         rows, pieces = data["runs"], data.get("pieces") or []
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and set(SUMMARY_FIELDS) <= set(r) for r in rows):
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and set(SUMMARY_FIELDS) <= set(r)
+                                                 and isinstance(r["seed"], int) and isinstance(r["variant"], str)
+                                                 for r in rows):
+            raise TypeError
+        if not isinstance(pieces, list) or not all(isinstance(x, dict) and set(PIECE_FIELDS) <= set(x) for x in pieces):
             raise TypeError
     except FileNotFoundError:
         raise InputError(f"--summary {out}: no results.json (summarize_seeds.py writes it)")
     except (ValueError, TypeError, KeyError):
         raise InputError(f"--summary {out}/results.json: not summarize_seeds.py's (a 'runs' list with "
-                         f"{', '.join(SUMMARY_FIELDS[:3])}, …)")
+                         f"{', '.join(SUMMARY_FIELDS)}, an integer seed; 'pieces' with {', '.join(PIECE_FIELDS)})")
     runs = []
     for row in rows:
         d = out / f"{row['variant']}-seed{row['seed']}"
         missing = [n for n in ("train.log", "times.txt", "stats.txt") if not (d / n).is_file()]
+        if row["hypotheses"] not in (None, f"{d.name}/test2016.hyp.en"):
+            raise InputError(f"--summary {out}/results.json: {row['variant']} seed {row['seed']}'s hypotheses are "
+                             f"{row['hypotheses']!r}, not {d.name}/test2016.hyp.en")
         if row["hypotheses"] is not None and not (out / row["hypotheses"]).is_file():
-            missing.append(Path(row["hypotheses"]).name)
+            missing.append("test2016.hyp.en")
         if missing:
             raise InputError(f"--summary {d}: missing {', '.join(missing)}")
-        _, options, variant = _read_log(d)
+        text, options, variant = _read_log(d)
         if (variant, int(options[-1]["seed"])) != (row["variant"], row["seed"]):
             raise InputError(f"--summary {d}/train.log: trains {variant} seed {options[-1]['seed']}, "
                              f"results.json says {row['variant']} seed {row['seed']}")
+        training = _training(d, text)
+        changed = [k for k in training if training[k] != row.get(k)]
+        if changed:
+            raise InputError(f"--summary {d}: its train.log and times.txt give other {', '.join(changed)} than "
+                             f"results.json records (the files or the record changed)")
         hyps = None
         if row["hypotheses"] is not None:
             hyps = (out / row["hypotheses"]).read_text(encoding="utf-8").split("\n")
@@ -245,11 +261,13 @@ def load_summary(out: Path, n_refs: int):
                 raise InputError(f"--summary {out / row['hypotheses']}: {len(hyps) - (hyps[-1] == '')} lines for "
                                  f"{n_refs} references")
             hyps = hyps[:-1]
-        kept = {k: row[k] for k in SUMMARY_FIELDS if k not in ("hypotheses", "bleu")}
+        recorded = {}
         if hyps is None:  # no translations: the recorded figures are all there is
-            kept.update(bleu=row["bleu"], chrf=row.get("chrf"), bleu_p_vs_softmax=row.get("bleu_p_vs_softmax"),
-                        bleu_ci95_vs_softmax=row.get("bleu_ci95_vs_softmax"))
-        runs.append(Run(**kept, options=options, hyps=hyps, files=str(d), bleu_recorded=row["bleu"]))
+            recorded = dict(bleu=row["bleu"], chrf=row.get("chrf"), bleu_p_vs_softmax=row.get("bleu_p_vs_softmax"),
+                            bleu_ci95_vs_softmax=row.get("bleu_ci95_vs_softmax"))
+        runs.append(Run(variant=variant, seed=row["seed"], folder=row["folder"], source=row["source"], **training,
+                        attention=row["attention"], options=options, hyps=hyps, files=str(d),
+                        bleu_recorded=row["bleu"], **recorded))
     return runs, pieces
 
 
@@ -625,8 +643,8 @@ def main(argv=None) -> None:
             raise InputError("no softmax run: every variant is compared with softmax")
         check_recipe(runs)
         pieces = read_pieces(args.pieces)
-        seen = {(p["log"], p["variant"], p["seed"], p["start"]) for p in pieces}
-        pieces = [p for p in earlier_pieces if (p["log"], p["variant"], p["seed"], p["start"]) not in seen] + pieces
+        seen = {(p["variant"], p["seed"], p["start"]) for p in pieces}  # a piece logged again: the new reading
+        pieces = [p for p in earlier_pieces if (p["variant"], p["seed"], p["start"]) not in seen] + pieces
         runs.sort(key=lambda r: (ORDER.index(r.variant) if r.variant in ORDER else len(ORDER), r.seed))
         result = score(runs, refs, args.samples, args.shuffles)
         check_rescored(runs)

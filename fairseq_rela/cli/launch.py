@@ -13,8 +13,8 @@ with ``--distributed-world-size W --distributed-rank R --distributed-no-spawn --
 - GPU: ``--device-id LOCAL_RANK``, fairseq's default backend (NCCL) and DDP backend;
 - CPU (``--cpu``, here or among the fairseq arguments): ``--distributed-backend gloo --ddp-backend legacy_ddp``
   (fairseq's default DDP backend passes ``device_ids`` and fails on CPU), and tcmalloc preloaded in every rank
-  where it is installed (:mod:`fairseq_rela.cli.malloc`: faster CPU training, the same numbers; ``MALLOC=glibc``
-  keeps glibc's malloc).
+  where it is installed (:mod:`fairseq_rela.cli.malloc`: faster CPU training, the same logged losses;
+  ``MALLOC=glibc`` keeps glibc's malloc).
 
 One process is a plain ``fairseq-train`` run with ``--distributed-world-size 1``.  One node rendezvouses
 on a port torch picks (torchrun ``--standalone``) unless ``--master-port`` is given; several nodes use
@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 from typing import List
 
+from fairseq_rela.cli.malloc import choose, ld_preload
 from fairseq_rela.cli.rank import rank_command
 
 PROG = "fairseq-rela-launch"
@@ -102,8 +103,10 @@ def check(parser, args, train_args: List[str]) -> None:
     grace = os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT))
     if not grace.isdigit():
         parser.error(f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={grace!r}: must be a whole number of seconds")
-    if os.environ.get("MALLOC", "") not in ("", "tcmalloc", "glibc"):
-        parser.error(f"MALLOC={os.environ['MALLOC']!r}: not one of tcmalloc, glibc")
+    try:
+        choose()
+    except ValueError as err:
+        parser.error(str(err))
     if not cpu and args.nproc_per_node > 1 and not args.dry_run:
         import torch
 
@@ -117,19 +120,14 @@ def check(parser, args, train_args: List[str]) -> None:
 
 
 def preload(args, train_args: List[str]) -> str:
-    """The ``LD_PRELOAD`` the ranks get: tcmalloc's for a CPU run where :func:`~fairseq_rela.cli.malloc.choose`
-    finds it (with whatever ``LD_PRELOAD`` held), else ``LD_PRELOAD`` as it is."""
-    from fairseq_rela.cli.malloc import choose
-
-    current = os.environ.get("LD_PRELOAD", "")
+    """The ``LD_PRELOAD`` the ranks get: for a CPU run, :func:`~fairseq_rela.cli.malloc.ld_preload` of the
+    allocator ``MALLOC`` asks for (tcmalloc where installed); on GPUs ``LD_PRELOAD`` as it is."""
     if not (args.cpu or "--cpu" in train_args):
-        return current
-    alloc = choose()
-    if alloc.preload is None:
-        if os.environ.get("MALLOC", "") != "glibc":
-            print(f"{PROG}: note: CPU ranks keep glibc's malloc: {alloc.why}", file=sys.stderr)
-        return current
-    return " ".join([alloc.preload] + [p for p in current.replace(":", " ").split() if p != alloc.preload])
+        return os.environ.get("LD_PRELOAD", "")
+    alloc = choose()  # MALLOC was checked in check()
+    if alloc.name == "glibc" and os.environ.get("MALLOC", "") != "glibc":
+        print(f"{PROG}: note: CPU ranks keep glibc's malloc: {alloc.why}", file=sys.stderr)
+    return ld_preload(alloc)
 
 
 def launch_config(args):
@@ -177,9 +175,11 @@ def run(args, train_args: List[str]) -> int:
     from torch.distributed.launcher.api import elastic_launch
 
     config = launch_config(args)
-    ld_preload = preload(args, train_args)
-    if ld_preload:
-        os.environ["LD_PRELOAD"] = ld_preload  # the ranks' environment (torch's agent passes the launcher's on)
+    ranks_preload = preload(args, train_args)  # the ranks' environment: torch's agent passes the launcher's on
+    if ranks_preload:
+        os.environ["LD_PRELOAD"] = ranks_preload
+    else:
+        os.environ.pop("LD_PRELOAD", None)
     signals_end_the_launcher()
     entry = ["-m", "fairseq_rela.cli.rank", *train_command(args, train_args)]
     try:
@@ -210,8 +210,8 @@ def cli_main(argv=None) -> None:
     if args.dry_run:
         world = args.nnodes * args.nproc_per_node
         master = f"MASTER_ADDR={args.master_addr} MASTER_PORT={args.master_port} " if args.master_port else ""
-        ld_preload = preload(args, train_args)
-        env = f"LD_PRELOAD={shlex.quote(ld_preload)} " if ld_preload else ""
+        ranks_preload = preload(args, train_args)
+        env = f"LD_PRELOAD={shlex.quote(ranks_preload)} " if ranks_preload != os.environ.get("LD_PRELOAD", "") else ""
         for local, cmd in enumerate(rank_commands(args, train_args)):
             rank = args.node_rank * args.nproc_per_node + local
             print(f"{master}RANK={rank} LOCAL_RANK={local} WORLD_SIZE={world} {env}{shlex.join(cmd)}")

@@ -11,6 +11,8 @@ WORK=${1:-work/masked_lm}
 UPDATES=${UPDATES:-600}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 BIN=$(dirname "$(command -v python)")
+# CPU allocator: tcmalloc where installed (fairseq_rela.cli.malloc; MALLOC=glibc keeps glibc's malloc)
+MALLOC_ENV=$(cd "$(dirname "$0")/../.." && python3 -m fairseq_rela.cli.malloc --shell); eval "$MALLOC_ENV"
 [ -x "$BIN/fairseq-train" ] || BIN=.venv/bin
 "$BIN/fairseq-train" "$WORK/bin" --task masked_lm --criterion masked_lm --arch roberta_base \
     --encoder-layers 4 --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 \

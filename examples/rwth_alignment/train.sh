@@ -7,6 +7,7 @@
 # DIRECTION=en-de trains the reverse models (for the bidirectional alignment) on the same binarised
 # folder (one joined dictionary); they are named VARIANT-en-de (ckpt-VARIANT-en-de/, train-VARIANT-en-de.log).
 # THREADS (default: torch's) sets the CPU threads of each run: THREADS=1 for two runs side by side.
+# MALLOC (default tcmalloc where installed): the CPU allocator (examples/benchmark/train/README.md).
 set -euo pipefail
 W=${1:-work/rwth}; UPDATES=${2:-1200}; shift 2 || true
 VARIANTS=${*:-softmax rela-g rela-i}
@@ -18,6 +19,8 @@ case $DIRECTION in
   *) echo "train.sh: error: DIRECTION=$DIRECTION: expected de-en or en-de" >&2; exit 2 ;;
 esac
 USER_DIR="$(cd "$(dirname "$0")/../.." && pwd)/fairseq_rela"
+# CPU allocator: tcmalloc where installed (fairseq_rela.cli.malloc; MALLOC=glibc keeps glibc's malloc)
+MALLOC_ENV=$(cd "$USER_DIR/.." && python3 -m fairseq_rela.cli.malloc --shell); eval "$MALLOC_ENV"
 for v in $VARIANTS; do  # every name checked before the first one trains
   case $v in softmax|rela-g|rela-i|sparsemax|entmax15) ;;
     *) echo "train.sh: error: unknown variant '$v' (softmax rela-g rela-i sparsemax entmax15)" >&2; exit 2 ;;
